@@ -1,0 +1,434 @@
+//! corral's configuration: nova.conf-style INI files, validated once at start-up
+//! and passed down. Nova's option names are used where Nova has one; options
+//! Nova has no name for live in the `[corral]` section.
+
+mod ini;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use ini::Ini;
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}: {reason}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("[{section}] {key} = {value:?}: {reason}")]
+    Invalid {
+        section: &'static str,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Which OCI runtime runs the containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeChoice {
+    /// crun where it works on this host's cgroup layout, runc otherwise.
+    Auto,
+    Runc,
+    Crun,
+}
+
+/// How an instance's writable root is made from the cached image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageChoice {
+    /// overlayfs when the kernel offers it, a copy otherwise.
+    Auto,
+    Overlay,
+    Copy,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    /// `[DEFAULT] host`: this host's name (defaults to the kernel hostname).
+    pub host: String,
+    /// `[DEFAULT] state_path`: where corral keeps its store, images and instances.
+    pub state_path: PathBuf,
+    /// `[DEFAULT] shutdown_timeout`: seconds a graceful stop waits before killing.
+    pub shutdown_timeout: u64,
+    /// `[DEFAULT] debug`.
+    pub debug: bool,
+    pub corral: CorralConfig,
+}
+
+/// The `[corral]` section.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CorralConfig {
+    pub oci_runtime: RuntimeChoice,
+    pub runtime_root: PathBuf,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub default_pids_limit: u64,
+    pub idmap_base: u32,
+    pub idmap_size: u32,
+    pub idmap_max_instances: u32,
+    pub console_log_max_bytes: u64,
+    pub console_log_check_interval: u64,
+    pub storage: StorageChoice,
+    pub init_command: Option<Vec<String>>,
+    pub stop_signal: String,
+    pub max_image_bytes: u64,
+    pub cgroup_parent: String,
+    pub exec_timeout: u64,
+}
+
+/// Command-line overrides, applied after the files.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the given files in order (later files win), applies the overrides
+    /// and validates everything.
+    pub fn load(files: &[PathBuf], overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut ini = Ini::default();
+        for file in files {
+            ini.merge_file(file)?;
+        }
+        Config::from_ini(&ini, overrides)
+    }
+
+    /// Builds the typed configuration from parsed INI options.
+    pub fn from_ini(ini: &Ini, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let host = match ini.get("DEFAULT", "host") {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".to_string()),
+        };
+        let state_path = match &overrides.state_dir {
+            Some(p) => p.clone(),
+            None => abs_path(ini, "DEFAULT", "state_path", "/var/lib/corral")?,
+        };
+        let corral = CorralConfig {
+            oci_runtime: match get(ini, "corral", "oci_runtime").unwrap_or("auto") {
+                "auto" => RuntimeChoice::Auto,
+                "runc" => RuntimeChoice::Runc,
+                "crun" => RuntimeChoice::Crun,
+                other => {
+                    return Err(invalid(
+                        "corral",
+                        "oci_runtime",
+                        other,
+                        "must be auto, runc or crun",
+                    ))
+                }
+            },
+            runtime_root: abs_path(ini, "corral", "runtime_root", "/run/corral/runc")?,
+            socket: match &overrides.socket {
+                Some(p) => p.clone(),
+                None => abs_path(ini, "corral", "socket", "/run/corral/corral.sock")?,
+            },
+            socket_group: get(ini, "corral", "socket_group").map(str::to_string),
+            default_pids_limit: num(ini, "corral", "default_pids_limit", 1024u64)?,
+            idmap_base: num(ini, "corral", "idmap_base", 1_000_000u32)?,
+            idmap_size: num(ini, "corral", "idmap_size", 65536u32)?,
+            idmap_max_instances: num(ini, "corral", "idmap_max_instances", 10_000u32)?,
+            console_log_max_bytes: size(ini, "corral", "console_log_max_bytes", 1 << 20)?,
+            console_log_check_interval: num(ini, "corral", "console_log_check_interval", 5u64)?,
+            storage: match get(ini, "corral", "storage").unwrap_or("auto") {
+                "auto" => StorageChoice::Auto,
+                "overlay" => StorageChoice::Overlay,
+                "copy" => StorageChoice::Copy,
+                other => {
+                    return Err(invalid(
+                        "corral",
+                        "storage",
+                        other,
+                        "must be auto, overlay or copy",
+                    ))
+                }
+            },
+            init_command: get(ini, "corral", "init_command")
+                .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .filter(|c| !c.is_empty()),
+            stop_signal: get(ini, "corral", "stop_signal")
+                .unwrap_or("SIGTERM")
+                .to_string(),
+            max_image_bytes: size(ini, "corral", "max_image_bytes", 8 << 30)?,
+            cgroup_parent: get(ini, "corral", "cgroup_parent")
+                .unwrap_or("corral")
+                .to_string(),
+            exec_timeout: num(ini, "corral", "exec_timeout", 300u64)?,
+        };
+        let config = Config {
+            host,
+            state_path,
+            shutdown_timeout: num(ini, "DEFAULT", "shutdown_timeout", 60u64)?,
+            debug: boolean(ini, "DEFAULT", "debug", false)?,
+            corral,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.corral;
+        if c.idmap_size < 65536 {
+            return Err(invalid(
+                "corral",
+                "idmap_size",
+                &c.idmap_size.to_string(),
+                "must be at least 65536 so a system container gets a full id range",
+            ));
+        }
+        if c.idmap_base == 0 {
+            return Err(invalid(
+                "corral",
+                "idmap_base",
+                "0",
+                "must be above 0: host ids from 0 would map the host's root",
+            ));
+        }
+        let end = u64::from(c.idmap_base)
+            + u64::from(c.idmap_size) * u64::from(c.idmap_max_instances);
+        if end > u64::from(u32::MAX) {
+            return Err(invalid(
+                "corral",
+                "idmap_max_instances",
+                &c.idmap_max_instances.to_string(),
+                "idmap_base + idmap_size * idmap_max_instances passes the 32-bit id space",
+            ));
+        }
+        if c.default_pids_limit == 0 {
+            return Err(invalid(
+                "corral",
+                "default_pids_limit",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if crate::runtime::signal_number(&c.stop_signal).is_none() {
+            return Err(invalid(
+                "corral",
+                "stop_signal",
+                &c.stop_signal,
+                "not a signal name (e.g. SIGTERM, SIGPWR, SIGRTMIN+3)",
+            ));
+        }
+        if c.cgroup_parent.is_empty() || c.cgroup_parent.contains("..") {
+            return Err(invalid(
+                "corral",
+                "cgroup_parent",
+                &c.cgroup_parent,
+                "must be a relative cgroup name",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SQLite store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_path.join("corral.sqlite")
+    }
+    /// The image cache.
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_path.join("images")
+    }
+    /// Per-instance directories (bundle, root, console log).
+    pub fn instances_dir(&self) -> PathBuf {
+        self.state_path.join("instances")
+    }
+}
+
+fn get<'a>(ini: &'a Ini, section: &str, key: &str) -> Option<&'a str> {
+    ini.get(section, key).filter(|v| !v.is_empty())
+}
+
+fn invalid(section: &'static str, key: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        section,
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn abs_path(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: &str,
+) -> Result<PathBuf, ConfigError> {
+    let value = get(ini, section, key).unwrap_or(default);
+    if !Path::new(value).is_absolute() {
+        return Err(invalid(section, key, value, "must be an absolute path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn num<T: FromStr + Copy>(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(ini, section, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| invalid(section, key, v, "not a valid non-negative integer")),
+    }
+}
+
+fn size(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match get(ini, section, key) {
+        None => Ok(default),
+        Some(v) => parse_size(v).map_err(|reason| invalid(section, key, v, &reason)),
+    }
+}
+
+/// oslo.config's boolean spellings, strictly.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn boolean(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(ini, section, key) {
+        None => Ok(default),
+        Some(v) => parse_bool(v).ok_or_else(|| invalid(section, key, v, "not a boolean")),
+    }
+}
+
+/// Parses a byte size: a plain number of bytes, or a number with a unit
+/// (KiB, MiB, GiB, TiB in powers of 1024; KB, MB, GB, TB in powers of 1000;
+/// K, M, G, T as the binary units, as LXD and most users mean them).
+pub fn parse_size(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim());
+    if number.is_empty() {
+        return Err(format!("invalid size {input:?}: no number"));
+    }
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {input:?}: {number:?} is not a number"))?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {input:?}: out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("256MB"), Ok(256_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-5MiB").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_default() {
+        let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.state_path, PathBuf::from("/var/lib/corral"));
+        assert_eq!(c.corral.socket, PathBuf::from("/run/corral/corral.sock"));
+        assert_eq!(c.corral.runtime_root, PathBuf::from("/run/corral/runc"));
+        assert_eq!(c.corral.oci_runtime, RuntimeChoice::Auto);
+        assert_eq!(c.corral.default_pids_limit, 1024);
+    }
+
+    #[test]
+    fn overrides_and_validation() {
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[DEFAULT]\nstate_path = /srv/c\n[corral]\noci_runtime = runc\nsocket = /tmp/s\n",
+            "t",
+        )
+        .unwrap();
+        let o = Overrides {
+            state_dir: Some("/x".into()),
+            socket: None,
+        };
+        let c = Config::from_ini(&ini, &o).unwrap();
+        assert_eq!(c.state_path, PathBuf::from("/x"));
+        assert_eq!(c.corral.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(c.corral.oci_runtime, RuntimeChoice::Runc);
+
+        for bad in [
+            "[corral]\noci_runtime = kata\n",
+            "[corral]\nidmap_size = 1000\n",
+            "[corral]\nidmap_base = 0\n",
+            "[corral]\ndefault_pids_limit = many\n",
+            "[corral]\nstop_signal = SIGNOPE\n",
+            "[corral]\nruntime_root = relative/path\n",
+            "[DEFAULT]\ndebug = maybe\n",
+        ] {
+            let mut ini = Ini::default();
+            ini.merge_str(bad, "bad").unwrap();
+            let err = Config::from_ini(&ini, &Overrides::default()).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        assert_eq!(parse_bool("False"), Some(false));
+        assert_eq!(parse_bool("no"), Some(false));
+        assert_eq!(parse_bool("0"), Some(false));
+        assert_eq!(parse_bool("YES"), Some(true));
+        assert_eq!(parse_bool("nope"), None);
+    }
+}

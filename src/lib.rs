@@ -1,0 +1,5 @@
+//! corral: a Nova compute host and standalone host for Linux system containers.
+
+pub mod config;
+pub mod runtime;
+pub mod store;

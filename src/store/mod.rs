@@ -1,0 +1,431 @@
+//! The local store: what only this host knows (images, instances, id ranges,
+//! in-flight phases). SQLite through sqlx; one file under `state_path`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("store query failed")]
+    Query(#[from] sqlx::Error),
+    #[error("{kind} {name} already exists")]
+    Conflict { kind: &'static str, name: String },
+    #[error("no free id range left: all {0} are in use (raise [corral] idmap_max_instances)")]
+    IdRangesExhausted(u32),
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS images (
+        fingerprint TEXT PRIMARY KEY,
+        alias TEXT UNIQUE,
+        size INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        properties TEXT NOT NULL DEFAULT '{}'
+    )",
+    "CREATE TABLE IF NOT EXISTS instances (
+        uuid TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        idmap_slot INTEGER UNIQUE,
+        phase TEXT NOT NULL,
+        desired TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )",
+];
+
+/// An image in the cache.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub fingerprint: String,
+    pub alias: Option<String>,
+    pub size: i64,
+    pub created_at: String,
+    pub properties: serde_json::Value,
+}
+
+/// Where an instance is in its life, as far as this host's work goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Being created: a restart rolls it back.
+    Creating,
+    /// Created and usable.
+    Ready,
+    /// Being deleted: a restart finishes the delete.
+    Deleting,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "creating",
+            Phase::Ready => "ready",
+            Phase::Deleting => "deleting",
+        }
+    }
+    fn parse(s: &str) -> Phase {
+        match s {
+            "creating" => Phase::Creating,
+            "deleting" => Phase::Deleting,
+            _ => Phase::Ready,
+        }
+    }
+}
+
+/// An instance as the store keeps it; `spec` is the driver's JSON.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub uuid: String,
+    pub name: String,
+    pub image: String,
+    pub spec: String,
+    pub idmap_slot: Option<u32>,
+    pub phase: Phase,
+    /// The power state the user asked for last: running, stopped or frozen.
+    pub desired: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The store handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store file.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        // One writer at a time keeps id-range allocation and phase changes
+        // simple; the store is never the bottleneck next to the runtime.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt).execute(&pool).await?;
+        }
+        Ok(Store { pool })
+    }
+
+    pub async fn insert_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO images (fingerprint, alias, size, created_at, properties) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&img.fingerprint)
+        .bind(&img.alias)
+        .bind(img.size)
+        .bind(&img.created_at)
+        .bind(img.properties.to_string())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "image",
+                name: img.alias.clone().unwrap_or_else(|| img.fingerprint.clone()),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn image_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreError> {
+        let props: String = row.try_get("properties")?;
+        Ok(ImageRecord {
+            fingerprint: row.try_get("fingerprint")?,
+            alias: row.try_get("alias")?,
+            size: row.try_get("size")?,
+            created_at: row.try_get("created_at")?,
+            properties: serde_json::from_str(&props).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// Finds an image by alias, full fingerprint or a unique fingerprint prefix.
+    pub async fn find_image(&self, key: &str) -> Result<Option<ImageRecord>, StoreError> {
+        if let Some(row) = sqlx::query("SELECT * FROM images WHERE alias = ? OR fingerprint = ?")
+            .bind(key)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Self::image_from_row(&row).map(Some);
+        }
+        if key.len() >= 8 && key.chars().all(|c| c.is_ascii_hexdigit()) {
+            let rows = sqlx::query("SELECT * FROM images WHERE fingerprint LIKE ?")
+                .bind(format!("{key}%"))
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.len() == 1 {
+                return Self::image_from_row(&rows[0]).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM images ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::image_from_row).collect()
+    }
+
+    pub async fn delete_image(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM images WHERE fingerprint = ?")
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Names of the instances built from an image.
+    pub async fn image_users(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM instances WHERE image = ? ORDER BY name")
+            .bind(fingerprint)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("name").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Inserts a new instance in phase `creating`, allocating it a free id
+    /// range slot when `want_idmap` (never shared between two instances: the
+    /// slot column is unique).
+    pub async fn insert_instance(
+        &self,
+        uuid: &str,
+        name: &str,
+        image: &str,
+        spec: &str,
+        want_idmap: bool,
+        max_slots: u32,
+    ) -> Result<InstanceRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if sqlx::query("SELECT 1 FROM instances WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict {
+                kind: "instance",
+                name: name.to_string(),
+            });
+        }
+        let slot = if want_idmap {
+            let used: Vec<i64> = sqlx::query_scalar(
+                "SELECT idmap_slot FROM instances WHERE idmap_slot IS NOT NULL ORDER BY idmap_slot",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut free = 0i64;
+            for u in used {
+                if u == free {
+                    free += 1;
+                } else if u > free {
+                    break;
+                }
+            }
+            if free >= i64::from(max_slots) {
+                return Err(StoreError::IdRangesExhausted(max_slots));
+            }
+            Some(free as u32)
+        } else {
+            None
+        };
+        let ts = now();
+        let res = sqlx::query(
+            "INSERT INTO instances (uuid, name, image, spec, idmap_slot, phase, desired, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'creating', 'stopped', ?, ?)",
+        )
+        .bind(uuid)
+        .bind(name)
+        .bind(image)
+        .bind(spec)
+        .bind(slot.map(i64::from))
+        .bind(&ts)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict {
+                    kind: "instance",
+                    name: name.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(InstanceRecord {
+            uuid: uuid.to_string(),
+            name: name.to_string(),
+            image: image.to_string(),
+            spec: spec.to_string(),
+            idmap_slot: slot,
+            phase: Phase::Creating,
+            desired: "stopped".into(),
+            created_at: ts.clone(),
+            updated_at: ts,
+        })
+    }
+
+    fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<InstanceRecord, StoreError> {
+        let slot: Option<i64> = row.try_get("idmap_slot")?;
+        let phase: String = row.try_get("phase")?;
+        Ok(InstanceRecord {
+            uuid: row.try_get("uuid")?,
+            name: row.try_get("name")?,
+            image: row.try_get("image")?,
+            spec: row.try_get("spec")?,
+            idmap_slot: slot.and_then(|s| u32::try_from(s).ok()),
+            phase: Phase::parse(&phase),
+            desired: row.try_get("desired")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// Finds an instance by name or uuid.
+    pub async fn find_instance(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE name = ? OR uuid = ?")
+            .bind(key)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::instance_from_row).transpose()
+    }
+
+    pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY created_at, name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::instance_from_row).collect()
+    }
+
+    pub async fn set_phase(&self, uuid: &str, phase: Phase) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET phase = ?, updated_at = ? WHERE uuid = ?")
+            .bind(phase.as_str())
+            .bind(now())
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_desired(&self, uuid: &str, desired: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET desired = ?, updated_at = ? WHERE uuid = ?")
+            .bind(desired)
+            .bind(now())
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_spec(&self, uuid: &str, spec: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET spec = ?, updated_at = ? WHERE uuid = ?")
+            .bind(spec)
+            .bind(now())
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_instance(&self, uuid: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE uuid = ?")
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The current time as the store writes it.
+    pub fn timestamp() -> String {
+        now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn id_ranges_are_unique_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).await.unwrap();
+        let a = s.insert_instance("u1", "a", "img", "{}", true, 3).await.unwrap();
+        let b = s.insert_instance("u2", "b", "img", "{}", true, 3).await.unwrap();
+        let p = s.insert_instance("u3", "p", "img", "{}", false, 3).await.unwrap();
+        assert_eq!((a.idmap_slot, b.idmap_slot, p.idmap_slot), (Some(0), Some(1), None));
+        s.delete_instance("u1").await.unwrap();
+        let c = s.insert_instance("u4", "c", "img", "{}", true, 3).await.unwrap();
+        assert_eq!(c.idmap_slot, Some(0));
+        s.insert_instance("u5", "d", "img", "{}", true, 3).await.unwrap();
+        let err = s.insert_instance("u6", "e", "img", "{}", true, 3).await.unwrap_err();
+        assert!(matches!(err, StoreError::IdRangesExhausted(3)));
+        let err = s.insert_instance("u7", "a", "img", "{}", true, 9).await;
+        assert!(err.is_ok(), "name a was freed");
+        let err = s.insert_instance("u8", "b", "img", "{}", true, 9).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }));
+        assert_eq!(s.list_instances().await.unwrap().len(), 5);
+        assert_eq!(s.find_instance("u2").await.unwrap().unwrap().name, "b");
+        assert_eq!(s.image_users("img").await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn images_by_alias_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).await.unwrap();
+        let img = ImageRecord {
+            fingerprint: "abcdef0123456789".into(),
+            alias: Some("busybox".into()),
+            size: 10,
+            created_at: now(),
+            properties: serde_json::json!({"os": "busybox"}),
+        };
+        s.insert_image(&img).await.unwrap();
+        assert_eq!(s.find_image("busybox").await.unwrap(), Some(img.clone()));
+        assert_eq!(s.find_image("abcdef01").await.unwrap(), Some(img.clone()));
+        assert_eq!(s.find_image("nope").await.unwrap(), None);
+        assert!(matches!(
+            s.insert_image(&img).await.unwrap_err(),
+            StoreError::Conflict { .. }
+        ));
+        assert!(s.delete_image("abcdef0123456789").await.unwrap());
+        assert!(s.list_images().await.unwrap().is_empty());
+    }
+}
