@@ -3,3 +3,7 @@
 pub mod config;
 pub mod runtime;
 pub mod store;
+pub mod fsutil;
+pub mod image;
+pub mod storage;
+pub mod driver;

@@ -112,6 +112,8 @@ pub struct Runtime {
     pub root: PathBuf,
     pub version: String,
     pub cgroup_mode: CgroupMode,
+    /// v1 controllers with a controller-less v2 tree beside them.
+    pub cgroup_hybrid: bool,
 }
 
 fn find_binary(name: &str) -> Option<PathBuf> {
@@ -173,8 +175,10 @@ impl Runtime {
     pub fn select(
         choice: RuntimeChoice,
         root: &Path,
-        cgroup_mode: CgroupMode,
+        cgroup_root: &Path,
     ) -> Result<Runtime, RuntimeError> {
+        let cgroup_mode = cgroups::detect(cgroup_root)?;
+        let cgroup_hybrid = cgroups::is_hybrid(cgroup_root);
         let make = |kind: RuntimeKind, binary: PathBuf| -> Result<Runtime, RuntimeError> {
             let version = version_of(&binary)
                 .ok_or_else(|| RuntimeError::Missing(binary.display().to_string()))?;
@@ -184,6 +188,7 @@ impl Runtime {
                 root: root.to_path_buf(),
                 version,
                 cgroup_mode,
+                cgroup_hybrid,
             })
         };
         match choice {
@@ -196,7 +201,7 @@ impl Runtime {
                 make(RuntimeKind::Crun, bin)
             }
             RuntimeChoice::Auto => {
-                let crun_ok = cgroup_mode != CgroupMode::Hybrid;
+                let crun_ok = !cgroup_hybrid;
                 if crun_ok {
                     if let Some(bin) = find_binary("crun") {
                         if let Ok(rt) = make(RuntimeKind::Crun, bin) {

@@ -1,0 +1,802 @@
+//! The container driver: instances as system containers run by an OCI runtime.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
+use crate::config::Config;
+use crate::fsutil;
+use crate::image::ImageCache;
+use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
+use crate::runtime::{bundle, BundleConfig, ExecOutput, IdMap, Runtime, Status};
+use crate::storage::Storage;
+use crate::store::{ImageRecord, InstanceRecord, Phase, Store};
+
+/// Default environment of an instance's init and of exec'd commands.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One instance as the host sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceView {
+    pub uuid: String,
+    pub name: String,
+    pub image: String,
+    pub image_alias: Option<String>,
+    pub spec: InstanceSpec,
+    pub idmap: Option<IdMap>,
+    pub info: InstanceInfo,
+    pub created_at: String,
+}
+
+/// What start-up reconciliation found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Instances whose container was gone or dead though they should run.
+    pub stale: Vec<String>,
+    /// Creates that were in flight at the last stop, rolled back.
+    pub rolled_back: Vec<String>,
+    /// Deletes that were in flight at the last stop, finished.
+    pub finished_deletes: Vec<String>,
+    /// Runtime containers under corral's runtime root with no store record.
+    pub orphans: Vec<String>,
+    /// Containers found running, as expected.
+    pub running: usize,
+}
+
+/// The container driver and host services (images, listing) for frontends.
+pub struct ContainerDriver {
+    cfg: Arc<Config>,
+    runtime: Runtime,
+    storage: Storage,
+    images: ImageCache,
+    store: Store,
+    cgroup_root: PathBuf,
+    stop_signal: i32,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
+    move |source| DriverError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Instance names are hostnames: 1-63 letters, digits and dashes, starting
+/// with a letter and not ending with a dash.
+pub fn validate_name(name: &str) -> Result<(), DriverError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Invalid(format!(
+            "invalid instance name {name:?}: use 1-63 letters, digits and dashes, starting with a letter"
+        )))
+    }
+}
+
+fn tail_lines(text: &str, lines: usize) -> String {
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let all: Vec<&str> = trimmed.split('\n').collect();
+    let start = all.len().saturating_sub(lines);
+    let mut out = all[start..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+impl ContainerDriver {
+    pub fn new(
+        cfg: Arc<Config>,
+        runtime: Runtime,
+        storage: Storage,
+        store: Store,
+        cgroup_root: PathBuf,
+    ) -> Result<ContainerDriver, DriverError> {
+        let stop_signal = crate::runtime::signal_number(&cfg.corral.stop_signal)
+            .ok_or_else(|| DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal)))?;
+        let images = ImageCache::new(cfg.images_dir(), cfg.corral.max_image_bytes);
+        for dir in [cfg.state_path.clone(), cfg.images_dir(), cfg.instances_dir()] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
+            // Containers' mapped roots must traverse down to their rootfs.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(io_err(&dir))?;
+        }
+        Ok(ContainerDriver {
+            cfg,
+            runtime,
+            storage,
+            images,
+            store,
+            cgroup_root,
+            stop_signal,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.locks.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(uuid.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+    }
+
+    fn forget_lock(&self, uuid: &str) {
+        if let Ok(mut map) = self.locks.lock() {
+            map.remove(uuid);
+        }
+    }
+
+    fn instance_dir(&self, uuid: &str) -> PathBuf {
+        self.cfg.instances_dir().join(uuid)
+    }
+
+    fn console_path(&self, uuid: &str) -> PathBuf {
+        self.instance_dir(uuid).join("console.log")
+    }
+
+    fn cgroup_path(&self, uuid: &str) -> String {
+        format!("/{}/{}", self.cfg.corral.cgroup_parent, uuid)
+    }
+
+    fn idmap_of(&self, rec: &InstanceRecord) -> Option<IdMap> {
+        rec.idmap_slot.map(|slot| IdMap {
+            host_base: self.cfg.corral.idmap_base + slot * self.cfg.corral.idmap_size,
+            size: self.cfg.corral.idmap_size,
+        })
+    }
+
+    async fn record(&self, key: &str) -> Result<InstanceRecord, DriverError> {
+        self.store
+            .find_instance(key)
+            .await?
+            .ok_or_else(|| DriverError::NotFound(key.to_string()))
+    }
+
+    fn spec_of(rec: &InstanceRecord) -> Result<InstanceSpec, DriverError> {
+        serde_json::from_str(&rec.spec).map_err(|e| {
+            DriverError::Invalid(format!("stored spec of {} is unreadable: {e}", rec.name))
+        })
+    }
+
+    /// Resolves a name or uuid to a uuid.
+    pub async fn resolve(&self, key: &str) -> Result<String, DriverError> {
+        Ok(self.record(key).await?.uuid)
+    }
+
+    // ---- images ------------------------------------------------------------
+
+    /// Imports a root tarball (already on disk) under an optional alias.
+    pub async fn import_image(
+        &self,
+        archive: &Path,
+        alias: Option<&str>,
+    ) -> Result<ImageRecord, DriverError> {
+        if let Some(a) = alias {
+            validate_alias(a)?;
+            if self.store.find_image(a).await?.is_some() {
+                return Err(DriverError::Conflict(format!("image alias {a} already exists")));
+            }
+        }
+        let fp = crate::image::fingerprint(archive)?;
+        if let Some(existing) = self.store.find_image(&fp).await? {
+            return Err(DriverError::Conflict(format!(
+                "this image is already imported as {}",
+                existing.alias.unwrap_or(existing.fingerprint)
+            )));
+        }
+        let imported = self.images.import(archive).await?;
+        let rec = ImageRecord {
+            fingerprint: imported.fingerprint.clone(),
+            alias: alias.map(str::to_string),
+            size: imported.size as i64,
+            created_at: Store::timestamp(),
+            properties: imported.properties,
+        };
+        if let Err(e) = self.store.insert_image(&rec).await {
+            let _ = self.images.remove(&imported.fingerprint).await;
+            return Err(e.into());
+        }
+        tracing::info!(fingerprint = %rec.fingerprint, alias = ?rec.alias, files = imported.stats.files, "image imported");
+        Ok(rec)
+    }
+
+    /// A path for an upload in progress (removed by the caller).
+    pub fn image_upload_path(&self) -> PathBuf {
+        self.images.upload_path()
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<ImageRecord>, DriverError> {
+        Ok(self.store.list_images().await?)
+    }
+
+    pub async fn get_image(&self, key: &str) -> Result<ImageRecord, DriverError> {
+        self.store
+            .find_image(key)
+            .await?
+            .ok_or_else(|| DriverError::ImageNotFound(key.to_string()))
+    }
+
+    /// Deletes an image no instance uses.
+    pub async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
+        let img = self.get_image(key).await?;
+        let users = self.store.image_users(&img.fingerprint).await?;
+        if !users.is_empty() {
+            return Err(DriverError::Conflict(format!(
+                "image {key} is used by instances: {}",
+                users.join(", ")
+            )));
+        }
+        self.store.delete_image(&img.fingerprint).await?;
+        self.images.remove(&img.fingerprint).await?;
+        Ok(())
+    }
+
+    // ---- instances ---------------------------------------------------------
+
+    /// Every instance with its live state.
+    pub async fn list(&self) -> Result<Vec<InstanceView>, DriverError> {
+        let records = self.store.list_instances().await?;
+        let images = self.store.list_images().await?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            out.push(self.view(rec, &images).await?);
+        }
+        Ok(out)
+    }
+
+    /// One instance by name or uuid.
+    pub async fn get(&self, key: &str) -> Result<InstanceView, DriverError> {
+        let rec = self.record(key).await?;
+        let images = self.store.list_images().await?;
+        self.view(rec, &images).await
+    }
+
+    async fn view(&self, rec: InstanceRecord, images: &[ImageRecord]) -> Result<InstanceView, DriverError> {
+        let spec = Self::spec_of(&rec)?;
+        let info = self.info_of(&rec).await?;
+        let image_alias = images
+            .iter()
+            .find(|i| i.fingerprint == rec.image)
+            .and_then(|i| i.alias.clone());
+        Ok(InstanceView {
+            idmap: self.idmap_of(&rec),
+            uuid: rec.uuid,
+            name: rec.name,
+            image: rec.image,
+            image_alias,
+            spec,
+            info,
+            created_at: rec.created_at,
+        })
+    }
+
+    async fn info_of(&self, rec: &InstanceRecord) -> Result<InstanceInfo, DriverError> {
+        let state = if rec.phase == Phase::Ready {
+            self.runtime.state(&rec.uuid).await?
+        } else {
+            None
+        };
+        let (power_state, status, pid) = match state.as_ref().map(|s| s.status) {
+            Some(Status::Running) => (PowerState::Running, "Running", state.as_ref().and_then(|s| s.pid)),
+            Some(Status::Paused) => (PowerState::Paused, "Frozen", state.as_ref().and_then(|s| s.pid)),
+            Some(Status::Created) | Some(Status::Creating) => (PowerState::NoState, "Starting", None),
+            Some(Status::Stopped) => (PowerState::Crashed, "Stopped", None),
+            None => match rec.phase {
+                Phase::Creating => (PowerState::NoState, "Creating", None),
+                Phase::Deleting => (PowerState::NoState, "Deleting", None),
+                Phase::Ready => (PowerState::Shutdown, "Stopped", None),
+            },
+        };
+        let stats = if pid.is_some() {
+            self.stats(&rec.uuid)
+        } else {
+            None
+        };
+        Ok(InstanceInfo {
+            power_state,
+            status,
+            pid,
+            stats,
+        })
+    }
+
+    fn stats(&self, uuid: &str) -> Option<cgroups::Stats> {
+        let path = CgroupPath::new(self.cgroup_path(uuid)).ok()?;
+        match cgroups::read_stats(self.runtime.cgroup_mode, &self.cgroup_root, &path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(uuid, error = %e, "cannot read cgroup stats");
+                None
+            }
+        }
+    }
+
+    /// Creates a new instance from a spec whose uuid is fresh.
+    async fn create(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+        validate_name(&spec.name)?;
+        spec.limits.validate()?;
+        if let Some(cmd) = &spec.command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(DriverError::Invalid("command must not be empty".into()));
+            }
+        }
+        let image = self
+            .store
+            .find_image(&spec.image)
+            .await?
+            .ok_or_else(|| DriverError::ImageNotFound(spec.image.clone()))?;
+        if !self.images.has(&image.fingerprint) {
+            return Err(DriverError::ImageNotFound(format!(
+                "{} (its files are missing from the cache)",
+                spec.image
+            )));
+        }
+        let args = self.init_args(spec, &image)?;
+        let mut stored = spec.clone();
+        stored.image = image.fingerprint.clone();
+        let json = serde_json::to_string(&stored)
+            .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
+        let rec = self
+            .store
+            .insert_instance(
+                &spec.uuid,
+                &spec.name,
+                &image.fingerprint,
+                &json,
+                !spec.privileged,
+                self.cfg.corral.idmap_max_instances,
+            )
+            .await?;
+        let result = async {
+            self.prepare(&rec, &stored, &args).await?;
+            if start {
+                self.start_container(&rec.uuid).await?;
+                self.store.set_desired(&rec.uuid, "running").await?;
+            }
+            self.store.set_phase(&rec.uuid, Phase::Ready).await?;
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(uuid = %rec.uuid, error = %e, "create failed, rolling back");
+            if let Err(cleanup) = self.remove_everything(&rec.uuid).await {
+                tracing::error!(uuid = %rec.uuid, error = %cleanup, "rollback incomplete");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn init_args(&self, spec: &InstanceSpec, image: &ImageRecord) -> Result<Vec<String>, DriverError> {
+        if let Some(cmd) = spec.command.clone().or_else(|| self.cfg.corral.init_command.clone()) {
+            return Ok(cmd);
+        }
+        match image.properties.get("init").and_then(|v| v.as_str()) {
+            Some(init) if !init.is_empty() => Ok(vec![init.to_string()]),
+            _ => Err(DriverError::Invalid(format!(
+                "image {} has no /sbin/init: give a command, or set [corral] init_command",
+                image.alias.as_deref().unwrap_or(&image.fingerprint)
+            ))),
+        }
+    }
+
+    /// Root + bundle; idempotent, also used to start again after a reboot.
+    async fn prepare(&self, rec: &InstanceRecord, spec: &InstanceSpec, args: &[String]) -> Result<(), DriverError> {
+        let dir = self.instance_dir(&rec.uuid);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
+        let idmap = self.idmap_of(rec);
+        let lower = match idmap {
+            Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
+            None => self.images.rootfs(&rec.image),
+        };
+        let rootfs = self.storage.prepare(&dir, &lower).await?;
+        let (cpu_quota_us, cpu_period_us) = spec.limits.cfs();
+        let mut env = vec![
+            DEFAULT_PATH.to_string(),
+            "container=corral".to_string(),
+            "TERM=linux".to_string(),
+        ];
+        env.extend(spec.environment.iter().map(|(k, v)| format!("{k}={v}")));
+        let cfg = BundleConfig {
+            id: rec.uuid.clone(),
+            hostname: spec.name.clone(),
+            rootfs,
+            args: args.to_vec(),
+            env,
+            idmap,
+            cgroups_path: self.cgroup_path(&rec.uuid),
+            cgroup_v2: self.runtime.cgroup_mode == CgroupMode::V2,
+            cpu_quota_us,
+            cpu_period_us,
+            cpu_shares: spec.limits.cpu_shares,
+            memory_bytes: spec.limits.memory_bytes.map(|m| m as i64),
+            pids_limit: spec
+                .limits
+                .pids
+                .unwrap_or(self.cfg.corral.default_pids_limit) as i64,
+        };
+        bundle::write(&dir, &cfg)?;
+        Ok(())
+    }
+
+    async fn start_container(&self, uuid: &str) -> Result<(), DriverError> {
+        let dir = self.instance_dir(uuid);
+        if let Some(st) = self.runtime.state(uuid).await? {
+            match st.status {
+                Status::Running | Status::Paused => return Ok(()),
+                Status::Created => {
+                    self.runtime.start(uuid).await?;
+                    return Ok(());
+                }
+                Status::Stopped | Status::Creating => self.runtime.delete(uuid, true).await?,
+            }
+        }
+        self.runtime.create(uuid, &dir, &self.console_path(uuid)).await?;
+        if let Err(e) = self.runtime.start(uuid).await {
+            let _ = self.runtime.delete(uuid, true).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Stops the container and removes it from the runtime.
+    async fn stop_container(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError> {
+        let Some(st) = self.runtime.state(uuid).await? else {
+            return Ok(());
+        };
+        if st.status == Status::Paused {
+            self.runtime.resume(uuid).await?;
+        }
+        if matches!(st.status, Status::Running | Status::Paused) {
+            let mut stopped = false;
+            if !force {
+                match self.runtime.signal(uuid, self.stop_signal).await {
+                    Ok(()) => stopped = self.runtime.wait_stopped(uuid, timeout).await?,
+                    Err(e) => tracing::debug!(uuid, error = %e, "stop signal not delivered"),
+                }
+            }
+            if !stopped {
+                if let Err(e) = self.runtime.signal(uuid, libc::SIGKILL).await {
+                    tracing::debug!(uuid, error = %e, "kill not delivered");
+                }
+                self.runtime.wait_stopped(uuid, Duration::from_secs(10)).await?;
+            }
+        }
+        self.runtime.delete(uuid, true).await?;
+        Ok(())
+    }
+
+    /// Removes container, cgroups, root, files and the store record.
+    async fn remove_everything(&self, uuid: &str) -> Result<(), DriverError> {
+        self.store.set_phase(uuid, Phase::Deleting).await?;
+        if self.runtime.state(uuid).await?.is_some() {
+            self.runtime.delete(uuid, true).await?;
+        }
+        self.cleanup_cgroups(uuid);
+        let dir = self.instance_dir(uuid);
+        self.storage.release(&dir).await?;
+        fsutil::remove_tree(&dir).map_err(io_err(&dir))?;
+        self.store.delete_instance(uuid).await?;
+        self.forget_lock(uuid);
+        Ok(())
+    }
+
+    fn cleanup_cgroups(&self, uuid: &str) {
+        let Ok(path) = CgroupPath::new(self.cgroup_path(uuid)) else {
+            return;
+        };
+        if let Err(e) = cgroups::cleanup(self.runtime.cgroup_mode, &self.cgroup_root, &path) {
+            tracing::warn!(uuid, error = %e, "cgroup cleanup incomplete");
+        }
+    }
+
+    /// Whether anything of a uuid is left (for tests and the delete check).
+    pub fn leftovers(&self, uuid: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        let dir = self.instance_dir(uuid);
+        if dir.exists() {
+            left.push(dir.display().to_string());
+        }
+        if self.runtime.root.join(uuid).exists() {
+            left.push(self.runtime.root.join(uuid).display().to_string());
+        }
+        if let Ok(path) = CgroupPath::new(self.cgroup_path(uuid)) {
+            if cgroups::exists(self.runtime.cgroup_mode, &self.cgroup_root, &path).unwrap_or(false) {
+                left.push(format!("cgroup {}", self.cgroup_path(uuid)));
+            }
+        }
+        left
+    }
+
+    /// Keeps each console log under its size bound: when a log passes it, it
+    /// becomes `console.log.1` and a fresh log starts (copy and truncate, since
+    /// the container holds the file open for append).
+    pub async fn rotate_console_logs(&self) -> Result<(), DriverError> {
+        let max = self.cfg.corral.console_log_max_bytes;
+        for rec in self.store.list_instances().await? {
+            let path = self.console_path(&rec.uuid);
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.len() <= max {
+                continue;
+            }
+            let rotated = path.with_extension("log.1");
+            let res = (|| -> std::io::Result<()> {
+                let mut f = std::fs::File::open(&path)?;
+                let keep = max.min(meta.len());
+                f.seek(SeekFrom::Start(meta.len() - keep))?;
+                let mut buf = Vec::with_capacity(keep as usize);
+                f.take(keep).read_to_end(&mut buf)?;
+                std::fs::write(&rotated, &buf)?;
+                std::fs::OpenOptions::new().write(true).open(&path)?.set_len(0)
+            })();
+            if let Err(e) = res {
+                tracing::warn!(uuid = %rec.uuid, error = %e, "console log rotation failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciles the store with the runtime after a start: finishes or rolls
+    /// back what was in flight, reports containers that died, and orphans.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
+        let mut report = ReconcileReport::default();
+        let records = self.store.list_instances().await?;
+        let known: std::collections::HashSet<String> = records.iter().map(|r| r.uuid.clone()).collect();
+        for rec in records {
+            match rec.phase {
+                Phase::Creating => {
+                    tracing::warn!(name = %rec.name, "rolling back a create interrupted by the last stop");
+                    self.remove_everything(&rec.uuid).await?;
+                    report.rolled_back.push(rec.name);
+                }
+                Phase::Deleting => {
+                    tracing::warn!(name = %rec.name, "finishing a delete interrupted by the last stop");
+                    self.remove_everything(&rec.uuid).await?;
+                    report.finished_deletes.push(rec.name);
+                }
+                Phase::Ready => {
+                    let state = self.runtime.state(&rec.uuid).await?;
+                    match state.map(|s| s.status) {
+                        Some(Status::Running) | Some(Status::Paused) => report.running += 1,
+                        Some(_) => {
+                            tracing::warn!(name = %rec.name, "container died while corral was down");
+                            self.runtime.delete(&rec.uuid, true).await?;
+                            if rec.desired != "stopped" {
+                                report.stale.push(rec.name.clone());
+                                self.store.set_desired(&rec.uuid, "stopped").await?;
+                            }
+                        }
+                        None => {
+                            if rec.desired != "stopped" {
+                                tracing::warn!(name = %rec.name, "container is gone (host reboot or killed outside corral)");
+                                report.stale.push(rec.name.clone());
+                                self.store.set_desired(&rec.uuid, "stopped").await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for c in self.runtime.list().await? {
+            if !known.contains(&c.id) {
+                tracing::warn!(id = %c.id, "runtime container without a store record left alone");
+                report.orphans.push(c.id);
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn validate_alias(alias: &str) -> Result<(), DriverError> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 128
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+        && !alias.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Invalid(format!(
+            "invalid image alias {alias:?}: use letters, digits and - _ . : /"
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ContainerDriver {
+    async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        self.create(spec, start).await
+    }
+
+    async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        if let Some(st) = self.runtime.state(&rec.uuid).await? {
+            if st.status == Status::Paused {
+                self.runtime.resume(&rec.uuid).await?;
+            }
+            if matches!(st.status, Status::Running | Status::Paused) {
+                let _ = self.runtime.signal(&rec.uuid, libc::SIGKILL).await;
+                self.runtime.wait_stopped(&rec.uuid, Duration::from_secs(10)).await?;
+            }
+        }
+        self.remove_everything(&rec.uuid).await
+    }
+
+    async fn power_on(&self, uuid: &str) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        let spec = Self::spec_of(&rec)?;
+        let image = self.get_image(&rec.image).await?;
+        let args = self.init_args(&spec, &image)?;
+        self.prepare(&rec, &spec, &args).await?;
+        self.start_container(&rec.uuid).await?;
+        self.store.set_desired(&rec.uuid, "running").await?;
+        Ok(())
+    }
+
+    async fn power_off(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        self.stop_container(&rec.uuid, timeout, force).await?;
+        self.store.set_desired(&rec.uuid, "stopped").await?;
+        Ok(())
+    }
+
+    async fn reboot(&self, uuid: &str, hard: bool, timeout: Duration) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        self.stop_container(&rec.uuid, timeout, hard).await?;
+        let spec = Self::spec_of(&rec)?;
+        let image = self.get_image(&rec.image).await?;
+        let args = self.init_args(&spec, &image)?;
+        self.prepare(&rec, &spec, &args).await?;
+        self.start_container(&rec.uuid).await?;
+        self.store.set_desired(&rec.uuid, "running").await?;
+        Ok(())
+    }
+
+    async fn pause(&self, uuid: &str) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
+            Some(Status::Running) => self.runtime.pause(&rec.uuid).await?,
+            Some(Status::Paused) => {}
+            _ => return Err(DriverError::Conflict(format!("instance {} is not running", rec.name))),
+        }
+        self.store.set_desired(&rec.uuid, "frozen").await?;
+        Ok(())
+    }
+
+    async fn unpause(&self, uuid: &str) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
+            Some(Status::Paused) => self.runtime.resume(&rec.uuid).await?,
+            Some(Status::Running) => {}
+            _ => return Err(DriverError::Conflict(format!("instance {} is not frozen", rec.name))),
+        }
+        self.store.set_desired(&rec.uuid, "running").await?;
+        Ok(())
+    }
+
+    async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError> {
+        let rec = self.record(uuid).await?;
+        self.info_of(&rec).await
+    }
+
+    async fn console_output(&self, uuid: &str, lines: Option<usize>) -> Result<String, DriverError> {
+        let rec = self.record(uuid).await?;
+        let path = self.console_path(&rec.uuid);
+        let mut text = std::fs::read_to_string(path.with_extension("log.1")).unwrap_or_default();
+        match std::fs::read(&path) {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        Ok(match lines {
+            Some(n) => tail_lines(&text, n),
+            None => text,
+        })
+    }
+
+    async fn exec(
+        &self,
+        uuid: &str,
+        argv: &[String],
+        env: &[String],
+        cwd: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        if argv.is_empty() {
+            return Err(DriverError::Invalid("exec needs a command".into()));
+        }
+        let rec = self.record(uuid).await?;
+        match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
+            Some(Status::Running) => {}
+            Some(Status::Paused) => {
+                return Err(DriverError::Conflict(format!("instance {} is frozen", rec.name)))
+            }
+            _ => return Err(DriverError::Conflict(format!("instance {} is not running", rec.name))),
+        }
+        let mut full_env = vec![DEFAULT_PATH.to_string(), "HOME=/root".to_string()];
+        full_env.extend(env.iter().cloned());
+        Ok(self.runtime.exec(&rec.uuid, argv, &full_env, cwd, timeout).await?)
+    }
+
+    async fn list_instances(&self) -> Result<Vec<String>, DriverError> {
+        Ok(self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .map(|r| r.uuid)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "web-1", "Box2"] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", "1abc", "-a", "a-", "a_b", "a.b", &"x".repeat(64), "../x"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        validate_alias("busybox").unwrap();
+        validate_alias("debian/12").unwrap();
+        assert!(validate_alias("../x").is_err());
+        assert!(validate_alias("a b").is_err());
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc", 5), "a\nb\nc\n");
+        assert_eq!(tail_lines("", 3), "");
+    }
+}

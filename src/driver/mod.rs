@@ -1,0 +1,264 @@
+//! THE SEAM: corral's own description of an instance (`InstanceSpec`) and the
+//! operations every frontend (REST API, Nova compute manager) drives through
+//! the `Driver` trait. The container driver implements it over the runtime,
+//! storage, image cache and store.
+
+pub mod container;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use container::ContainerDriver;
+
+use crate::image::ImageError;
+use crate::runtime::{ExecOutput, RuntimeError};
+use crate::storage::StorageError;
+use crate::store::StoreError;
+
+/// Errors of driver operations. Frontends map each variant to their wire once.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("instance {0} not found")]
+    NotFound(String),
+    #[error("image {0} not found")]
+    ImageNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the OCI runtime is not available: {0}")]
+    RuntimeUnavailable(#[source] RuntimeError),
+    #[error("runtime failure")]
+    Runtime(#[source] RuntimeError),
+    #[error("storage failure")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("store failure")]
+    Store(#[source] StoreError),
+    #[error("{path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<RuntimeError> for DriverError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Missing(_) | RuntimeError::NotFound => DriverError::RuntimeUnavailable(e),
+            other => DriverError::Runtime(other),
+        }
+    }
+}
+
+impl From<StoreError> for DriverError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { kind, name } => {
+                DriverError::Conflict(format!("{kind} {name} already exists"))
+            }
+            StoreError::IdRangesExhausted(_) => DriverError::Conflict(e.to_string()),
+            other => DriverError::Store(other),
+        }
+    }
+}
+
+/// Compute limits of one instance. `None` means unlimited (or the default).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// A hard cap in CPUs (CFS quota = cpus x period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of processes; the configured default applies when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+/// The default CFS period.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Below this, a container cannot even start its init.
+pub const MIN_MEMORY_BYTES: u64 = 8 << 20;
+
+impl Limits {
+    /// Checks the values before anything is created.
+    pub fn validate(&self) -> Result<(), DriverError> {
+        if let Some(c) = self.cpus {
+            if !(c.is_finite() && c > 0.0 && c <= 4096.0) {
+                return Err(DriverError::Invalid(format!(
+                    "cpus must be a number above 0 and at most 4096, got {c}"
+                )));
+            }
+        }
+        if let Some(s) = self.cpu_shares {
+            if !(2..=262_144).contains(&s) {
+                return Err(DriverError::Invalid(format!(
+                    "cpu shares must be between 2 and 262144, got {s}"
+                )));
+            }
+        }
+        if let Some(p) = self.cpu_period_us {
+            if !(1_000..=1_000_000).contains(&p) {
+                return Err(DriverError::Invalid(format!(
+                    "cpu period must be between 1000 and 1000000 us, got {p}"
+                )));
+            }
+        }
+        if let Some(q) = self.cpu_quota_us {
+            if q != -1 && q < 1_000 {
+                return Err(DriverError::Invalid(format!(
+                    "cpu quota must be -1 (unlimited) or at least 1000 us, got {q}"
+                )));
+            }
+        }
+        if let Some(m) = self.memory_bytes {
+            if m < MIN_MEMORY_BYTES {
+                return Err(DriverError::Invalid(format!(
+                    "memory limit must be at least 8MiB, got {m} bytes"
+                )));
+            }
+            if m > i64::MAX as u64 {
+                return Err(DriverError::Invalid("memory limit is too large".into()));
+            }
+        }
+        if let Some(p) = self.pids {
+            if p == 0 || p > i64::MAX as u64 {
+                return Err(DriverError::Invalid(format!(
+                    "process limit must be at least 1, got {p}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// (quota, period) in microseconds as the runtime applies them.
+    pub fn cfs(&self) -> (Option<i64>, Option<u64>) {
+        let period = self.cpu_period_us.unwrap_or(CPU_PERIOD_US);
+        let quota = match (self.cpu_quota_us, self.cpus) {
+            (Some(q), _) => Some(q),
+            (None, Some(c)) => Some((c * period as f64).round() as i64),
+            (None, None) => None,
+        };
+        let period = (quota.is_some() || self.cpu_period_us.is_some()).then_some(period);
+        (quota, period)
+    }
+}
+
+/// corral's description of one instance, built by a frontend.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceSpec {
+    pub uuid: String,
+    pub name: String,
+    /// Image alias or fingerprint, as the caller named it.
+    pub image: String,
+    #[serde(default)]
+    pub limits: Limits,
+    /// No user namespace: container root is host root.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Overrides the image's init.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Nova's power states (`nova/compute/power_state.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    NoState = 0,
+    Running = 1,
+    Paused = 3,
+    Shutdown = 4,
+    Crashed = 6,
+    Suspended = 7,
+}
+
+/// What the host knows of an instance right now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceInfo {
+    pub power_state: PowerState,
+    /// Running, Stopped or Frozen (LXD's words).
+    pub status: &'static str,
+    pub pid: Option<i32>,
+    pub stats: Option<crate::runtime::cgroups::Stats>,
+}
+
+/// The operations frontends drive. Identified by instance uuid.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Creates the instance (root, bundle, container) and starts it if asked.
+    async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError>;
+    /// Removes everything of the instance, running or not.
+    async fn destroy(&self, uuid: &str) -> Result<(), DriverError>;
+    async fn power_on(&self, uuid: &str) -> Result<(), DriverError>;
+    /// Graceful stop (the stop signal, then a kill after `timeout`) or a kill.
+    async fn power_off(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError>;
+    async fn reboot(&self, uuid: &str, hard: bool, timeout: Duration) -> Result<(), DriverError>;
+    /// Freezes every process of the instance (cgroup freezer).
+    async fn pause(&self, uuid: &str) -> Result<(), DriverError>;
+    async fn unpause(&self, uuid: &str) -> Result<(), DriverError>;
+    async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError>;
+    /// The console log, or its last `lines` lines.
+    async fn console_output(&self, uuid: &str, lines: Option<usize>) -> Result<String, DriverError>;
+    async fn exec(
+        &self,
+        uuid: &str,
+        argv: &[String],
+        env: &[String],
+        cwd: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError>;
+    /// The uuids of every instance on this host.
+    async fn list_instances(&self) -> Result<Vec<String>, DriverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cfs_from_cpus_and_explicit_values() {
+        let l = Limits {
+            cpus: Some(1.5),
+            ..Limits::default()
+        };
+        assert_eq!(l.cfs(), (Some(150_000), Some(100_000)));
+        let l = Limits {
+            cpus: Some(2.0),
+            cpu_quota_us: Some(20_000),
+            cpu_period_us: Some(50_000),
+            ..Limits::default()
+        };
+        assert_eq!(l.cfs(), (Some(20_000), Some(50_000)));
+        assert_eq!(Limits::default().cfs(), (None, None));
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        for l in [
+            Limits { cpus: Some(0.0), ..Default::default() },
+            Limits { cpus: Some(f64::NAN), ..Default::default() },
+            Limits { memory_bytes: Some(1024), ..Default::default() },
+            Limits { pids: Some(0), ..Default::default() },
+            Limits { cpu_shares: Some(1), ..Default::default() },
+            Limits { cpu_period_us: Some(10), ..Default::default() },
+            Limits { cpu_quota_us: Some(5), ..Default::default() },
+        ] {
+            assert!(matches!(l.validate(), Err(DriverError::Invalid(_))), "{l:?}");
+        }
+        Limits { cpus: Some(0.5), memory_bytes: Some(64 << 20), pids: Some(10), ..Default::default() }
+            .validate()
+            .unwrap();
+    }
+}

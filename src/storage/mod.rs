@@ -1,0 +1,223 @@
+//! Instance roots: a writable overlay over the cached (id-shifted) image, or a
+//! full copy of it where overlayfs is unavailable. Picked once at start-up.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::config::StorageChoice;
+use crate::fsutil;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot mount the overlay root at {path}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot unmount {path}")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("overlayfs is not available on this kernel ([corral] storage = overlay)")]
+    NoOverlay,
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How roots are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Overlay,
+    Copy,
+}
+
+/// The storage backend, picked once.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub kind: StorageKind,
+}
+
+fn overlay_available() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .unwrap_or(false)
+}
+
+/// Whether `path` is a mount point, from `/proc/self/mountinfo`.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        l.split_whitespace()
+            .nth(4)
+            .map(|m| unescape_mount(m) == want)
+            .unwrap_or(false)
+    })
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+impl Storage {
+    pub fn select(choice: StorageChoice) -> Result<Storage, StorageError> {
+        let kind = match choice {
+            StorageChoice::Copy => StorageKind::Copy,
+            StorageChoice::Overlay if overlay_available() => StorageKind::Overlay,
+            StorageChoice::Overlay => return Err(StorageError::NoOverlay),
+            StorageChoice::Auto if overlay_available() => StorageKind::Overlay,
+            StorageChoice::Auto => StorageKind::Copy,
+        };
+        Ok(Storage { kind })
+    }
+
+    /// The root filesystem path inside an instance directory.
+    pub fn rootfs(instance_dir: &Path) -> PathBuf {
+        instance_dir.join("rootfs")
+    }
+
+    /// Makes the instance's writable root over `lower` (or mounts it again
+    /// after a host reboot). Idempotent.
+    pub async fn prepare(&self, instance_dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+        let dir = instance_dir.to_path_buf();
+        let lower = lower.to_path_buf();
+        let kind = self.kind;
+        tokio::task::spawn_blocking(move || match kind {
+            StorageKind::Overlay => prepare_overlay(&dir, &lower),
+            StorageKind::Copy => prepare_copy(&dir, &lower),
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Unmounts and removes the instance's root (upper, work and mount point).
+    pub async fn release(&self, instance_dir: &Path) -> Result<(), StorageError> {
+        let dir = instance_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || release(&dir))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+}
+
+fn prepare_overlay(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+    let rootfs = Storage::rootfs(dir);
+    if is_mounted(&rootfs) {
+        return Ok(rootfs);
+    }
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    // The overlay's root directory takes its owner and mode from upper: make
+    // it the image root's, so the container's root owns its `/`.
+    std::os::unix::fs::chown(&upper, Some(lower_meta.uid()), Some(lower_meta.gid()))
+        .map_err(io_err(&upper))?;
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(lower_meta.mode() & 0o7777))
+        .map_err(io_err(&upper))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|source| StorageError::Mount {
+        path: rootfs.clone(),
+        source,
+    })?;
+    Ok(rootfs)
+}
+
+fn prepare_copy(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+    let rootfs = Storage::rootfs(dir);
+    if rootfs.is_dir() {
+        return Ok(rootfs);
+    }
+    let tmp = dir.join("rootfs.tmp");
+    fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
+    fsutil::copy_tree(lower, &tmp, 0).map_err(io_err(lower))?;
+    std::fs::rename(&tmp, &rootfs).map_err(io_err(&rootfs))?;
+    Ok(rootfs)
+}
+
+fn release(dir: &Path) -> Result<(), StorageError> {
+    let rootfs = Storage::rootfs(dir);
+    if is_mounted(&rootfs) {
+        if let Err(e) = nix::mount::umount2(&rootfs, MntFlags::empty()) {
+            // Busy: detach it now; the kernel frees it when the last user goes.
+            tracing::warn!(path = %rootfs.display(), error = %e, "unmount busy, detaching");
+            nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH).map_err(|source| {
+                StorageError::Unmount {
+                    path: rootfs.clone(),
+                    source,
+                }
+            })?;
+        }
+    }
+    for d in ["rootfs", "rootfs.tmp", "upper", "work"] {
+        let p = dir.join(d);
+        fsutil::remove_tree(&p).map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_root_prepare_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("lower");
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::write(lower.join("etc/hostname"), "x").unwrap();
+        let inst = dir.path().join("inst");
+        std::fs::create_dir_all(&inst).unwrap();
+        let root = prepare_copy(&inst, &lower).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "x");
+        // idempotent
+        prepare_copy(&inst, &lower).unwrap();
+        release(&inst).unwrap();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/definitely/not/mounted")));
+    }
+}
