@@ -39,7 +39,13 @@ fn copy_entry(
         for entry in fs::read_dir(src)? {
             let entry = entry?;
             let m = entry.metadata()?;
-            copy_entry(&entry.path(), &dst.join(entry.file_name()), &m, shift, copied)?;
+            copy_entry(
+                &entry.path(),
+                &dst.join(entry.file_name()),
+                &m,
+                shift,
+                copied,
+            )?;
         }
         std::os::unix::fs::chown(dst, Some(uid), Some(gid))?;
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
@@ -94,9 +100,15 @@ mod tests {
         copy_tree(&src, &dst, shift).unwrap();
         let m = fs::metadata(dst.join("bin/busybox")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4755);
-        assert_eq!(fs::read_link(dst.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(
+            fs::read_link(dst.join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
         if is_root {
-            assert_eq!(m.uid(), fs::metadata(src.join("bin/busybox")).unwrap().uid() + 100_000);
+            assert_eq!(
+                m.uid(),
+                fs::metadata(src.join("bin/busybox")).unwrap().uid() + 100_000
+            );
         }
         assert_eq!(tree_size(&dst), 1);
         remove_tree(&dst).unwrap();

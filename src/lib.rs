@@ -1,9 +1,12 @@
 //! corral: a Nova compute host and standalone host for Linux system containers.
 
+pub mod api;
+pub mod cli;
 pub mod config;
-pub mod runtime;
-pub mod store;
+pub mod daemon;
+pub mod driver;
 pub mod fsutil;
 pub mod image;
+pub mod runtime;
 pub mod storage;
-pub mod driver;
+pub mod store;

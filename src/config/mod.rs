@@ -199,8 +199,8 @@ impl Config {
                 "must be above 0: host ids from 0 would map the host's root",
             ));
         }
-        let end = u64::from(c.idmap_base)
-            + u64::from(c.idmap_size) * u64::from(c.idmap_max_instances);
+        let end =
+            u64::from(c.idmap_base) + u64::from(c.idmap_size) * u64::from(c.idmap_max_instances);
         if end > u64::from(u32::MAX) {
             return Err(invalid(
                 "corral",

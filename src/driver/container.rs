@@ -102,10 +102,16 @@ impl ContainerDriver {
         store: Store,
         cgroup_root: PathBuf,
     ) -> Result<ContainerDriver, DriverError> {
-        let stop_signal = crate::runtime::signal_number(&cfg.corral.stop_signal)
-            .ok_or_else(|| DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal)))?;
+        let stop_signal =
+            crate::runtime::signal_number(&cfg.corral.stop_signal).ok_or_else(|| {
+                DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal))
+            })?;
         let images = ImageCache::new(cfg.images_dir(), cfg.corral.max_image_bytes);
-        for dir in [cfg.state_path.clone(), cfg.images_dir(), cfg.instances_dir()] {
+        for dir in [
+            cfg.state_path.clone(),
+            cfg.images_dir(),
+            cfg.instances_dir(),
+        ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o711)
@@ -201,7 +207,9 @@ impl ContainerDriver {
         if let Some(a) = alias {
             validate_alias(a)?;
             if self.store.find_image(a).await?.is_some() {
-                return Err(DriverError::Conflict(format!("image alias {a} already exists")));
+                return Err(DriverError::Conflict(format!(
+                    "image alias {a} already exists"
+                )));
             }
         }
         let fp = crate::image::fingerprint(archive)?;
@@ -278,7 +286,11 @@ impl ContainerDriver {
         self.view(rec, &images).await
     }
 
-    async fn view(&self, rec: InstanceRecord, images: &[ImageRecord]) -> Result<InstanceView, DriverError> {
+    async fn view(
+        &self,
+        rec: InstanceRecord,
+        images: &[ImageRecord],
+    ) -> Result<InstanceView, DriverError> {
         let spec = Self::spec_of(&rec)?;
         let info = self.info_of(&rec).await?;
         let image_alias = images
@@ -304,9 +316,19 @@ impl ContainerDriver {
             None
         };
         let (power_state, status, pid) = match state.as_ref().map(|s| s.status) {
-            Some(Status::Running) => (PowerState::Running, "Running", state.as_ref().and_then(|s| s.pid)),
-            Some(Status::Paused) => (PowerState::Paused, "Frozen", state.as_ref().and_then(|s| s.pid)),
-            Some(Status::Created) | Some(Status::Creating) => (PowerState::NoState, "Starting", None),
+            Some(Status::Running) => (
+                PowerState::Running,
+                "Running",
+                state.as_ref().and_then(|s| s.pid),
+            ),
+            Some(Status::Paused) => (
+                PowerState::Paused,
+                "Frozen",
+                state.as_ref().and_then(|s| s.pid),
+            ),
+            Some(Status::Created) | Some(Status::Creating) => {
+                (PowerState::NoState, "Starting", None)
+            }
             Some(Status::Stopped) => (PowerState::Crashed, "Stopped", None),
             None => match rec.phase {
                 Phase::Creating => (PowerState::NoState, "Creating", None),
@@ -394,8 +416,16 @@ impl ContainerDriver {
         Ok(())
     }
 
-    fn init_args(&self, spec: &InstanceSpec, image: &ImageRecord) -> Result<Vec<String>, DriverError> {
-        if let Some(cmd) = spec.command.clone().or_else(|| self.cfg.corral.init_command.clone()) {
+    fn init_args(
+        &self,
+        spec: &InstanceSpec,
+        image: &ImageRecord,
+    ) -> Result<Vec<String>, DriverError> {
+        if let Some(cmd) = spec
+            .command
+            .clone()
+            .or_else(|| self.cfg.corral.init_command.clone())
+        {
             return Ok(cmd);
         }
         match image.properties.get("init").and_then(|v| v.as_str()) {
@@ -408,7 +438,12 @@ impl ContainerDriver {
     }
 
     /// Root + bundle; idempotent, also used to start again after a reboot.
-    async fn prepare(&self, rec: &InstanceRecord, spec: &InstanceSpec, args: &[String]) -> Result<(), DriverError> {
+    async fn prepare(
+        &self,
+        rec: &InstanceRecord,
+        spec: &InstanceSpec,
+        args: &[String],
+    ) -> Result<(), DriverError> {
         let dir = self.instance_dir(&rec.uuid);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -462,7 +497,9 @@ impl ContainerDriver {
                 Status::Stopped | Status::Creating => self.runtime.delete(uuid, true).await?,
             }
         }
-        self.runtime.create(uuid, &dir, &self.console_path(uuid)).await?;
+        self.runtime
+            .create(uuid, &dir, &self.console_path(uuid))
+            .await?;
         if let Err(e) = self.runtime.start(uuid).await {
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e.into());
@@ -471,7 +508,12 @@ impl ContainerDriver {
     }
 
     /// Stops the container and removes it from the runtime.
-    async fn stop_container(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError> {
+    async fn stop_container(
+        &self,
+        uuid: &str,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<(), DriverError> {
         let Some(st) = self.runtime.state(uuid).await? else {
             return Ok(());
         };
@@ -490,7 +532,9 @@ impl ContainerDriver {
                 if let Err(e) = self.runtime.signal(uuid, libc::SIGKILL).await {
                     tracing::debug!(uuid, error = %e, "kill not delivered");
                 }
-                self.runtime.wait_stopped(uuid, Duration::from_secs(10)).await?;
+                self.runtime
+                    .wait_stopped(uuid, Duration::from_secs(10))
+                    .await?;
             }
         }
         self.runtime.delete(uuid, true).await?;
@@ -532,7 +576,8 @@ impl ContainerDriver {
             left.push(self.runtime.root.join(uuid).display().to_string());
         }
         if let Ok(path) = CgroupPath::new(self.cgroup_path(uuid)) {
-            if cgroups::exists(self.runtime.cgroup_mode, &self.cgroup_root, &path).unwrap_or(false) {
+            if cgroups::exists(self.runtime.cgroup_mode, &self.cgroup_root, &path).unwrap_or(false)
+            {
                 left.push(format!("cgroup {}", self.cgroup_path(uuid)));
             }
         }
@@ -546,7 +591,9 @@ impl ContainerDriver {
         let max = self.cfg.corral.console_log_max_bytes;
         for rec in self.store.list_instances().await? {
             let path = self.console_path(&rec.uuid);
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             if meta.len() <= max {
                 continue;
             }
@@ -558,7 +605,10 @@ impl ContainerDriver {
                 let mut buf = Vec::with_capacity(keep as usize);
                 f.take(keep).read_to_end(&mut buf)?;
                 std::fs::write(&rotated, &buf)?;
-                std::fs::OpenOptions::new().write(true).open(&path)?.set_len(0)
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(0)
             })();
             if let Err(e) = res {
                 tracing::warn!(uuid = %rec.uuid, error = %e, "console log rotation failed");
@@ -572,7 +622,8 @@ impl ContainerDriver {
     pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
         let mut report = ReconcileReport::default();
         let records = self.store.list_instances().await?;
-        let known: std::collections::HashSet<String> = records.iter().map(|r| r.uuid.clone()).collect();
+        let known: std::collections::HashSet<String> =
+            records.iter().map(|r| r.uuid.clone()).collect();
         for rec in records {
             match rec.phase {
                 Phase::Creating => {
@@ -652,7 +703,9 @@ impl Driver for ContainerDriver {
             }
             if matches!(st.status, Status::Running | Status::Paused) {
                 let _ = self.runtime.signal(&rec.uuid, libc::SIGKILL).await;
-                self.runtime.wait_stopped(&rec.uuid, Duration::from_secs(10)).await?;
+                self.runtime
+                    .wait_stopped(&rec.uuid, Duration::from_secs(10))
+                    .await?;
             }
         }
         self.remove_everything(&rec.uuid).await
@@ -671,7 +724,12 @@ impl Driver for ContainerDriver {
         Ok(())
     }
 
-    async fn power_off(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError> {
+    async fn power_off(
+        &self,
+        uuid: &str,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<(), DriverError> {
         let rec = self.record(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
@@ -701,7 +759,12 @@ impl Driver for ContainerDriver {
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
             Some(Status::Running) => self.runtime.pause(&rec.uuid).await?,
             Some(Status::Paused) => {}
-            _ => return Err(DriverError::Conflict(format!("instance {} is not running", rec.name))),
+            _ => {
+                return Err(DriverError::Conflict(format!(
+                    "instance {} is not running",
+                    rec.name
+                )))
+            }
         }
         self.store.set_desired(&rec.uuid, "frozen").await?;
         Ok(())
@@ -714,7 +777,12 @@ impl Driver for ContainerDriver {
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
             Some(Status::Paused) => self.runtime.resume(&rec.uuid).await?,
             Some(Status::Running) => {}
-            _ => return Err(DriverError::Conflict(format!("instance {} is not frozen", rec.name))),
+            _ => {
+                return Err(DriverError::Conflict(format!(
+                    "instance {} is not frozen",
+                    rec.name
+                )))
+            }
         }
         self.store.set_desired(&rec.uuid, "running").await?;
         Ok(())
@@ -725,7 +793,11 @@ impl Driver for ContainerDriver {
         self.info_of(&rec).await
     }
 
-    async fn console_output(&self, uuid: &str, lines: Option<usize>) -> Result<String, DriverError> {
+    async fn console_output(
+        &self,
+        uuid: &str,
+        lines: Option<usize>,
+    ) -> Result<String, DriverError> {
         let rec = self.record(uuid).await?;
         let path = self.console_path(&rec.uuid);
         let mut text = std::fs::read_to_string(path.with_extension("log.1")).unwrap_or_default();
@@ -755,13 +827,24 @@ impl Driver for ContainerDriver {
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
             Some(Status::Running) => {}
             Some(Status::Paused) => {
-                return Err(DriverError::Conflict(format!("instance {} is frozen", rec.name)))
+                return Err(DriverError::Conflict(format!(
+                    "instance {} is frozen",
+                    rec.name
+                )))
             }
-            _ => return Err(DriverError::Conflict(format!("instance {} is not running", rec.name))),
+            _ => {
+                return Err(DriverError::Conflict(format!(
+                    "instance {} is not running",
+                    rec.name
+                )))
+            }
         }
         let mut full_env = vec![DEFAULT_PATH.to_string(), "HOME=/root".to_string()];
         full_env.extend(env.iter().cloned());
-        Ok(self.runtime.exec(&rec.uuid, argv, &full_env, cwd, timeout).await?)
+        Ok(self
+            .runtime
+            .exec(&rec.uuid, argv, &full_env, cwd, timeout)
+            .await?)
     }
 
     async fn list_instances(&self) -> Result<Vec<String>, DriverError> {
@@ -784,7 +867,16 @@ mod tests {
         for good in ["a", "web-1", "Box2"] {
             validate_name(good).unwrap();
         }
-        for bad in ["", "1abc", "-a", "a-", "a_b", "a.b", &"x".repeat(64), "../x"] {
+        for bad in [
+            "",
+            "1abc",
+            "-a",
+            "a-",
+            "a_b",
+            "a.b",
+            &"x".repeat(64),
+            "../x",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
         validate_alias("busybox").unwrap();

@@ -203,14 +203,20 @@ pub trait Driver: Send + Sync {
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError>;
     async fn power_on(&self, uuid: &str) -> Result<(), DriverError>;
     /// Graceful stop (the stop signal, then a kill after `timeout`) or a kill.
-    async fn power_off(&self, uuid: &str, timeout: Duration, force: bool) -> Result<(), DriverError>;
+    async fn power_off(
+        &self,
+        uuid: &str,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<(), DriverError>;
     async fn reboot(&self, uuid: &str, hard: bool, timeout: Duration) -> Result<(), DriverError>;
     /// Freezes every process of the instance (cgroup freezer).
     async fn pause(&self, uuid: &str) -> Result<(), DriverError>;
     async fn unpause(&self, uuid: &str) -> Result<(), DriverError>;
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError>;
     /// The console log, or its last `lines` lines.
-    async fn console_output(&self, uuid: &str, lines: Option<usize>) -> Result<String, DriverError>;
+    async fn console_output(&self, uuid: &str, lines: Option<usize>)
+        -> Result<String, DriverError>;
     async fn exec(
         &self,
         uuid: &str,
@@ -247,18 +253,47 @@ mod tests {
     #[test]
     fn bad_limits_are_refused() {
         for l in [
-            Limits { cpus: Some(0.0), ..Default::default() },
-            Limits { cpus: Some(f64::NAN), ..Default::default() },
-            Limits { memory_bytes: Some(1024), ..Default::default() },
-            Limits { pids: Some(0), ..Default::default() },
-            Limits { cpu_shares: Some(1), ..Default::default() },
-            Limits { cpu_period_us: Some(10), ..Default::default() },
-            Limits { cpu_quota_us: Some(5), ..Default::default() },
+            Limits {
+                cpus: Some(0.0),
+                ..Default::default()
+            },
+            Limits {
+                cpus: Some(f64::NAN),
+                ..Default::default()
+            },
+            Limits {
+                memory_bytes: Some(1024),
+                ..Default::default()
+            },
+            Limits {
+                pids: Some(0),
+                ..Default::default()
+            },
+            Limits {
+                cpu_shares: Some(1),
+                ..Default::default()
+            },
+            Limits {
+                cpu_period_us: Some(10),
+                ..Default::default()
+            },
+            Limits {
+                cpu_quota_us: Some(5),
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(l.validate(), Err(DriverError::Invalid(_))), "{l:?}");
+            assert!(
+                matches!(l.validate(), Err(DriverError::Invalid(_))),
+                "{l:?}"
+            );
         }
-        Limits { cpus: Some(0.5), memory_bytes: Some(64 << 20), pids: Some(10), ..Default::default() }
-            .validate()
-            .unwrap();
+        Limits {
+            cpus: Some(0.5),
+            memory_bytes: Some(64 << 20),
+            pids: Some(10),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -195,7 +195,10 @@ impl ImageCache {
     /// The image's root shifted into the id range at `host_base`, made on
     /// first use.
     pub async fn shifted_rootfs(&self, fp: &str, host_base: u32) -> Result<PathBuf, ImageError> {
-        let base_dir = self.image_dir(fp).join("shifted").join(host_base.to_string());
+        let base_dir = self
+            .image_dir(fp)
+            .join("shifted")
+            .join(host_base.to_string());
         let target = base_dir.join("rootfs");
         let _guard = self.shift_lock.lock().await;
         if target.is_dir() {

@@ -9,6 +9,7 @@
 //! Extraction goes into a sibling temp dir that is renamed onto `dest` only
 //! once everything succeeded, so a failed unpack leaves nothing behind.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -19,7 +20,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::cell::Cell;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag, RenameFlags};
@@ -155,11 +155,12 @@ pub fn unpack(archive: &Path, dest: &Path, opts: &UnpackOptions) -> Result<Unpac
     let result = extract_into(reader, &tmp, opts, &tripped).and_then(|stats| {
         // RENAME_NOREPLACE because a plain rename silently replaces an empty
         // directory someone created at dest in the meantime.
-        fcntl::renameat2(None, &tmp, None, dest, RenameFlags::RENAME_NOREPLACE)
-            .map_err(|e| match e {
+        fcntl::renameat2(None, &tmp, None, dest, RenameFlags::RENAME_NOREPLACE).map_err(
+            |e| match e {
                 Errno::EEXIST | Errno::ENOTEMPTY => UnpackError::DestExists(dest.to_path_buf()),
                 e => io_err(dest.display().to_string(), e.into()),
-            })?;
+            },
+        )?;
         Ok(stats)
     });
     if result.is_err() {
@@ -227,7 +228,9 @@ impl<R: Read> Read for LimitedReader<R> {
                 }
             };
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -466,8 +469,7 @@ impl Extractor<'_> {
         let mut cur = self.root.try_clone().map_err(|e| io_err(name, e))?;
         let parents = &comps[..comps.len().saturating_sub(1)];
         for (i, comp) in parents.iter().enumerate() {
-            let flags =
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let next = match open_fd(Some(&cur), comp, flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
@@ -531,21 +533,18 @@ impl Extractor<'_> {
             }
             // Later entries replace earlier ones, as with GNU tar, but only an
             // empty directory can go.
-            unistd::unlinkat(Some(dir.as_raw_fd()), last, UnlinkatFlags::RemoveDir)
-                .map_err(|e| match e {
+            unistd::unlinkat(Some(dir.as_raw_fd()), last, UnlinkatFlags::RemoveDir).map_err(
+                |e| match e {
                     Errno::ENOTEMPTY | Errno::EEXIST => UnpackError::Conflict {
                         entry: name.to_string(),
                     },
                     e => io_err(name, e.into()),
-                })?;
+                },
+            )?;
             self.dirs.remove(&key);
         } else {
-            unistd::unlinkat(
-                Some(dir.as_raw_fd()),
-                last,
-                UnlinkatFlags::NoRemoveDir,
-            )
-            .map_err(|e| io_err(name, e.into()))?;
+            unistd::unlinkat(Some(dir.as_raw_fd()), last, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| io_err(name, e.into()))?;
             self.created.remove(&key);
         }
         Ok(false)
@@ -592,6 +591,13 @@ impl Extractor<'_> {
         meta: Meta,
         stream_err: &dyn Fn(io::Error) -> UnpackError,
     ) -> Result<()> {
+        // The stream cap alone misses GNU sparse entries, whose holes expand
+        // to zeros without taking space in the archive; so cap what is
+        // written too, checking the declared size up front to fail early.
+        let limit = self.opts.max_bytes;
+        if self.stats.bytes.saturating_add(entry.size()) > limit {
+            return Err(UnpackError::TooLarge { limit });
+        }
         let parent = self.open_parent(comps, name, true)?;
         self.clear_slot(&parent, comps, name, false)?;
         // O_EXCL never follows a symlink at the final component, and the slot
@@ -613,8 +619,11 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_err(e)),
             };
-            out.write_all(&buf[..n]).map_err(|e| io_err(name, e))?;
             self.stats.bytes += n as u64;
+            if self.stats.bytes > limit {
+                return Err(UnpackError::TooLarge { limit });
+            }
+            out.write_all(&buf[..n]).map_err(|e| io_err(name, e))?;
         }
         let fd = OwnedFd::from(out);
         // chown before chmod: chown clears setuid/setgid bits.
@@ -624,8 +633,12 @@ impl Extractor<'_> {
         stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(meta.mode))
             .map_err(|e| io_err(name, e.into()))?;
         if let Some(mtime) = meta.mtime {
-            stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, &TimeSpec::new(mtime, 0))
-                .map_err(|e| io_err(name, e.into()))?;
+            stat::futimens(
+                fd.as_raw_fd(),
+                &TimeSpec::UTIME_OMIT,
+                &TimeSpec::new(mtime, 0),
+            )
+            .map_err(|e| io_err(name, e.into()))?;
         }
         self.stats.files += 1;
         Ok(())
@@ -651,12 +664,8 @@ impl Extractor<'_> {
         let parent = self.open_parent(comps, name, true)?;
         self.clear_slot(&parent, comps, name, false)?;
         let last = last(comps);
-        unistd::symlinkat(
-            OsStr::from_bytes(&target),
-            Some(parent.as_raw_fd()),
-            last,
-        )
-        .map_err(|e| io_err(name, e.into()))?;
+        unistd::symlinkat(OsStr::from_bytes(&target), Some(parent.as_raw_fd()), last)
+            .map_err(|e| io_err(name, e.into()))?;
         self.created.insert(key(comps), Created::Symlink);
         if self.chown {
             unistd::fchownat(
@@ -729,7 +738,7 @@ impl Extractor<'_> {
         let mut dirs: Vec<DirMeta> = self.dirs.values().cloned().collect();
         // Deepest first, so a parent made read-only later never blocks its
         // children.
-        dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.comps.len()));
         for d in dirs {
             let name = display(&d.comps);
             let parent = self.open_parent(&d.comps, &name, false)?;
@@ -849,8 +858,12 @@ fn set_dir_meta(fd: &OwnedFd, mode: u32, mtime: Option<i64>, name: &str) -> Resu
     stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
         .map_err(|e| io_err(name, e.into()))?;
     if let Some(mtime) = mtime {
-        stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, &TimeSpec::new(mtime, 0))
-            .map_err(|e| io_err(name, e.into()))?;
+        stat::futimens(
+            fd.as_raw_fd(),
+            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::new(mtime, 0),
+        )
+        .map_err(|e| io_err(name, e.into()))?;
     }
     Ok(())
 }
@@ -958,13 +971,37 @@ mod tests {
         tarball(|b| {
             raw_full(b, b"./", EntryType::Directory, b"", b"", 0o755, 0);
             raw_full(b, b"./bin/", EntryType::Directory, b"", b"", 0o755, 0);
-            raw_full(b, b"./bin/busybox", EntryType::Regular, b"ELF", b"", 0o755, 0);
+            raw_full(
+                b,
+                b"./bin/busybox",
+                EntryType::Regular,
+                b"ELF",
+                b"",
+                0o755,
+                0,
+            );
             raw(b, b"./bin/sh", EntryType::Symlink, b"", b"/bin/busybox");
             raw(b, b"./bin/ash", EntryType::Link, b"", b"./bin/busybox");
             raw_full(b, b"./etc/", EntryType::Directory, b"", b"", 0o750, 0);
-            raw_full(b, b"./etc/passwd", EntryType::Regular, b"root:x:0:0", b"", 0o644, 0);
+            raw_full(
+                b,
+                b"./etc/passwd",
+                EntryType::Regular,
+                b"root:x:0:0",
+                b"",
+                0o644,
+                0,
+            );
             // Parents usr/ and usr/bin/ are implied, not listed.
-            raw_full(b, b"usr/bin/passwd", EntryType::Regular, b"suid", b"", 0o4755, 1000);
+            raw_full(
+                b,
+                b"usr/bin/passwd",
+                EntryType::Regular,
+                b"suid",
+                b"",
+                0o4755,
+                1000,
+            );
         })
     }
 
@@ -1139,12 +1176,19 @@ mod tests {
         let target = outside.path().join("x");
         fs::create_dir(&target).unwrap();
         let bytes = tarball(|b| {
-            raw(b, b"link", EntryType::Symlink, b"", target.as_os_str().as_bytes());
+            raw(
+                b,
+                b"link",
+                EntryType::Symlink,
+                b"",
+                target.as_os_str().as_bytes(),
+            );
             raw(b, b"link/file", EntryType::Regular, b"pwned", b"");
         });
-        let err = assert_refused(&bytes, |e| {
-            matches!(e, UnpackError::WriteThroughSymlink { link, .. } if link == "link")
-        });
+        let err = assert_refused(
+            &bytes,
+            |e| matches!(e, UnpackError::WriteThroughSymlink { link, .. } if link == "link"),
+        );
         assert_eq!(
             err.to_string(),
             "entry link/file would be written through symlink link"
@@ -1160,14 +1204,17 @@ mod tests {
             raw(b, b"d/l1", EntryType::Symlink, b"", b"l2");
             raw(b, b"d/l1/escape", EntryType::Regular, b"x", b"");
         });
-        assert_refused(&bytes, |e| {
-            matches!(e, UnpackError::WriteThroughSymlink { link, .. } if link == "d/l1")
-        });
+        assert_refused(
+            &bytes,
+            |e| matches!(e, UnpackError::WriteThroughSymlink { link, .. } if link == "d/l1"),
+        );
         let bytes = tarball(|b| {
             raw(b, b"up", EntryType::Symlink, b"", b"../..");
             raw(b, b"up/dir/", EntryType::Directory, b"", b"");
         });
-        assert_refused(&bytes, |e| matches!(e, UnpackError::WriteThroughSymlink { .. }));
+        assert_refused(&bytes, |e| {
+            matches!(e, UnpackError::WriteThroughSymlink { .. })
+        });
     }
 
     #[test]
@@ -1176,7 +1223,13 @@ mod tests {
         let victim = outside.path().join("victim");
         fs::write(&victim, b"original").unwrap();
         let bytes = tarball(|b| {
-            raw(b, b"a", EntryType::Symlink, b"", victim.as_os_str().as_bytes());
+            raw(
+                b,
+                b"a",
+                EntryType::Symlink,
+                b"",
+                victim.as_os_str().as_bytes(),
+            );
             raw(b, b"a", EntryType::Regular, b"new", b"");
         });
         let w = Work::new();
@@ -1238,7 +1291,13 @@ mod tests {
     #[test]
     fn nul_in_name_refused() {
         let bytes = tarball(|b| {
-            raw(b, b"././@LongLink", EntryType::GNULongName, b"etc/pa\0sswd", b"");
+            raw(
+                b,
+                b"././@LongLink",
+                EntryType::GNULongName,
+                b"etc/pa\0sswd",
+                b"",
+            );
             raw(b, b"placeholder", EntryType::Regular, b"x", b"");
         });
         assert_refused(&bytes, |e| matches!(e, UnpackError::BadName { .. }));

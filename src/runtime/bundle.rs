@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType,
     LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPids,
-    LinuxResources, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
+    LinuxResources, Mount, Process, Root, Spec, User,
 };
 
 use super::RuntimeError;
@@ -119,11 +119,6 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         .set_permitted(Some(caps))
         .set_inheritable(None)
         .set_ambient(None);
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .hard(1u64 << 20)
-        .soft(1u64 << 20)
-        .build()?;
     process
         .set_terminal(Some(false))
         .set_user(User::default())
@@ -131,7 +126,9 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         .set_env(Some(cfg.env.clone()))
         .set_cwd(PathBuf::from("/"))
         .set_capabilities(Some(lc))
-        .set_rlimits(Some(vec![nofile]))
+        // Limits are inherited from the daemon: a process in a user namespace
+        // cannot raise a hard limit above what it was given.
+        .set_rlimits(None)
         // System containers run setuid programs (su, ping) like a host does.
         .set_no_new_privileges(Some(false));
     spec.set_process(Some(process));
@@ -182,7 +179,12 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         ),
     ];
-    mounts.push(mount("/run", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755"]));
+    mounts.push(mount(
+        "/run",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "mode=755"],
+    ));
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -214,7 +216,9 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
             .host_id(map.host_base)
             .size(map.size)
             .build()?;
-        linux.set_uid_mappings(Some(vec![m])).set_gid_mappings(Some(vec![m]));
+        linux
+            .set_uid_mappings(Some(vec![m]))
+            .set_gid_mappings(Some(vec![m]));
     } else {
         linux.set_uid_mappings(None).set_gid_mappings(None);
     }
@@ -225,15 +229,15 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
     deny_all.set_allow(false).set_access(Some("rwm".into()));
     let devices = vec![
         deny_all,
-        char_rule(1, Some(3), "rwm"),  // null
-        char_rule(1, Some(5), "rwm"),  // zero
-        char_rule(1, Some(7), "rwm"),  // full
-        char_rule(1, Some(8), "rwm"),  // random
-        char_rule(1, Some(9), "rwm"),  // urandom
-        char_rule(5, Some(0), "rwm"),  // tty
-        char_rule(5, Some(1), "rwm"),  // console
-        char_rule(5, Some(2), "rwm"),  // ptmx
-        char_rule(136, None, "rwm"),   // pts/*
+        char_rule(1, Some(3), "rwm"), // null
+        char_rule(1, Some(5), "rwm"), // zero
+        char_rule(1, Some(7), "rwm"), // full
+        char_rule(1, Some(8), "rwm"), // random
+        char_rule(1, Some(9), "rwm"), // urandom
+        char_rule(5, Some(0), "rwm"), // tty
+        char_rule(5, Some(1), "rwm"), // console
+        char_rule(5, Some(2), "rwm"), // ptmx
+        char_rule(136, None, "rwm"),  // pts/*
     ];
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(devices));

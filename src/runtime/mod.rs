@@ -193,11 +193,13 @@ impl Runtime {
         };
         match choice {
             RuntimeChoice::Runc => {
-                let bin = find_binary("runc").ok_or_else(|| RuntimeError::Missing("runc".into()))?;
+                let bin =
+                    find_binary("runc").ok_or_else(|| RuntimeError::Missing("runc".into()))?;
                 make(RuntimeKind::Runc, bin)
             }
             RuntimeChoice::Crun => {
-                let bin = find_binary("crun").ok_or_else(|| RuntimeError::Missing("crun".into()))?;
+                let bin =
+                    find_binary("crun").ok_or_else(|| RuntimeError::Missing("crun".into()))?;
                 make(RuntimeKind::Crun, bin)
             }
             RuntimeChoice::Auto => {
@@ -226,7 +228,12 @@ impl Runtime {
         cmd
     }
 
-    async fn run(&self, verb: &'static str, id: &str, args: &[&str]) -> Result<String, RuntimeError> {
+    async fn run(
+        &self,
+        verb: &'static str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<String, RuntimeError> {
         let mut cmd = self.command();
         cmd.arg(verb).args(args).arg(id);
         let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -262,7 +269,12 @@ impl Runtime {
 
     /// Creates the container from its bundle. Its console (stdout and stderr)
     /// is the given file, opened for append, so it outlives this daemon.
-    pub async fn create(&self, id: &str, bundle: &Path, console: &Path) -> Result<(), RuntimeError> {
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        console: &Path,
+    ) -> Result<(), RuntimeError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| RuntimeError::Io { path, source }
@@ -315,12 +327,14 @@ impl Runtime {
     /// The container's state, or None when the runtime does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
         match self.run("state", id, &[]).await {
-            Ok(out) => serde_json::from_str(&out)
-                .map(Some)
-                .map_err(|source| RuntimeError::StateDecode {
-                    binary: self.kind.name().to_string(),
-                    source,
-                }),
+            Ok(out) => {
+                serde_json::from_str(&out)
+                    .map(Some)
+                    .map_err(|source| RuntimeError::StateDecode {
+                        binary: self.kind.name().to_string(),
+                        source,
+                    })
+            }
             Err(RuntimeError::Command { message, .. }) if is_not_found(&message) => Ok(None),
             Err(e) => Err(e),
         }
@@ -500,7 +514,10 @@ mod tests {
     fn runtime_messages() {
         let log = "{\"level\":\"warning\",\"msg\":\"w\"}\n{\"level\":\"error\",\"msg\":\"exec: no such file\"}\n";
         assert_eq!(runtime_message(log), "exec: no such file");
-        assert_eq!(runtime_message("container \"x\" does not exist\n"), "container \"x\" does not exist");
+        assert_eq!(
+            runtime_message("container \"x\" does not exist\n"),
+            "container \"x\" does not exist"
+        );
         assert_eq!(runtime_message(""), "failed without a message");
         assert!(is_not_found("container \"x\" does not exist"));
     }

@@ -59,7 +59,10 @@ pub struct Storage {
 
 fn overlay_available() -> bool {
     std::fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false)
 }
 
@@ -103,7 +106,11 @@ impl Storage {
 
     /// Makes the instance's writable root over `lower` (or mounts it again
     /// after a host reboot). Idempotent.
-    pub async fn prepare(&self, instance_dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+    pub async fn prepare(
+        &self,
+        instance_dir: &Path,
+        lower: &Path,
+    ) -> Result<PathBuf, StorageError> {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
@@ -139,8 +146,11 @@ fn prepare_overlay(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
     // it the image root's, so the container's root owns its `/`.
     std::os::unix::fs::chown(&upper, Some(lower_meta.uid()), Some(lower_meta.gid()))
         .map_err(io_err(&upper))?;
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(lower_meta.mode() & 0o7777))
-        .map_err(io_err(&upper))?;
+    std::fs::set_permissions(
+        &upper,
+        std::fs::Permissions::from_mode(lower_meta.mode() & 0o7777),
+    )
+    .map_err(io_err(&upper))?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
@@ -207,7 +217,10 @@ mod tests {
         let inst = dir.path().join("inst");
         std::fs::create_dir_all(&inst).unwrap();
         let root = prepare_copy(&inst, &lower).unwrap();
-        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "x"
+        );
         // idempotent
         prepare_copy(&inst, &lower).unwrap();
         release(&inst).unwrap();

@@ -387,19 +387,42 @@ mod tests {
     async fn id_ranges_are_unique_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.sqlite")).await.unwrap();
-        let a = s.insert_instance("u1", "a", "img", "{}", true, 3).await.unwrap();
-        let b = s.insert_instance("u2", "b", "img", "{}", true, 3).await.unwrap();
-        let p = s.insert_instance("u3", "p", "img", "{}", false, 3).await.unwrap();
-        assert_eq!((a.idmap_slot, b.idmap_slot, p.idmap_slot), (Some(0), Some(1), None));
+        let a = s
+            .insert_instance("u1", "a", "img", "{}", true, 3)
+            .await
+            .unwrap();
+        let b = s
+            .insert_instance("u2", "b", "img", "{}", true, 3)
+            .await
+            .unwrap();
+        let p = s
+            .insert_instance("u3", "p", "img", "{}", false, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.idmap_slot, b.idmap_slot, p.idmap_slot),
+            (Some(0), Some(1), None)
+        );
         s.delete_instance("u1").await.unwrap();
-        let c = s.insert_instance("u4", "c", "img", "{}", true, 3).await.unwrap();
+        let c = s
+            .insert_instance("u4", "c", "img", "{}", true, 3)
+            .await
+            .unwrap();
         assert_eq!(c.idmap_slot, Some(0));
-        s.insert_instance("u5", "d", "img", "{}", true, 3).await.unwrap();
-        let err = s.insert_instance("u6", "e", "img", "{}", true, 3).await.unwrap_err();
+        s.insert_instance("u5", "d", "img", "{}", true, 3)
+            .await
+            .unwrap();
+        let err = s
+            .insert_instance("u6", "e", "img", "{}", true, 3)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::IdRangesExhausted(3)));
         let err = s.insert_instance("u7", "a", "img", "{}", true, 9).await;
         assert!(err.is_ok(), "name a was freed");
-        let err = s.insert_instance("u8", "b", "img", "{}", true, 9).await.unwrap_err();
+        let err = s
+            .insert_instance("u8", "b", "img", "{}", true, 9)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }));
         assert_eq!(s.list_instances().await.unwrap().len(), 5);
         assert_eq!(s.find_instance("u2").await.unwrap().unwrap().name, "b");

@@ -4,7 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{CgroupError, CgroupMode, CgroupPath, v1_hierarchies};
+use super::{v1_hierarchies, CgroupError, CgroupMode, CgroupPath};
 
 /// rmdir of a cgroup fails with EBUSY while dying tasks are still attached,
 /// which right after a kill is a matter of milliseconds.

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{parse_keyed, read};
-use super::{CgroupError, CgroupMode, CgroupPath, v1_controller_dir};
+use super::{v1_controller_dir, CgroupError, CgroupMode, CgroupPath};
 
 /// Whether a cgroup's tasks are frozen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

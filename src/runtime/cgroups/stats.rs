@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CgroupError, CgroupMode, CgroupPath, v1_controller_dir};
+use super::{v1_controller_dir, CgroupError, CgroupMode, CgroupPath};
 
 /// Values at or above this are "no limit" on v1: the kernel reports
 /// `LONG_MAX` rounded down to the page size (9223372036854771712 with 4 KiB

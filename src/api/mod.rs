@@ -1,0 +1,677 @@
+//! The REST API (actix-web), shaped like LXD's where it fits. Handlers only
+//! translate HTTP into driver operations over an `InstanceSpec`.
+
+pub mod operations;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::driver::container::{InstanceView, ReconcileReport};
+use crate::driver::{ContainerDriver, Driver, DriverError, InstanceSpec, PowerState};
+use operations::Operations;
+use types::*;
+
+/// The API's one error type: every failure leaves as JSON with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The full message, with the chain of causes.
+    fn message(&self) -> String {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            source = s.source();
+        }
+        msg
+    }
+}
+
+/// HTTP status of each driver error.
+pub fn driver_status(e: &DriverError) -> StatusCode {
+    match e {
+        DriverError::NotFound(_) | DriverError::ImageNotFound(_) => StatusCode::NOT_FOUND,
+        DriverError::Conflict(_) => StatusCode::CONFLICT,
+        DriverError::Invalid(_) => StatusCode::BAD_REQUEST,
+        DriverError::Image(crate::image::ImageError::Unpack(_))
+        | DriverError::Image(crate::image::ImageError::NotARootfs(_)) => StatusCode::BAD_REQUEST,
+        DriverError::RuntimeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DriverError::Runtime(_)
+        | DriverError::Storage(_)
+        | DriverError::Image(_)
+        | DriverError::Store(_)
+        | DriverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Driver(e) => driver_status(e),
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        HttpResponse::build(status).json(error_body(status, &self.message()))
+    }
+}
+
+fn error_body(status: StatusCode, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "error",
+        "status": "",
+        "status_code": 0,
+        "error_code": status.as_u16(),
+        "error": message,
+        "metadata": null,
+    })
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub driver: Arc<ContainerDriver>,
+    pub ops: Operations,
+    pub reconcile: ReconcileReport,
+}
+
+type Data = web::Data<AppState>;
+
+fn sync<T: serde::Serialize>(status: StatusCode, metadata: T) -> HttpResponse {
+    let mut env = Envelope::sync(metadata);
+    env.status_code = status.as_u16();
+    HttpResponse::build(status).json(env)
+}
+
+fn accepted(op: Operation) -> HttpResponse {
+    let url = format!("/1.0/operations/{}", op.id);
+    HttpResponse::Accepted()
+        .insert_header(("Location", url.clone()))
+        .json(Envelope {
+            kind: "async".into(),
+            status: "Operation created".into(),
+            status_code: 100,
+            operation: Some(url),
+            error_code: 0,
+            error: String::new(),
+            metadata: Some(op),
+        })
+}
+
+fn status_code_of(status: &str) -> u16 {
+    match status {
+        "Running" => 103,
+        "Stopped" => 102,
+        "Frozen" => 110,
+        "Starting" => 106,
+        "Creating" | "Deleting" => 104,
+        _ => 111,
+    }
+}
+
+fn power_state_name(p: PowerState) -> &'static str {
+    match p {
+        PowerState::NoState => "nostate",
+        PowerState::Running => "running",
+        PowerState::Paused => "paused",
+        PowerState::Shutdown => "shutdown",
+        PowerState::Crashed => "crashed",
+        PowerState::Suspended => "suspended",
+    }
+}
+
+fn to_instance(v: InstanceView) -> Instance {
+    let stats = v.info.stats.clone().unwrap_or_default();
+    Instance {
+        status: v.info.status.to_string(),
+        status_code: status_code_of(v.info.status),
+        state: InstanceState {
+            status: v.info.status.to_string(),
+            status_code: status_code_of(v.info.status),
+            power_state: power_state_name(v.info.power_state).into(),
+            pid: v.info.pid,
+            cpu_usage_ns: stats.cpu_usage_ns,
+            memory_usage_bytes: stats.memory_usage_bytes,
+            memory_limit_bytes: stats.memory_limit_bytes,
+            processes: stats.pids_current,
+            processes_limit: stats.pids_limit,
+            oom_kills: stats.oom_kills,
+        },
+        name: v.name,
+        uuid: v.uuid,
+        kind: "container".into(),
+        created_at: v.created_at,
+        image: v.image,
+        image_alias: v.image_alias,
+        limits: v.spec.limits,
+        privileged: v.spec.privileged,
+        command: v.spec.command,
+        environment: v.spec.environment,
+        idmap: v.idmap,
+    }
+}
+
+fn instance_resources(name: &str) -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    )])
+}
+
+fn recursion(req: &HttpRequest) -> bool {
+    web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("recursion").cloned())
+        .map(|r| r != "0")
+        .unwrap_or(false)
+}
+
+fn query_param(req: &HttpRequest, key: &str) -> Option<String> {
+    web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get(key).cloned())
+}
+
+async fn server_info(data: Data) -> HttpResponse {
+    let d = &data.driver;
+    let rt = d.runtime();
+    let cfg = d.config();
+    sync(
+        StatusCode::OK,
+        ServerInfo {
+            api_version: "1.0".into(),
+            server: "corral".into(),
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            host: cfg.host.clone(),
+            runtime: rt.kind.name().into(),
+            runtime_version: rt.version.clone(),
+            runtime_root: rt.root.display().to_string(),
+            cgroup_mode: match (rt.cgroup_mode, rt.cgroup_hybrid) {
+                (crate::runtime::CgroupMode::V2, _) => "v2".into(),
+                (_, true) => "v1-hybrid".into(),
+                _ => "v1".into(),
+            },
+            storage: format!("{:?}", d.storage().kind).to_lowercase(),
+            state_path: cfg.state_path.display().to_string(),
+            reconcile: serde_json::to_value(&data.reconcile).unwrap_or_default(),
+        },
+    )
+}
+
+async fn list_instances(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
+    let list = data.driver.list().await?;
+    if recursion(&req) {
+        let items: Vec<Instance> = list.into_iter().map(to_instance).collect();
+        Ok(sync(StatusCode::OK, items))
+    } else {
+        let urls: Vec<String> = list
+            .iter()
+            .map(|v| format!("/1.0/instances/{}", v.name))
+            .collect();
+        Ok(sync(StatusCode::OK, urls))
+    }
+}
+
+async fn create_instance(
+    data: Data,
+    body: web::Json<InstancesPost>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.source.kind != "image" {
+        return Err(ApiError::BadRequest(format!(
+            "source type {:?} is not supported (use \"image\")",
+            body.source.kind
+        )));
+    }
+    let image = body
+        .source
+        .alias
+        .clone()
+        .or(body.source.fingerprint.clone())
+        .ok_or_else(|| ApiError::BadRequest("source needs an alias or a fingerprint".into()))?;
+    crate::driver::container::validate_name(&body.name)?;
+    body.limits.validate()?;
+    // Checked here too so that the caller gets a synchronous 404/409.
+    data.driver.get_image(&image).await?;
+    if data.driver.resolve(&body.name).await.is_ok() {
+        return Err(DriverError::Conflict(format!("instance {} already exists", body.name)).into());
+    }
+    let spec = InstanceSpec {
+        uuid: uuid::Uuid::new_v4().to_string(),
+        name: body.name.clone(),
+        image,
+        limits: body.limits,
+        privileged: body.privileged,
+        command: body.command,
+        environment: body.environment,
+    };
+    let driver = data.driver.clone();
+    let start = body.start;
+    let op = data.ops.spawn(
+        "Creating instance",
+        instance_resources(&body.name),
+        async move {
+            driver
+                .spawn(&spec, start)
+                .await
+                .map(|()| Some(serde_json::json!({"uuid": spec.uuid, "name": spec.name})))
+                .map_err(|e| ApiError::from(e).message())
+        },
+    );
+    Ok(accepted(op))
+}
+
+async fn get_instance(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let v = data.driver.get(&path).await?;
+    Ok(sync(StatusCode::OK, to_instance(v)))
+}
+
+async fn delete_instance(
+    path: web::Path<String>,
+    req: HttpRequest,
+    data: Data,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let view = data.driver.get(&name).await?;
+    let force = query_param(&req, "force")
+        .map(|f| f == "true" || f == "1")
+        .unwrap_or(false);
+    if view.info.pid.is_some() && !force {
+        return Err(DriverError::Conflict(format!(
+            "instance {name} is running: stop it first or delete with force"
+        ))
+        .into());
+    }
+    let driver = data.driver.clone();
+    let uuid = view.uuid.clone();
+    let op = data
+        .ops
+        .spawn("Deleting instance", instance_resources(&name), async move {
+            driver
+                .destroy(&uuid)
+                .await
+                .map(|()| None)
+                .map_err(|e| ApiError::from(e).message())
+        });
+    Ok(accepted(op))
+}
+
+async fn get_state(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let v = data.driver.get(&path).await?;
+    Ok(sync(StatusCode::OK, to_instance(v).state))
+}
+
+async fn put_state(
+    path: web::Path<String>,
+    data: Data,
+    body: web::Json<StatePut>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let body = body.into_inner();
+    let uuid = data.driver.resolve(&name).await?;
+    let default_timeout = data.driver.config().shutdown_timeout;
+    let timeout = match body.timeout {
+        None => Duration::from_secs(default_timeout),
+        Some(t) if t < 0 => Duration::from_secs(default_timeout),
+        Some(t) => Duration::from_secs(t as u64),
+    };
+    let force = body.force;
+    let info = data.driver.get_info(&uuid).await?;
+    let running = matches!(info.power_state, PowerState::Running | PowerState::Paused);
+    let action = body.action.clone();
+    match action.as_str() {
+        "start" if running => {
+            return Err(DriverError::Conflict(format!("instance {name} is already running")).into())
+        }
+        "stop" | "restart" | "freeze" if !running => {
+            return Err(DriverError::Conflict(format!("instance {name} is not running")).into())
+        }
+        "freeze" if info.power_state == PowerState::Paused => {
+            return Err(DriverError::Conflict(format!("instance {name} is already frozen")).into())
+        }
+        "unfreeze" if info.power_state != PowerState::Paused => {
+            return Err(DriverError::Conflict(format!("instance {name} is not frozen")).into())
+        }
+        "start" | "stop" | "restart" | "freeze" | "unfreeze" => {}
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action {other:?}: use start, stop, restart, freeze or unfreeze"
+            )))
+        }
+    }
+    let driver = data.driver.clone();
+    let op = data.ops.spawn(
+        &format!("Instance {action}"),
+        instance_resources(&name),
+        async move {
+            let r = match action.as_str() {
+                "start" => driver.power_on(&uuid).await,
+                "stop" => driver.power_off(&uuid, timeout, force).await,
+                "restart" => driver.reboot(&uuid, force, timeout).await,
+                "freeze" => driver.pause(&uuid).await,
+                _ => driver.unpause(&uuid).await,
+            };
+            r.map(|()| None).map_err(|e| ApiError::from(e).message())
+        },
+    );
+    Ok(accepted(op))
+}
+
+async fn console_log(
+    path: web::Path<String>,
+    req: HttpRequest,
+    data: Data,
+) -> Result<HttpResponse, ApiError> {
+    let uuid = data.driver.resolve(&path).await?;
+    let lines = match query_param(&req, "lines") {
+        None => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::BadRequest(format!("lines must be a number, got {l:?}")))?,
+        ),
+    };
+    let text = data.driver.console_output(&uuid, lines).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+async fn exec(
+    path: web::Path<String>,
+    data: Data,
+    body: web::Json<ExecPost>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.command.is_empty() {
+        return Err(ApiError::BadRequest("command must not be empty".into()));
+    }
+    let uuid = data.driver.resolve(&path).await?;
+    let env: Vec<String> = body
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let timeout = Duration::from_secs(
+        body.timeout
+            .unwrap_or(data.driver.config().corral.exec_timeout),
+    );
+    let out = data
+        .driver
+        .exec(&uuid, &body.command, &env, body.cwd.as_deref(), timeout)
+        .await?;
+    Ok(sync(
+        StatusCode::OK,
+        ExecResult {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        },
+    ))
+}
+
+async fn to_image(data: &Data, img: crate::store::ImageRecord) -> Result<Image, ApiError> {
+    let used_by = data
+        .driver
+        .list()
+        .await?
+        .into_iter()
+        .filter(|v| v.image == img.fingerprint)
+        .map(|v| format!("/1.0/instances/{}", v.name))
+        .collect();
+    Ok(Image {
+        fingerprint: img.fingerprint,
+        alias: img.alias,
+        size: img.size,
+        created_at: img.created_at,
+        properties: img.properties,
+        used_by,
+    })
+}
+
+async fn list_images(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
+    let imgs = data.driver.list_images().await?;
+    if recursion(&req) {
+        let mut out = Vec::new();
+        for i in imgs {
+            out.push(to_image(&data, i).await?);
+        }
+        Ok(sync(StatusCode::OK, out))
+    } else {
+        let urls: Vec<String> = imgs
+            .iter()
+            .map(|i| format!("/1.0/images/{}", i.fingerprint))
+            .collect();
+        Ok(sync(StatusCode::OK, urls))
+    }
+}
+
+/// Removes an upload file however the import ends.
+struct UploadGuard(std::path::PathBuf);
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn import_image(
+    req: HttpRequest,
+    data: Data,
+    mut body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let alias = req
+        .headers()
+        .get("X-Corral-Alias")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::BadRequest("X-Corral-Alias is not valid text".into()))
+        })
+        .transpose()?
+        .filter(|a| !a.is_empty());
+    if let Some(a) = &alias {
+        if data.driver.get_image(a).await.is_ok() {
+            return Err(DriverError::Conflict(format!("image alias {a} already exists")).into());
+        }
+    }
+    let max = data.driver.config().corral.max_image_bytes;
+    let path = data.driver.image_upload_path();
+    let guard = UploadGuard(path.clone());
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", path.display())))?;
+    let mut written: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(ApiError::TooLarge(format!(
+                "image is larger than [corral] max_image_bytes ({max} bytes)"
+            )));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    drop(file);
+    if written == 0 {
+        return Err(ApiError::BadRequest(
+            "empty upload: send the root tarball as the body".into(),
+        ));
+    }
+    let driver = data.driver.clone();
+    let op = data
+        .ops
+        .spawn("Importing image", BTreeMap::new(), async move {
+            let _guard = guard;
+            driver
+                .import_image(&path, alias.as_deref())
+                .await
+                .map(|img| serde_json::to_value(&img).ok())
+                .map_err(|e| ApiError::from(e).message())
+        });
+    Ok(accepted(op))
+}
+
+async fn get_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let img = data.driver.get_image(&path).await?;
+    Ok(sync(StatusCode::OK, to_image(&data, img).await?))
+}
+
+async fn delete_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    data.driver.delete_image(&path).await?;
+    Ok(sync(StatusCode::OK, serde_json::json!({})))
+}
+
+async fn list_operations(data: Data) -> HttpResponse {
+    sync(StatusCode::OK, data.ops.list())
+}
+
+async fn get_operation(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let op = data
+        .ops
+        .get(&path)
+        .ok_or_else(|| ApiError::NotFound(format!("operation {} not found", path.as_str())))?;
+    Ok(sync(StatusCode::OK, op))
+}
+
+async fn wait_operation(
+    path: web::Path<String>,
+    req: HttpRequest,
+    data: Data,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = match query_param(&req, "timeout") {
+        None => Duration::from_secs(3600),
+        Some(t) => match t.parse::<i64>() {
+            Ok(t) if t < 0 => Duration::from_secs(3600),
+            Ok(t) => Duration::from_secs(t as u64),
+            Err(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "timeout must be a number, got {t:?}"
+                )))
+            }
+        },
+    };
+    let op = data
+        .ops
+        .wait(&path, timeout)
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("operation {} not found", path.as_str())))?;
+    Ok(sync(StatusCode::OK, op))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let status = StatusCode::NOT_FOUND;
+    HttpResponse::build(status).json(error_body(
+        status,
+        &format!("no such endpoint: {} {}", req.method(), req.path()),
+    ))
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let msg = format!("invalid request body: {err}");
+    actix_web::error::InternalError::from_response(
+        err,
+        HttpResponse::BadRequest().json(error_body(StatusCode::BAD_REQUEST, &msg)),
+    )
+    .into()
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(1 << 20)
+            .error_handler(json_error),
+    )
+    .route("/1.0", web::get().to(server_info))
+    .route("/1.0/instances", web::get().to(list_instances))
+    .route("/1.0/instances", web::post().to(create_instance))
+    .route("/1.0/instances/{name}", web::get().to(get_instance))
+    .route("/1.0/instances/{name}", web::delete().to(delete_instance))
+    .route("/1.0/instances/{name}/state", web::get().to(get_state))
+    .route("/1.0/instances/{name}/state", web::put().to(put_state))
+    .route(
+        "/1.0/instances/{name}/logs/console",
+        web::get().to(console_log),
+    )
+    .route("/1.0/instances/{name}/exec", web::post().to(exec))
+    .route("/1.0/images", web::get().to(list_images))
+    .route("/1.0/images", web::post().to(import_image))
+    .route("/1.0/images/{key:.*}", web::get().to(get_image))
+    .route("/1.0/images/{key:.*}", web::delete().to(delete_image))
+    .route("/1.0/operations", web::get().to(list_operations))
+    .route("/1.0/operations/{id}", web::get().to(get_operation))
+    .route("/1.0/operations/{id}/wait", web::get().to(wait_operation))
+    .default_service(web::to(not_found));
+}
+
+/// Binds the API on a unix socket (mode 0660) and returns the server.
+pub fn server(
+    state: AppState,
+    socket: &Path,
+    group: Option<&str>,
+) -> std::io::Result<actix_web::dev::Server> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another daemon is listening on {}", socket.display()),
+            ));
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let data = web::Data::new(state);
+    let srv = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("corral::api"))
+            .configure(routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .bind_uds(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(g) = group {
+        let gid = nix::unistd::Group::from_name(g)
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other(format!("group {g} does not exist")))?;
+        nix::unistd::chown(socket, None, Some(gid.gid)).map_err(std::io::Error::other)?;
+    }
+    Ok(srv.run())
+}

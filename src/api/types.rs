@@ -1,0 +1,190 @@
+//! Request and response bodies of the REST API, shared with the CLI.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::Limits;
+use crate::runtime::IdMap;
+
+/// LXD-shaped envelope of every response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub status_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub error_code: u16,
+    #[serde(default)]
+    pub error: String,
+    pub metadata: Option<T>,
+}
+
+impl<T> Envelope<T> {
+    pub fn sync(metadata: T) -> Envelope<T> {
+        Envelope {
+            kind: "sync".into(),
+            status: "Success".into(),
+            status_code: 200,
+            operation: None,
+            error_code: 0,
+            error: String::new(),
+            metadata: Some(metadata),
+        }
+    }
+}
+
+/// `GET /1.0`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub api_version: String,
+    pub server: String,
+    pub server_version: String,
+    pub host: String,
+    pub runtime: String,
+    pub runtime_version: String,
+    pub runtime_root: String,
+    pub cgroup_mode: String,
+    pub storage: String,
+    pub state_path: String,
+    pub reconcile: serde_json::Value,
+}
+
+/// Where a new instance's root comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Source {
+    #[serde(rename = "type", default = "image_source")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+fn image_source() -> String {
+    "image".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /1.0/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesPost {
+    pub name: String,
+    pub source: Source,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Start once created (`launch`); false creates only (`init`).
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+/// Live state of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub status: String,
+    pub status_code: u16,
+    pub power_state: String,
+    pub pid: Option<i32>,
+    pub cpu_usage_ns: Option<u64>,
+    pub memory_usage_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub processes: Option<u64>,
+    pub processes_limit: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
+/// An instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub name: String,
+    pub uuid: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub status_code: u16,
+    pub created_at: String,
+    pub image: String,
+    pub image_alias: Option<String>,
+    pub limits: Limits,
+    pub privileged: bool,
+    pub command: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    pub idmap: Option<IdMap>,
+    pub state: InstanceState,
+}
+
+/// `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatePut {
+    pub action: String,
+    /// Seconds a graceful stop waits; -1 or absent: `[DEFAULT] shutdown_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /1.0/instances/{name}/exec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecPost {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Seconds; absent: `[corral] exec_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// Result of an exec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// An image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    pub fingerprint: String,
+    pub alias: Option<String>,
+    pub size: i64,
+    pub created_at: String,
+    pub properties: serde_json::Value,
+    pub used_by: Vec<String>,
+}
+
+/// A background operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    pub class: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status: String,
+    pub status_code: u16,
+    pub resources: BTreeMap<String, Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub may_cancel: bool,
+    pub err: String,
+}

@@ -1,0 +1,537 @@
+//! The command line: `corral daemon` runs the service; every other verb is a
+//! thin client of the daemon's REST API.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::api::types::{ExecResult, Image, Instance, ServerInfo};
+use crate::driver::Limits;
+use client::Client;
+
+/// Where clients look for the daemon when no socket is given.
+pub const DEFAULT_SOCKET: &str = "/run/corral/corral.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "System containers for OpenStack Nova and on their own"
+)]
+pub struct Cli {
+    /// The daemon's API socket.
+    /// (default: /run/corral/corral.sock; for `daemon`, overrides [corral] socket)
+    #[arg(long, global = true, env = "CORRAL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the corral daemon.
+    Daemon(DaemonArgs),
+    /// Create and start an instance from an image.
+    Launch(LaunchArgs),
+    /// Create an instance from an image without starting it.
+    Init(LaunchArgs),
+    /// List instances.
+    List,
+    /// Show one instance.
+    Info { name: String },
+    /// Start an instance.
+    Start { name: String },
+    /// Stop an instance (its init gets the stop signal, then a kill after the timeout).
+    Stop(StopArgs),
+    /// Stop and start an instance.
+    Restart(StopArgs),
+    /// Freeze every process of an instance.
+    Pause { name: String },
+    /// Thaw a paused instance.
+    Resume { name: String },
+    /// Delete an instance.
+    Delete {
+        name: String,
+        /// Delete even if running.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Run a command inside an instance; exits with the command's exit code.
+    Exec {
+        name: String,
+        /// Environment for the command (KEY=VALUE).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print an instance's console log.
+    ConsoleLog {
+        name: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        lines: Option<usize>,
+    },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Show the daemon's runtime, storage and reconcile report.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// nova.conf-style config file; repeat for more (later files win).
+    #[arg(long = "config-file")]
+    pub config_file: Vec<PathBuf>,
+    /// Overrides [DEFAULT] state_path.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Image alias or fingerprint.
+    pub image: String,
+    pub name: String,
+    /// Hard cap in CPUs (may be fractional: 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (cgroup cpu shares).
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    /// Memory limit: 256MiB, 1GiB, 512MB ...
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Run without a user namespace (container root is host root).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Environment for the init (KEY=VALUE).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Run this instead of the image's init.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    pub name: String,
+    /// Kill at once instead of a graceful stop.
+    #[arg(long, short)]
+    pub force: bool,
+    /// Seconds to wait for a graceful stop.
+    #[arg(long)]
+    pub timeout: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a root tarball (.tar, .tar.gz, .tar.xz).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List images.
+    List,
+    /// Show one image.
+    Info { name: String },
+    /// Delete an image.
+    Delete { name: String },
+}
+
+fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("invalid environment entry {p:?}: use KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn print<T: Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Format::Table => print!("{}", table(value)),
+    }
+    Ok(())
+}
+
+/// Renders rows as an aligned table with a header.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+fn limits_text(l: &Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.cpus {
+        parts.push(format!("cpus={c}"));
+    }
+    if let Some(s) = l.cpu_shares {
+        parts.push(format!("shares={s}"));
+    }
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("memory={}", human_bytes(m)));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids={p}"));
+    }
+    parts.join(",")
+}
+
+fn instance_detail(i: &Instance) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Name: {}\nUUID: {}\nStatus: {}\n",
+        i.name, i.uuid, i.status
+    ));
+    s.push_str(&format!(
+        "Image: {}{}\nCreated: {}\n",
+        i.image_alias
+            .as_deref()
+            .map(|a| format!("{a} "))
+            .unwrap_or_default(),
+        &i.image[..i.image.len().min(12)],
+        i.created_at
+    ));
+    s.push_str(&format!("Privileged: {}\n", i.privileged));
+    if let Some(m) = &i.idmap {
+        s.push_str(&format!("Id map: 0 -> {} ({} ids)\n", m.host_base, m.size));
+    }
+    s.push_str(&format!("Limits: {}\n", limits_text(&i.limits)));
+    if let Some(pid) = i.state.pid {
+        s.push_str(&format!("PID: {pid}\n"));
+    }
+    if let Some(p) = i.state.processes {
+        s.push_str(&format!(
+            "Processes: {p}{}\n",
+            i.state
+                .processes_limit
+                .map(|l| format!(" (limit {l})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(m) = i.state.memory_usage_bytes {
+        s.push_str(&format!(
+            "Memory: {}{}\n",
+            human_bytes(m),
+            i.state
+                .memory_limit_bytes
+                .map(|l| format!(" (limit {})", human_bytes(l)))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(c) = i.state.cpu_usage_ns {
+        s.push_str(&format!("CPU time: {:.2}s\n", c as f64 / 1e9));
+    }
+    s
+}
+
+/// Runs a client verb; returns the process exit code.
+pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let c = Client::new(&socket);
+    let f = cli.format;
+    let enc = |s: &str| percent_path(s);
+    match &cli.command {
+        Command::Daemon(_) => bail!("the daemon is not a client verb"),
+        Command::Launch(a) | Command::Init(a) => {
+            let start = matches!(cli.command, Command::Launch(_));
+            let memory_bytes = a
+                .memory
+                .as_deref()
+                .map(crate::config::parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let body = serde_json::json!({
+                "name": a.name,
+                "source": {"type": "image", "alias": a.image},
+                "limits": Limits {
+                    cpus: a.cpus,
+                    cpu_shares: a.cpu_shares,
+                    memory_bytes,
+                    pids: a.pids,
+                    ..Limits::default()
+                },
+                "privileged": a.privileged,
+                "command": (!a.command.is_empty()).then(|| a.command.clone()),
+                "environment": parse_env(&a.env)?,
+                "start": start,
+            });
+            c.run("POST", "/1.0/instances", Some(&body))?;
+            let inst: Instance = c.get(&format!("/1.0/instances/{}", enc(&a.name)))?;
+            print(f, &inst, |i| {
+                format!(
+                    "{} {} ({}) from {}: {}\n",
+                    if start { "Launched" } else { "Created" },
+                    i.name,
+                    i.uuid,
+                    i.image_alias.as_deref().unwrap_or(&i.image),
+                    i.status
+                )
+            })?;
+        }
+        Command::List => {
+            let list: Vec<Instance> = c.get("/1.0/instances?recursion=1")?;
+            print(f, &list, |l| {
+                table(
+                    &["NAME", "STATUS", "IMAGE", "PID", "LIMITS", "UUID"],
+                    l.iter()
+                        .map(|i| {
+                            vec![
+                                i.name.clone(),
+                                i.status.clone(),
+                                i.image_alias.clone().unwrap_or_else(|| {
+                                    i.image[..i.image.len().min(12)].to_string()
+                                }),
+                                i.state.pid.map(|p| p.to_string()).unwrap_or_default(),
+                                limits_text(&i.limits),
+                                i.uuid.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+        }
+        Command::Info { name } => {
+            let inst: Instance = c.get(&format!("/1.0/instances/{}", enc(name)))?;
+            print(f, &inst, instance_detail)?;
+        }
+        Command::Start { name } => state(&c, name, "start", false, None)?,
+        Command::Stop(a) => state(&c, &a.name, "stop", a.force, a.timeout)?,
+        Command::Restart(a) => state(&c, &a.name, "restart", a.force, a.timeout)?,
+        Command::Pause { name } => state(&c, name, "freeze", false, None)?,
+        Command::Resume { name } => state(&c, name, "unfreeze", false, None)?,
+        Command::Delete { name, force } => {
+            c.run(
+                "DELETE",
+                &format!(
+                    "/1.0/instances/{}{}",
+                    enc(name),
+                    if *force { "?force=true" } else { "" }
+                ),
+                None,
+            )?;
+        }
+        Command::Exec {
+            name,
+            env,
+            cwd,
+            command,
+        } => {
+            let body = serde_json::json!({
+                "command": command,
+                "environment": parse_env(env)?,
+                "cwd": cwd,
+            });
+            let r: ExecResult = c.sync(
+                "POST",
+                &format!("/1.0/instances/{}/exec", enc(name)),
+                Some(&body),
+            )?;
+            if f == Format::Table {
+                use std::io::Write;
+                std::io::stdout().write_all(r.stdout.as_bytes())?;
+                std::io::stderr().write_all(r.stderr.as_bytes())?;
+            } else {
+                print(f, &r, |_| String::new())?;
+            }
+            return Ok(r.exit_code);
+        }
+        Command::ConsoleLog { name, lines } => {
+            let q = lines.map(|n| format!("?lines={n}")).unwrap_or_default();
+            let text = c.get_text(&format!("/1.0/instances/{}/logs/console{q}", enc(name)))?;
+            print!("{text}");
+        }
+        Command::Image(ic) => match ic {
+            ImageCommand::Import { file, alias } => {
+                if !file.is_file() {
+                    bail!("{} is not a file", file.display());
+                }
+                let headers: Vec<(&str, &str)> = alias
+                    .iter()
+                    .map(|a| ("X-Corral-Alias", a.as_str()))
+                    .collect();
+                let op = c
+                    .upload("/1.0/images", file, &headers)
+                    .with_context(|| format!("importing {}", file.display()))?;
+                let fp = op
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get("fingerprint"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let img: Image = c.get(&format!("/1.0/images/{fp}"))?;
+                print(f, &img, |i| {
+                    format!(
+                        "Imported {} as {}\n",
+                        &i.fingerprint[..i.fingerprint.len().min(12)],
+                        i.alias.as_deref().unwrap_or("(no alias)")
+                    )
+                })?;
+            }
+            ImageCommand::List => {
+                let list: Vec<Image> = c.get("/1.0/images?recursion=1")?;
+                print(f, &list, |l| {
+                    table(
+                        &[
+                            "ALIAS",
+                            "FINGERPRINT",
+                            "SIZE",
+                            "DESCRIPTION",
+                            "USED BY",
+                            "CREATED",
+                        ],
+                        l.iter()
+                            .map(|i| {
+                                vec![
+                                    i.alias.clone().unwrap_or_default(),
+                                    i.fingerprint[..i.fingerprint.len().min(12)].to_string(),
+                                    human_bytes(i.size as u64),
+                                    i.properties
+                                        .get("description")
+                                        .and_then(|d| d.as_str())
+                                        .unwrap_or("")
+                                        .to_string(),
+                                    i.used_by.len().to_string(),
+                                    i.created_at.clone(),
+                                ]
+                            })
+                            .collect(),
+                    )
+                })?;
+            }
+            ImageCommand::Info { name } => {
+                let img: Image = c.get(&format!("/1.0/images/{}", enc(name)))?;
+                print(f, &img, |i| {
+                    format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+                })?;
+            }
+            ImageCommand::Delete { name } => {
+                let _: serde_json::Value =
+                    c.sync("DELETE", &format!("/1.0/images/{}", enc(name)), None)?;
+            }
+        },
+        Command::Status => {
+            let info: ServerInfo = c.get("/1.0")?;
+            print(f, &info, |i| {
+                format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+            })?;
+        }
+    }
+    Ok(0)
+}
+
+fn state(
+    c: &Client,
+    name: &str,
+    action: &str,
+    force: bool,
+    timeout: Option<i64>,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"action": action, "force": force, "timeout": timeout});
+    c.run(
+        "PUT",
+        &format!("/1.0/instances/{}/state", percent_path(name)),
+        Some(&body),
+    )?;
+    Ok(())
+}
+
+/// Escapes a path segment.
+fn percent_path(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else if b == b'/' {
+            out.push('/');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_and_sizes() {
+        let t = table(&["A", "BB"], vec![vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+        assert_eq!(human_bytes(256 << 20), "256.0MiB");
+        assert_eq!(human_bytes(12), "12B");
+        assert_eq!(percent_path("a b"), "a%20b");
+        assert!(parse_env(&["A=1".into()]).is_ok());
+        assert!(parse_env(&["=1".into()]).is_err());
+    }
+}

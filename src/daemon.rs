@@ -1,0 +1,143 @@
+//! `corral daemon`: wires config, runtime, storage, store and driver, then
+//! serves the API until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, operations::Operations, AppState};
+use crate::config::Config;
+use crate::driver::ContainerDriver;
+use crate::runtime::{cgroups, Runtime};
+use crate::storage::Storage;
+use crate::store::Store;
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
+    #[error("cannot serve the API on {path}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the API server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the daemon until a shutdown signal.
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let cfg = Arc::new(cfg);
+    let cgroup_root = PathBuf::from(cgroups::DEFAULT_ROOT);
+    let runtime = Runtime::select(
+        cfg.corral.oci_runtime,
+        &cfg.corral.runtime_root,
+        &cgroup_root,
+    )?;
+    std::fs::create_dir_all(&cfg.corral.runtime_root).map_err(|source| DaemonError::Dir {
+        path: cfg.corral.runtime_root.clone(),
+        source,
+    })?;
+    let storage = Storage::select(cfg.corral.storage)?;
+    std::fs::create_dir_all(&cfg.state_path).map_err(|source| DaemonError::Dir {
+        path: cfg.state_path.clone(),
+        source,
+    })?;
+    let store = Store::open(&cfg.store_path()).await?;
+    tracing::info!(
+        runtime = runtime.kind.name(),
+        version = %runtime.version,
+        cgroups = ?runtime.cgroup_mode,
+        hybrid = runtime.cgroup_hybrid,
+        storage = ?storage.kind,
+        state_path = %cfg.state_path.display(),
+        "corral starting"
+    );
+    let driver = Arc::new(ContainerDriver::new(
+        cfg.clone(),
+        runtime,
+        storage,
+        store,
+        cgroup_root,
+    )?);
+    let report = driver.reconcile().await?;
+    tracing::info!(
+        running = report.running,
+        stale = ?report.stale,
+        rolled_back = ?report.rolled_back,
+        finished_deletes = ?report.finished_deletes,
+        orphans = ?report.orphans,
+        "reconciled store with runtime"
+    );
+    let state = AppState {
+        driver: driver.clone(),
+        ops: Operations::default(),
+        reconcile: report,
+    };
+    let server = api::server(
+        state,
+        &cfg.corral.socket,
+        cfg.corral.socket_group.as_deref(),
+    )
+    .map_err(|source| DaemonError::Listen {
+        path: cfg.corral.socket.clone(),
+        source,
+    })?;
+    let handle = server.handle();
+    tracing::info!(socket = %cfg.corral.socket.display(), "API listening");
+
+    let rotate_driver = driver.clone();
+    let interval = Duration::from_secs(cfg.corral.console_log_check_interval.max(1));
+    let rotator = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(e) = rotate_driver.rotate_console_logs().await {
+                tracing::warn!(error = %e, "console log rotation failed");
+            }
+        }
+    });
+
+    let socket = cfg.corral.socket.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal: finishing requests; containers keep running");
+        handle.stop(true).await;
+    });
+    let result = server.await.map_err(DaemonError::Serve);
+    rotator.abort();
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("corral stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
