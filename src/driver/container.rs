@@ -456,6 +456,21 @@ impl ContainerDriver {
             None => self.images.rootfs(&rec.image),
         };
         let rootfs = self.storage.prepare(&dir, &lower).await?;
+        // The console is the container's own: its mapped root may reopen it
+        // (through /proc/1/fd/1) the way a system writes to its console.
+        let console = self.console_path(&rec.uuid);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .map_err(io_err(&console))?;
+        drop(file);
+        std::fs::set_permissions(&console, std::fs::Permissions::from_mode(0o640))
+            .map_err(io_err(&console))?;
+        if let Some(m) = idmap {
+            std::os::unix::fs::chown(&console, Some(m.host_base), Some(m.host_base))
+                .map_err(io_err(&console))?;
+        }
         let (cpu_quota_us, cpu_period_us) = spec.limits.cfs();
         let mut env = vec![
             DEFAULT_PATH.to_string(),

@@ -1,0 +1,254 @@
+//! Every response checked against docs/openapi.yaml.
+
+mod common;
+
+use common::{Client, Daemon};
+use serde_json::{json, Value};
+
+struct Contract {
+    doc: Value,
+}
+
+impl Contract {
+    fn load() -> Contract {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        Contract { doc }
+    }
+
+    fn resolve<'a>(&'a self, v: &'a Value) -> &'a Value {
+        match v.get("$ref").and_then(|r| r.as_str()) {
+            Some(r) => self.doc.pointer(r.trim_start_matches('#')).unwrap(),
+            None => v,
+        }
+    }
+
+    /// Checks one response; `template` is the path as written in the spec.
+    fn check(&self, method: &str, template: &str, status: u16, body: &[u8]) {
+        let op = &self.doc["paths"][template][method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{method} {template} is not in the OpenAPI file"
+        );
+        let resp = op["responses"]
+            .get(status.to_string())
+            .unwrap_or_else(|| panic!("{method} {template}: status {status} is not documented"));
+        let resp = self.resolve(resp);
+        let content = resp["content"].as_object().unwrap();
+        if content.contains_key("text/plain") {
+            assert!(std::str::from_utf8(body).is_ok());
+            return;
+        }
+        let schema = &content["application/json"]["schema"];
+        let full = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": self.doc["components"],
+            "allOf": [schema],
+        });
+        let validator = jsonschema::validator_for(&full).unwrap();
+        let instance: Value = serde_json::from_slice(body).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status}: {errors:?}\nbody: {instance}"
+        );
+    }
+}
+
+fn call(c: &Client, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<u8>) {
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    let resp = match &bytes {
+        Some(b) => {
+            let mut cur = std::io::Cursor::new(b.as_slice());
+            c.request(
+                method,
+                path,
+                Some(("application/json", &mut cur, b.len() as u64)),
+                &[],
+            )
+            .unwrap()
+        }
+        None => c.request(method, path, None, &[]).unwrap(),
+    };
+    (resp.status, resp.body)
+}
+
+fn wait_op(c: &Client, body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let url = v["operation"].as_str().unwrap();
+    let (st, b) = call(c, "GET", &format!("{url}/wait?timeout=30"), None);
+    assert_eq!(st, 200);
+    serde_json::from_slice::<Value>(&b).unwrap()["metadata"].clone()
+}
+
+#[test]
+fn responses_match_the_openapi_file() {
+    require_host!();
+    let spec = Contract::load();
+    let d = Daemon::start();
+    let c = d.client();
+
+    let (st, b) = call(&c, "GET", "/1.0", None);
+    spec.check("GET", "/1.0", st, &b);
+
+    // Image import, raw body.
+    let tb = common::busybox_tarball();
+    let mut f = std::fs::File::open(&tb).unwrap();
+    let len = f.metadata().unwrap().len();
+    let r = c
+        .request(
+            "POST",
+            "/1.0/images",
+            Some(("application/octet-stream", &mut f, len)),
+            &[("X-Corral-Alias", "busybox")],
+        )
+        .unwrap();
+    spec.check("POST", "/1.0/images", r.status, &r.body);
+    let op = wait_op(&c, &r.body);
+    assert_eq!(op["status"], "Success", "{op}");
+    let (st, b) = call(&c, "GET", "/1.0/images", None);
+    spec.check("GET", "/1.0/images", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/images?recursion=1", None);
+    spec.check("GET", "/1.0/images", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/images/busybox", None);
+    spec.check("GET", "/1.0/images/{key}", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/images/nope", None);
+    assert_eq!(st, 404);
+    spec.check("GET", "/1.0/images/{key}", st, &b);
+
+    let create = json!({"name": "api1", "source": {"type": "image", "alias": "busybox"}, "limits": {"memory_bytes": 67108864, "cpus": 1}});
+    let (st, b) = call(&c, "POST", "/1.0/instances", Some(create.clone()));
+    assert_eq!(st, 202);
+    spec.check("POST", "/1.0/instances", st, &b);
+    let op = wait_op(&c, &b);
+    assert_eq!(op["status"], "Success", "{op}");
+    let id = op["id"].as_str().unwrap().to_string();
+    let (st, b) = call(&c, "GET", &format!("/1.0/operations/{id}"), None);
+    spec.check("GET", "/1.0/operations/{id}", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/operations", None);
+    spec.check("GET", "/1.0/operations", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/operations/nope", None);
+    assert_eq!(st, 404);
+    spec.check("GET", "/1.0/operations/{id}", st, &b);
+
+    // Errors: duplicate, bad JSON, unknown field, unknown image.
+    let (st, b) = call(&c, "POST", "/1.0/instances", Some(create));
+    assert_eq!(st, 409);
+    spec.check("POST", "/1.0/instances", st, &b);
+    let r = {
+        let raw = b"{not json";
+        let mut cur = std::io::Cursor::new(&raw[..]);
+        c.request(
+            "POST",
+            "/1.0/instances",
+            Some(("application/json", &mut cur, raw.len() as u64)),
+            &[],
+        )
+        .unwrap()
+    };
+    assert_eq!(r.status, 400);
+    spec.check("POST", "/1.0/instances", r.status, &r.body);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "x", "source": {"alias": "busybox"}, "bogus": 1})),
+    );
+    assert_eq!(st, 400);
+    spec.check("POST", "/1.0/instances", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "x", "source": {"alias": "nope"}})),
+    );
+    assert_eq!(st, 404);
+    spec.check("POST", "/1.0/instances", st, &b);
+
+    for path in ["/1.0/instances", "/1.0/instances?recursion=1"] {
+        let (st, b) = call(&c, "GET", path, None);
+        spec.check("GET", "/1.0/instances", st, &b);
+    }
+    let (st, b) = call(&c, "GET", "/1.0/instances/api1", None);
+    spec.check("GET", "/1.0/instances/{name}", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/instances/api1/state", None);
+    spec.check("GET", "/1.0/instances/{name}/state", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/instances/api1/logs/console?lines=5", None);
+    spec.check("GET", "/1.0/instances/{name}/logs/console", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances/api1/exec",
+        Some(json!({"command": ["sh", "-c", "echo out; echo err >&2; exit 3"]})),
+    );
+    spec.check("POST", "/1.0/instances/{name}/exec", st, &b);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        v["metadata"],
+        json!({"exit_code": 3, "stdout": "out\n", "stderr": "err\n"})
+    );
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances/api1/exec",
+        Some(json!({"command": []})),
+    );
+    assert_eq!(st, 400);
+    spec.check("POST", "/1.0/instances/{name}/exec", st, &b);
+
+    let (st, b) = call(
+        &c,
+        "PUT",
+        "/1.0/instances/api1/state",
+        Some(json!({"action": "explode"})),
+    );
+    assert_eq!(st, 400);
+    spec.check("PUT", "/1.0/instances/{name}/state", st, &b);
+    let (st, b) = call(
+        &c,
+        "PUT",
+        "/1.0/instances/api1/state",
+        Some(json!({"action": "start"})),
+    );
+    assert_eq!(st, 409);
+    spec.check("PUT", "/1.0/instances/{name}/state", st, &b);
+    let (st, b) = call(&c, "DELETE", "/1.0/instances/api1", None);
+    assert_eq!(st, 409);
+    spec.check("DELETE", "/1.0/instances/{name}", st, &b);
+    let (st, b) = call(
+        &c,
+        "PUT",
+        "/1.0/instances/api1/state",
+        Some(json!({"action": "stop", "timeout": 5})),
+    );
+    assert_eq!(st, 202);
+    spec.check("PUT", "/1.0/instances/{name}/state", st, &b);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "GET", "/1.0/instances/api1/state", None);
+    spec.check("GET", "/1.0/instances/{name}/state", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances/api1/exec",
+        Some(json!({"command": ["true"]})),
+    );
+    assert_eq!(st, 409);
+    spec.check("POST", "/1.0/instances/{name}/exec", st, &b);
+    let (st, b) = call(&c, "DELETE", "/1.0/instances/api1", None);
+    assert_eq!(st, 202);
+    spec.check("DELETE", "/1.0/instances/{name}", st, &b);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "GET", "/1.0/instances/api1", None);
+    assert_eq!(st, 404);
+    spec.check("GET", "/1.0/instances/{name}", st, &b);
+    let (st, b) = call(&c, "DELETE", "/1.0/images/busybox", None);
+    assert_eq!(st, 200);
+    spec.check("DELETE", "/1.0/images/{key}", st, &b);
+
+    let (st, _) = call(&c, "GET", "/2.0/nothing", None);
+    assert_eq!(st, 404);
+}

@@ -1,0 +1,355 @@
+//! Drives the real `corral` binary with real runc: a daemon per test on its
+//! own socket, state directory and runtime root.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use corral::cli::client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Why the real-runtime tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (containers, cgroups and mounts)".into());
+    }
+    let has = |b: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(b).is_file()))
+            .unwrap_or(false)
+    };
+    if !has("runc") {
+        return Some("runc is not installed (apt-get install runc)".into());
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        return Some("busybox-static is not installed (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+/// Skips the calling test with a printed reason when the host lacks what
+/// real containers need. In CI (CI=true) a missing piece is a failure.
+#[macro_export]
+macro_rules! require_host {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("cannot run real-runtime tests in CI: {reason}");
+            }
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+/// The busybox root tarball, built once per test binary.
+pub fn busybox_tarball() -> PathBuf {
+    static TARBALL: OnceLock<PathBuf> = OnceLock::new();
+    TARBALL
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("corral-test-image-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("busybox.tar.gz");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("openstack/images/build-busybox-rootfs.sh");
+            let st = Command::new("sh")
+                .arg(script)
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "building the busybox image failed");
+            out
+        })
+        .clone()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running daemon with its own directories. Dropping it deletes every
+/// instance it has and stops it.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub runtime_root: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon with extra `[corral]` options.
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-test-")
+            .tempdir()
+            .unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Distinct id ranges per daemon, so tests running side by side never
+        // share host ids.
+        let slot = (std::process::id() % 500) * 8 + n;
+        let base = 10_000_000u64 + u64::from(slot) * 65536 * 8;
+        let runtime_root = PathBuf::from(format!("/run/corral-test/{}-{}", std::process::id(), n));
+        let config = dir.path().join("corral.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "[DEFAULT]\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nruntime_root = {}\nidmap_base = {base}\nidmap_max_instances = 8\ncgroup_parent = corral-test\n{extra}\n",
+                runtime_root.display()
+            ),
+        )
+        .unwrap();
+        let socket = dir.path().join("corral.sock");
+        let state = dir.path().join("state");
+        let mut d = Daemon {
+            dir,
+            socket,
+            state,
+            runtime_root,
+            config,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts (again) the daemon process and waits for its socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--config-file")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited with {st}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not listen in time:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM (containers keep running).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    /// Runs a CLI verb against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .env("CORRAL_SOCKET", &self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a CLI verb that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "corral {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a CLI verb that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "corral {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn import_busybox(&self) {
+        let tb = busybox_tarball();
+        self.ok(&[
+            "image",
+            "import",
+            tb.to_str().unwrap(),
+            "--alias",
+            "busybox",
+        ]);
+    }
+
+    /// Output of a command in an instance (must exit 0).
+    pub fn exec(&self, name: &str, cmd: &str) -> String {
+        self.ok(&["exec", name, "--", "sh", "-c", cmd])
+    }
+
+    pub fn instance(&self, name: &str) -> serde_json::Value {
+        self.client()
+            .get(&format!("/1.0/instances/{name}"))
+            .unwrap()
+    }
+
+    pub fn uuid(&self, name: &str) -> String {
+        self.instance(name)["uuid"].as_str().unwrap().to_string()
+    }
+
+    /// The runtime's status of a container, None when runc does not know it.
+    pub fn runc_status(&self, uuid: &str) -> Option<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .arg("state")
+            .arg(uuid)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["status"].as_str().map(str::to_string)
+    }
+
+    /// Everything named with the uuid that is still on the host.
+    pub fn leftovers(&self, uuid: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        if self.runc_status(uuid).is_some() {
+            left.push("runtime container".into());
+        }
+        let inst = self.state.join("instances").join(uuid);
+        if inst.exists() {
+            left.push(inst.display().to_string());
+        }
+        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let p = entry.path().join("corral-test").join(uuid);
+            if p.exists() {
+                left.push(p.display().to_string());
+            }
+        }
+        let unified = Path::new("/sys/fs/cgroup/corral-test").join(uuid);
+        if unified.exists() {
+            left.push(unified.display().to_string());
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if mounts.contains(uuid) {
+            left.push("a mount".into());
+        }
+        left
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(list) = self
+                .client()
+                .get::<Vec<serde_json::Value>>("/1.0/instances?recursion=1")
+            {
+                for i in list {
+                    if let Some(name) = i["name"].as_str() {
+                        let _ = self.cli(&["delete", "--force", name]);
+                    }
+                }
+            }
+        }
+        self.stop();
+        // Whatever is left in the runtime root (a test that failed midway).
+        if let Ok(rd) = std::fs::read_dir(&self.runtime_root) {
+            for e in rd.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&self.runtime_root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_root);
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let st = self.state.display().to_string();
+            for line in m.lines() {
+                if let Some(mp) = line.split_whitespace().nth(4) {
+                    if mp.starts_with(&st) {
+                        let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the container sees cgroup v2 files.
+pub fn read_cgroup(d: &Daemon, name: &str, v1: &str, v2: &str) -> String {
+    d.exec(
+        name,
+        &format!("if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cat /sys/fs/cgroup/{v2}; else cat /sys/fs/cgroup/{v1}; fi"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// Polls until `f` is true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}

@@ -1,0 +1,135 @@
+//! Limits seen from inside real runc containers.
+
+mod common;
+
+use common::{read_cgroup, Daemon};
+
+#[test]
+fn limits_and_id_map_are_visible_inside() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "lim",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "64MiB",
+        "--pids",
+        "50",
+        "--cpu-shares",
+        "512",
+    ]);
+
+    let mem = read_cgroup(&d, "lim", "memory/memory.limit_in_bytes", "memory.max");
+    assert_eq!(mem, (64u64 << 20).to_string());
+    let cpu = read_cgroup(&d, "lim", "cpu/cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "50000" || cpu == "50000 100000", "cpu quota {cpu}");
+    let pids = read_cgroup(&d, "lim", "pids/pids.max", "pids.max");
+    assert_eq!(pids, "50");
+    let shares = read_cgroup(&d, "lim", "cpu/cpu.shares", "cpu.weight");
+    assert!(shares == "512" || !shares.is_empty(), "cpu shares {shares}");
+
+    // Unprivileged: container root is a non-root host id, from the store.
+    let uid_map = d.exec("lim", "cat /proc/self/uid_map");
+    let fields: Vec<u64> = uid_map
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fields[0], 0);
+    assert!(fields[1] >= 1_000_000, "host base {}", fields[1]);
+    assert_eq!(fields[2], 65536);
+    let inst = d.instance("lim");
+    assert_eq!(inst["idmap"]["host_base"].as_u64(), Some(fields[1]));
+    // The root filesystem is owned by the mapped root: root inside sees 0.
+    assert_eq!(d.exec("lim", "stat -c %u /etc/passwd").trim(), "0");
+    assert_eq!(d.exec("lim", "hostname").trim(), "lim");
+    // Its own namespaces.
+    for ns in ["pid", "net", "mnt", "uts", "ipc", "user"] {
+        let inside = d.exec("lim", &format!("readlink /proc/1/ns/{ns}"));
+        let outside = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(
+            inside.trim(),
+            outside.to_string_lossy(),
+            "{ns} namespace shared with the host"
+        );
+    }
+}
+
+#[test]
+fn second_instance_gets_a_different_id_range() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "one"]);
+    d.ok(&["launch", "busybox", "two"]);
+    let a = d.instance("one")["idmap"]["host_base"].as_u64().unwrap();
+    let b = d.instance("two")["idmap"]["host_base"].as_u64().unwrap();
+    assert!(a.abs_diff(b) >= 65536, "ranges overlap: {a} {b}");
+}
+
+#[test]
+fn memory_hog_is_oom_killed_inside_only() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "hog", "--memory", "32MiB"]);
+    let pid_before = d.instance("hog")["state"]["pid"].as_i64().unwrap();
+    // dd allocates one 128 MiB buffer and fills it: far over the limit.
+    let out = d.cli(&[
+        "exec",
+        "hog",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "hog should be SIGKILLed: {out:?}"
+    );
+    let inst = d.instance("hog");
+    assert_eq!(inst["status"], "Running", "the container survives its hog");
+    assert_eq!(inst["state"]["pid"].as_i64(), Some(pid_before));
+    assert!(
+        inst["state"]["oom_kills"].as_u64().unwrap_or(0) >= 1,
+        "{inst}"
+    );
+    // The host and the daemon are fine.
+    assert_eq!(d.exec("hog", "echo alive").trim(), "alive");
+}
+
+#[test]
+fn fork_bomb_stops_at_the_pids_limit() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "bomb", "--pids", "30"]);
+    // Forks 100 sleepers; the shell's builtins read the count without forking.
+    let out = d.exec(
+        "bomb",
+        "(for i in $(seq 100); do sleep 5 & done) 2>/dev/null; \
+         if [ -f /sys/fs/cgroup/pids.current ]; then f=/sys/fs/cgroup/pids.current; else f=/sys/fs/cgroup/pids/pids.current; fi; \
+         read n < $f; echo $n",
+    );
+    let n: u64 = out.trim().parse().unwrap();
+    assert!(n <= 30, "{n} processes, limit 30");
+    assert!(n >= 20, "the bomb should have filled the limit, got {n}");
+    let inst = d.instance("bomb");
+    assert!(inst["state"]["processes"].as_u64().unwrap() <= 30);
+    assert_eq!(inst["state"]["processes_limit"].as_u64(), Some(30));
+}
+
+#[test]
+fn default_pids_limit_comes_from_config() {
+    require_host!();
+    let d = Daemon::start_with("default_pids_limit = 77");
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "dflt"]);
+    assert_eq!(read_cgroup(&d, "dflt", "pids/pids.max", "pids.max"), "77");
+}
