@@ -10,3 +10,6 @@ pub mod image;
 pub mod runtime;
 pub mod storage;
 pub mod store;
+pub mod nova;
+pub mod pyjson;
+pub mod rpc;

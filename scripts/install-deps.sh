@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs what corral needs on Debian 12 (as root): the OCI runtimes, busybox-static
+# for the test image, and the build tools. Safe to run again.
+set -eu
+
+need=""
+for pkg in runc crun busybox-static uidmap xz-utils ca-certificates curl gcc pkg-config libssl-dev python3 python3-venv sqlite3; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+    echo "installing:$need"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        :
+    else
+        echo "error: no Rust toolchain: install rustup (https://rustup.rs) or Debian's cargo" >&2
+        exit 1
+    fi
+fi

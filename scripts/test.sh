@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs every test of corral on a fresh Debian 12 machine, as root: installs what
+# the tests need, checks formatting and lints, then runs the unit tests and the
+# integration tests against real runc (and, where present, the tox harness).
+set -eu
+
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/install-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test (unit tests and real-runtime integration tests)"
+cargo test
+# Integration tests run concurrently within a binary; each uses its own daemon.
+
+if [ -f tox-harness/tox.ini ]; then
+    echo "==> tox harness"
+    scripts/tox.sh
+fi
+echo "all tests passed"

@@ -1,0 +1,516 @@
+//! The RPC client: `call` with one reply queue per process, `cast`, fanout casts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::rpc::connection::{
+    error_chain, setup_consumers, Connector, ConsumerSpec, ExchangeSpec, Outgoing, StopSignal,
+};
+use crate::rpc::envelope::{self, new_hex_id, OutgoingRequest, ReplyPart};
+use crate::rpc::error::{RemoteError, RpcError};
+use crate::rpc::transport::Transport;
+use crate::rpc::Context;
+
+/// Where a message goes (oslo's `Target`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// Exchange; `None` means the control exchange (`nova`).
+    pub exchange: Option<String>,
+    pub topic: String,
+    /// Server name: routing key `<topic>.<server>`.
+    pub server: Option<String>,
+    pub namespace: Option<String>,
+    /// API version sent as `version`.
+    pub version: Option<String>,
+    /// Cast to every server of the topic through `<topic>_fanout`.
+    pub fanout: bool,
+}
+
+impl Target {
+    pub fn new(topic: &str) -> Self {
+        Target {
+            topic: topic.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn with_server(mut self, server: &str) -> Self {
+        self.server = Some(server.into());
+        self
+    }
+
+    pub fn with_version(mut self, version: &str) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    pub fn with_exchange(mut self, exchange: &str) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    pub fn with_fanout(mut self, fanout: bool) -> Self {
+        self.fanout = fanout;
+        self
+    }
+
+    /// The routing key on the control exchange.
+    pub fn routing_key(&self) -> String {
+        match &self.server {
+            Some(s) => format!("{}.{}", self.topic, s),
+            None => self.topic.clone(),
+        }
+    }
+}
+
+/// Invokes methods on remote servers (oslo's `RPCClient`). Clone it and use the
+/// `with_*` builders the way oslo code uses `prepare()`.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    transport: Transport,
+    target: Target,
+    timeout: Option<Duration>,
+    call_monitor_timeout: Option<u64>,
+    retry: Option<u32>,
+    version_cap: Option<String>,
+}
+
+impl RpcClient {
+    pub fn new(transport: Transport, target: Target) -> Self {
+        RpcClient {
+            transport,
+            target,
+            timeout: None,
+            call_monitor_timeout: None,
+            retry: None,
+            version_cap: None,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    pub fn with_server(mut self, server: &str) -> Self {
+        self.target.server = Some(server.into());
+        self
+    }
+
+    pub fn with_version(mut self, version: &str) -> Self {
+        self.target.version = Some(version.into());
+        self
+    }
+
+    pub fn with_fanout(mut self, fanout: bool) -> Self {
+        self.target.fanout = fanout;
+        self
+    }
+
+    /// Call timeout; default `rpc_response_timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Seconds without a heartbeat after which a call fails; sent as `_timeout` and
+    /// makes the server send call-monitor heartbeats every `seconds / 2`.
+    pub fn with_call_monitor_timeout(mut self, seconds: u64) -> Self {
+        self.call_monitor_timeout = Some(seconds);
+        self
+    }
+
+    /// Publish retries on connection errors: `None` retries until it works (oslo's
+    /// default), `Some(0)` never retries.
+    pub fn with_retry(mut self, retry: Option<u32>) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn with_version_cap(mut self, cap: &str) -> Self {
+        self.version_cap = Some(cap.into());
+        self
+    }
+
+    /// `can_send_version`: is `version` within the version cap?
+    pub fn can_send_version(&self, version: &str) -> bool {
+        match &self.version_cap {
+            None => true,
+            Some(cap) => envelope::version_is_compatible(cap, version).unwrap_or(false),
+        }
+    }
+
+    fn check_version_cap(&self) -> Result<(), RpcError> {
+        if let Some(v) = &self.target.version {
+            if !self.can_send_version(v) {
+                return Err(RpcError::InvalidTarget(format!(
+                    "requested message version {v} is incompatible with the version cap {}",
+                    self.version_cap.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn exchange(&self) -> ExchangeSpec {
+        let name = self
+            .target
+            .exchange
+            .clone()
+            .unwrap_or_else(|| self.transport.options().default.control_exchange.clone());
+        ExchangeSpec::topic(self.transport.rabbit(), &name)
+    }
+
+    /// Invoke `method` and return immediately; a fanout target goes to every server.
+    pub async fn cast(
+        &self,
+        context: &Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<(), RpcError> {
+        self.check_version_cap()?;
+        let req = OutgoingRequest {
+            method,
+            args: &args,
+            namespace: self.target.namespace.as_deref(),
+            version: self.target.version.as_deref(),
+            call: None,
+            context,
+        };
+        let body = envelope::serialize_msg(&req.to_message());
+        let publisher = &self.transport.inner().publisher;
+        if self.target.fanout {
+            let ex = ExchangeSpec::fanout(self.transport.rabbit(), &self.target.topic);
+            tracing::debug!(topic = %self.target.topic, method, "fanout cast");
+            publisher
+                .publish(
+                    &Outgoing {
+                        exchange: &ex,
+                        routing_key: "",
+                        body: &body,
+                        expiration: None,
+                        mandatory: false,
+                    },
+                    self.retry,
+                    None,
+                )
+                .await
+        } else {
+            let ex = self.exchange();
+            let rk = self.target.routing_key();
+            tracing::debug!(exchange = %ex.name, routing_key = %rk, method, "cast");
+            publisher
+                .publish(
+                    &Outgoing {
+                        exchange: &ex,
+                        routing_key: &rk,
+                        body: &body,
+                        expiration: None,
+                        mandatory: false,
+                    },
+                    self.retry,
+                    None,
+                )
+                .await
+        }
+    }
+
+    /// Cast to every server listening on the topic.
+    pub async fn fanout_cast(
+        &self,
+        context: &Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<(), RpcError> {
+        self.clone()
+            .with_fanout(true)
+            .cast(context, method, args)
+            .await
+    }
+
+    /// Invoke `method` and wait for its result. Failures of the remote method come
+    /// back as [`RpcError::Remote`]; no reply in time is [`RpcError::Timeout`].
+    pub async fn call(
+        &self,
+        context: &Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, RpcError> {
+        if self.target.fanout {
+            return Err(RpcError::InvalidTarget(
+                "a call cannot be used with fanout".into(),
+            ));
+        }
+        self.check_version_cap()?;
+        let timeout = self
+            .timeout
+            .unwrap_or_else(|| self.transport.options().default.response_timeout());
+        let deadline = Instant::now() + timeout;
+        let waiter = self.transport.reply_waiter().await;
+        let reply_q = waiter.queue().to_string();
+        let msg_id = new_hex_id();
+        if !waiter.wait_ready(deadline).await {
+            return Err(RpcError::Timeout { msg_id, reply_q });
+        }
+        let mut listening = waiter.listen(&msg_id);
+
+        let req = OutgoingRequest {
+            method,
+            args: &args,
+            namespace: self.target.namespace.as_deref(),
+            version: self.target.version.as_deref(),
+            call: Some((&msg_id, &reply_q, self.call_monitor_timeout)),
+            context,
+        };
+        let body = envelope::serialize_msg(&req.to_message());
+        let ex = self.exchange();
+        let rk = self.target.routing_key();
+        tracing::debug!(exchange = %ex.name, routing_key = %rk, method, %msg_id, "call");
+        self.transport
+            .inner()
+            .publisher
+            .publish(
+                &Outgoing {
+                    exchange: &ex,
+                    routing_key: &rk,
+                    body: &body,
+                    expiration: Some(timeout),
+                    mandatory: false,
+                },
+                self.retry,
+                Some(deadline),
+            )
+            .await?;
+
+        // ReplyWaiter.wait: overall timer, call-monitor timer renewed by heartbeats
+        let cm = self.call_monitor_timeout.map(Duration::from_secs);
+        let mut cm_deadline = cm.map(|c| Instant::now() + c);
+        let mut final_reply: Option<Result<Value, crate::rpc::Failure>> = None;
+        loop {
+            let wait_until = match cm_deadline {
+                Some(c) if c < deadline => c,
+                _ => deadline,
+            };
+            let msg = match tokio::time::timeout_at(wait_until, listening.rx.recv()).await {
+                Err(_) => {
+                    return Err(RpcError::Timeout {
+                        msg_id: msg_id.clone(),
+                        reply_q,
+                    })
+                }
+                Ok(None) => return Err(RpcError::Shutdown),
+                Ok(Some(m)) => m,
+            };
+            match envelope::parse_reply(msg).1 {
+                ReplyPart::Payload { result, ending } => {
+                    final_reply = Some(result);
+                    if ending {
+                        break;
+                    }
+                }
+                ReplyPart::Empty { ending: true } => break,
+                ReplyPart::Empty { ending: false } => {
+                    tracing::debug!(%msg_id, "call monitor heartbeat received; renewing timeout timer");
+                    if let Some(c) = cm {
+                        cm_deadline = Some(Instant::now() + c);
+                    }
+                }
+            }
+        }
+        match final_reply {
+            None => Ok(Value::Null),
+            Some(Ok(v)) => Ok(v),
+            Some(Err(f)) => Err(RemoteError::from(f).into()),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Map<String, Value>>>>>;
+
+/// Consumes the process's reply queue and hands replies to the calls waiting on their
+/// `_msg_id` (oslo's `ReplyWaiter`).
+#[derive(Debug)]
+pub(crate) struct ReplyWaiter {
+    queue: String,
+    waiters: Waiters,
+    ready: watch::Receiver<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Unregisters a waiting call when dropped.
+pub(crate) struct Listening {
+    pub rx: mpsc::UnboundedReceiver<Map<String, Value>>,
+    msg_id: String,
+    waiters: Waiters,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&self.msg_id);
+        }
+    }
+}
+
+impl ReplyWaiter {
+    pub fn start(connector: Arc<Connector>, stop: StopSignal) -> Self {
+        let queue = format!("reply_{}", new_hex_id());
+        tracing::debug!(reply_q = %queue, "creating reply queue");
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let (ready_tx, ready) = watch::channel(false);
+        let task = tokio::spawn(reply_loop(
+            connector,
+            queue.clone(),
+            waiters.clone(),
+            ready_tx,
+            stop,
+        ));
+        ReplyWaiter {
+            queue,
+            waiters,
+            ready,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Wait until the reply queue is declared and consumed; false at the deadline.
+    pub async fn wait_ready(&self, deadline: Instant) -> bool {
+        let mut rx = self.ready.clone();
+        let res = tokio::time::timeout_at(deadline, rx.wait_for(|r| *r)).await;
+        matches!(res, Ok(Ok(_)))
+    }
+
+    pub fn listen(&self, msg_id: &str) -> Listening {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(msg_id.to_string(), tx);
+        }
+        Listening {
+            rx,
+            msg_id: msg_id.to_string(),
+            waiters: self.waiters.clone(),
+        }
+    }
+
+    pub async fn join(&self) {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn reply_loop(
+    connector: Arc<Connector>,
+    queue: String,
+    waiters: Waiters,
+    ready: watch::Sender<bool>,
+    stop: StopSignal,
+) {
+    let rabbit = connector.rabbit().clone();
+    let t = connector.op_timeout();
+    let mut specs = vec![ConsumerSpec::direct(&rabbit, &queue)];
+    let mut first = true;
+    loop {
+        if !first && stop.sleep(connector.reconnect_delay()).await {
+            break;
+        }
+        first = false;
+        let conn = match connector.connect(None, &stop).await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        let (channel, mut consumers) = match setup_consumers(
+            &conn,
+            &mut specs,
+            rabbit.rabbit_qos_prefetch_count,
+            t,
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(reply_q = %queue, error = %error_chain(&e), "cannot declare reply queue");
+                let _ = tokio::time::timeout(t, conn.close(200, "OK".into())).await;
+                continue;
+            }
+        };
+        let _ = ready.send_replace(true);
+        let Some(mut consumer) = consumers.pop() else {
+            continue;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => {
+                    let _ = tokio::time::timeout(t, channel.close(200, "OK".into())).await;
+                    let _ = tokio::time::timeout(t, conn.close(200, "OK".into())).await;
+                    return;
+                }
+                d = consumer.next() => match d {
+                    Some(Ok(delivery)) => on_reply(delivery, &waiters, t).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(reply_q = %queue, error = %error_chain(&e), "reply consumer failed, reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(reply_q = %queue, "reply consumer cancelled, reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tokio::time::timeout(t, conn.close(200, "OK".into())).await;
+    }
+}
+
+async fn on_reply(delivery: lapin::message::Delivery, waiters: &Waiters, t: Duration) {
+    let msg = match envelope::deserialize_msg(&delivery.data) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to process reply message, skipping it");
+            let _ = tokio::time::timeout(
+                t,
+                delivery.acker.reject(BasicRejectOptions { requeue: false }),
+            )
+            .await;
+            return;
+        }
+    };
+    if let Err(e) = tokio::time::timeout(t, delivery.acker.ack(BasicAckOptions::default())).await {
+        tracing::warn!(error = %e, "cannot acknowledge reply");
+    }
+    let msg_id = msg
+        .get("_msg_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let sender = msg_id
+        .as_ref()
+        .and_then(|id| waiters.lock().ok().and_then(|w| w.get(id).cloned()));
+    match sender {
+        Some(tx) => {
+            let _ = tx.send(msg);
+        }
+        None => tracing::info!(msg_id = ?msg_id, "no calling threads waiting for msg_id"),
+    }
+}
