@@ -67,6 +67,11 @@ fn daemon(args: &corral::cli::DaemonArgs, cli: &Cli) -> i32 {
 /// One exit-code mapping for the client verbs: the command's own code for
 /// exec, 1 for any error.
 fn client(cli: &Cli) -> i32 {
+    // A client verb piped into `head` ends quietly, as shell tools do.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match corral::cli::run_client(cli) {
         Ok(code) => code,
         Err(e) => {

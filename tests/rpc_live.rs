@@ -8,13 +8,13 @@ use rpc_support as common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use corral::rpc::{RpcClient, RpcError, Target};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
-use corral::rpc::{RpcClient, RpcError, Target};
 use serde_json::{json, Value};
 
 fn client(t: &corral::rpc::Transport, topic: &str, server: Option<&str>) -> RpcClient {

@@ -94,6 +94,22 @@ pub enum Command {
     Image(ImageCommand),
     /// Show the daemon's runtime, storage and reconcile report.
     Status,
+    /// Nova tools (local; no daemon needed).
+    #[command(subcommand)]
+    Nova(NovaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NovaCommand {
+    /// Decode captured Nova messages (a record with body_raw, a file with a
+    /// `messages` list, or a raw AMQP body) and print them as JSON.
+    Decode {
+        /// The file to read; - for standard input.
+        file: PathBuf,
+        /// Print tokens and passwords instead of hiding them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +317,9 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
     let enc = |s: &str| percent_path(s);
     match &cli.command {
         Command::Daemon(_) => bail!("the daemon is not a client verb"),
+        Command::Nova(NovaCommand::Decode { file, show_secrets }) => {
+            return nova_decode(file, *show_secrets, f);
+        }
         Command::Launch(a) | Command::Init(a) => {
             let start = matches!(cli.command, Command::Launch(_));
             let memory_bytes = a
@@ -485,6 +504,35 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
             })?;
         }
+    }
+    Ok(0)
+}
+
+/// `corral nova decode`: every message decoded, or a clear error.
+fn nova_decode(file: &std::path::Path, show_secrets: bool, f: Format) -> anyhow::Result<i32> {
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    // Captures are often kept gzipped.
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(bytes.as_slice()),
+            &mut out,
+        )
+        .with_context(|| format!("cannot gunzip {}", file.display()))?;
+        bytes = out;
+    }
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("{} is not UTF-8 text", file.display()))?;
+    let values = crate::nova::capture::decode_capture(&text, !show_secrets)
+        .with_context(|| format!("cannot decode {}", file.display()))?;
+    match f {
+        Format::Yaml => print!("{}", serde_yaml::to_string(&values)?),
+        _ => println!("{}", serde_json::to_string_pretty(&values)?),
     }
     Ok(0)
 }

@@ -16,6 +16,7 @@
 //! * [`decode`]: `corral nova decode FILE`.
 //!
 
+pub mod capture;
 pub mod context;
 pub mod decode;
 pub mod envelope;

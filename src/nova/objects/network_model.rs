@@ -208,8 +208,8 @@ pub struct Route {
 #[cfg(test)]
 mod tests {
     use super::super::super::fields::JsonString;
-    use crate::pyjson;
     use super::*;
+    use crate::pyjson;
 
     /// A `network_info` as nova writes it for one OVS port (key order of the model's
     /// constructors; shape from `nova/network/neutron.py:_build_network_info_model`).
