@@ -13,12 +13,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "==> cargo test (unit tests and real-runtime integration tests)"
+scripts/services.sh
+echo "==> cargo test (unit tests, real runc, real RabbitMQ)"
 cargo test
 # Integration tests run concurrently within a binary; each uses its own daemon.
 
 if [ -f tox-harness/tox.ini ]; then
     echo "==> tox harness"
-    scripts/tox.sh
+    scripts/tox.sh -e oslo
 fi
 echo "all tests passed"
