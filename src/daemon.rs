@@ -112,6 +112,22 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     });
 
+    // The Nova compute service, when this host serves Nova.
+    let compute = if cfg.nova.is_some() {
+        let (c, d) = (cfg.clone(), driver.clone());
+        Some(tokio::spawn(async move {
+            match crate::compute::ComputeService::start(c, d).await {
+                Ok(svc) => Some(svc),
+                Err(e) => {
+                    tracing::error!(error = %e.full_message(), "the nova compute service failed to start");
+                    None
+                }
+            }
+        }))
+    } else {
+        None
+    };
+
     let socket = cfg.corral.socket.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -120,6 +136,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     });
     let result = server.await.map_err(DaemonError::Serve);
     rotator.abort();
+    if let Some(handle) = compute {
+        if handle.is_finished() {
+            if let Ok(Some(svc)) = handle.await {
+                svc.stop().await;
+            }
+        } else {
+            handle.abort();
+        }
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("corral stopped");
     result

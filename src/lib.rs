@@ -2,12 +2,14 @@
 
 pub mod api;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod daemon;
 pub mod driver;
 pub mod fsutil;
 pub mod image;
 pub mod nova;
+pub mod placement;
 pub mod pyjson;
 pub mod rpc;
 pub mod runtime;

@@ -272,6 +272,7 @@ async fn create_instance(
         privileged: body.privileged,
         command: body.command,
         environment: body.environment,
+        hostname: None,
     };
     let driver = data.driver.clone();
     let start = body.start;

@@ -65,6 +65,48 @@ pub struct Config {
     /// `[DEFAULT] debug`.
     pub debug: bool,
     pub corral: CorralConfig,
+    /// The Nova compute service; present when `[DEFAULT] transport_url` is set.
+    pub nova: Option<NovaConfig>,
+}
+
+/// Options of the Nova compute service (nova.conf names).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NovaConfig {
+    /// `[DEFAULT] transport_url` (may hold a password: never logged).
+    #[serde(skip)]
+    pub transport_url: String,
+    /// `[DEFAULT]` options the RPC layer reads (rpc_response_timeout, control_exchange ...).
+    #[serde(skip)]
+    pub default_section: std::collections::HashMap<String, String>,
+    /// `[oslo_messaging_rabbit]`.
+    #[serde(skip)]
+    pub rabbit_section: std::collections::HashMap<String, String>,
+    /// `[placement]` (keystoneauth options).
+    #[serde(skip)]
+    pub placement_section: std::collections::BTreeMap<String, String>,
+    /// `[DEFAULT] report_interval`: seconds between heartbeats.
+    pub report_interval: u64,
+    /// `[DEFAULT] update_resources_interval` (0: 60 s).
+    pub update_resources_interval: u64,
+    /// `[DEFAULT] sync_power_state_interval` (negative: disabled).
+    pub sync_power_state_interval: i64,
+    /// `[DEFAULT] rpc_response_timeout`.
+    pub rpc_response_timeout: u64,
+    pub cpu_allocation_ratio: Option<f64>,
+    pub ram_allocation_ratio: Option<f64>,
+    pub disk_allocation_ratio: Option<f64>,
+    pub initial_cpu_allocation_ratio: f64,
+    pub initial_ram_allocation_ratio: f64,
+    pub initial_disk_allocation_ratio: f64,
+    pub reserved_host_memory_mb: u64,
+    pub reserved_host_disk_mb: u64,
+    pub reserved_host_cpus: u64,
+    /// `[DEFAULT] my_ip`.
+    pub my_ip: String,
+    /// `[glance] api_servers` (first) or `endpoint_override`.
+    pub glance_endpoint: Option<String>,
+    /// `[DEFAULT] max_concurrent_builds`.
+    pub max_concurrent_builds: usize,
 }
 
 /// The `[corral]` section.
@@ -170,7 +212,9 @@ impl Config {
                 .to_string(),
             exec_timeout: num(ini, "corral", "exec_timeout", 300u64)?,
         };
+        let nova = nova_config(ini)?;
         let config = Config {
+            nova,
             host,
             state_path,
             shutdown_timeout: num(ini, "DEFAULT", "shutdown_timeout", 60u64)?,
@@ -248,6 +292,70 @@ impl Config {
     pub fn instances_dir(&self) -> PathBuf {
         self.state_path.join("instances")
     }
+}
+
+fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
+    let Some(url) = get(ini, "DEFAULT", "transport_url") else {
+        return Ok(None);
+    };
+    let section_map = |name: &str| -> std::collections::HashMap<String, String> {
+        ini.section(name)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let ratio = |key: &'static str| -> Result<Option<f64>, ConfigError> {
+        match get(ini, "DEFAULT", key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => Ok(Some(r)),
+                _ => Err(invalid("DEFAULT", key, v, "must be a number above 0")),
+            },
+        }
+    };
+    let initial = |key: &'static str, default: f64| -> Result<f64, ConfigError> {
+        Ok(ratio(key)?.unwrap_or(default))
+    };
+    let my_ip = get(ini, "DEFAULT", "my_ip")
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let glance_endpoint = get(ini, "glance", "endpoint_override")
+        .map(str::to_string)
+        .or_else(|| {
+            get(ini, "glance", "api_servers")
+                .and_then(|s| s.split(',').map(str::trim).find(|s| !s.is_empty()))
+                .map(str::to_string)
+        });
+    let sync: i64 = match get(ini, "DEFAULT", "sync_power_state_interval") {
+        None => 600,
+        Some(v) => v
+            .parse()
+            .map_err(|_| invalid("DEFAULT", "sync_power_state_interval", v, "not an integer"))?,
+    };
+    Ok(Some(NovaConfig {
+        transport_url: url.to_string(),
+        default_section: section_map("DEFAULT"),
+        rabbit_section: section_map("oslo_messaging_rabbit"),
+        placement_section: ini.section("placement").cloned().unwrap_or_default(),
+        report_interval: num(ini, "DEFAULT", "report_interval", 10u64)?.max(1),
+        update_resources_interval: match num(ini, "DEFAULT", "update_resources_interval", 0u64)? {
+            0 => 60,
+            n => n,
+        },
+        sync_power_state_interval: sync,
+        rpc_response_timeout: num(ini, "DEFAULT", "rpc_response_timeout", 60u64)?,
+        cpu_allocation_ratio: ratio("cpu_allocation_ratio")?,
+        ram_allocation_ratio: ratio("ram_allocation_ratio")?,
+        disk_allocation_ratio: ratio("disk_allocation_ratio")?,
+        initial_cpu_allocation_ratio: initial("initial_cpu_allocation_ratio", 4.0)?,
+        initial_ram_allocation_ratio: initial("initial_ram_allocation_ratio", 1.0)?,
+        initial_disk_allocation_ratio: initial("initial_disk_allocation_ratio", 1.0)?,
+        reserved_host_memory_mb: num(ini, "DEFAULT", "reserved_host_memory_mb", 512u64)?,
+        reserved_host_disk_mb: num(ini, "DEFAULT", "reserved_host_disk_mb", 0u64)?,
+        reserved_host_cpus: num(ini, "DEFAULT", "reserved_host_cpus", 0u64)?,
+        my_ip,
+        glance_endpoint,
+        max_concurrent_builds: num(ini, "DEFAULT", "max_concurrent_builds", 10usize)?.max(1),
+    }))
 }
 
 fn get<'a>(ini: &'a Ini, section: &str, key: &str) -> Option<&'a str> {

@@ -321,6 +321,11 @@ impl ContainerDriver {
                 "Running",
                 state.as_ref().and_then(|s| s.pid),
             ),
+            Some(Status::Paused) if rec.desired == "suspended" => (
+                PowerState::Suspended,
+                "Frozen",
+                state.as_ref().and_then(|s| s.pid),
+            ),
             Some(Status::Paused) => (
                 PowerState::Paused,
                 "Frozen",
@@ -480,7 +485,7 @@ impl ContainerDriver {
         env.extend(spec.environment.iter().map(|(k, v)| format!("{k}={v}")));
         let cfg = BundleConfig {
             id: rec.uuid.clone(),
-            hostname: spec.name.clone(),
+            hostname: spec.hostname.clone().unwrap_or_else(|| spec.name.clone()),
             rootfs,
             args: args.to_vec(),
             env,
@@ -800,6 +805,43 @@ impl Driver for ContainerDriver {
             }
         }
         self.store.set_desired(&rec.uuid, "running").await?;
+        Ok(())
+    }
+
+    async fn suspend(&self, uuid: &str) -> Result<(), DriverError> {
+        self.pause(uuid).await?;
+        let rec = self.record(uuid).await?;
+        self.store.set_desired(&rec.uuid, "suspended").await?;
+        Ok(())
+    }
+
+    async fn resume(&self, uuid: &str) -> Result<(), DriverError> {
+        self.unpause(uuid).await
+    }
+
+    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
+        let rec = self.record(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        let img = self.get_image(image).await?;
+        let mut spec = Self::spec_of(&rec)?;
+        let was_running = self.runtime.state(&rec.uuid).await?.is_some();
+        self.stop_container(&rec.uuid, Duration::from_secs(0), true)
+            .await?;
+        let dir = self.instance_dir(&rec.uuid);
+        self.storage.release(&dir).await?;
+        spec.image = img.fingerprint.clone();
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
+        self.store.set_spec(&rec.uuid, &json).await?;
+        self.store.set_image(&rec.uuid, &img.fingerprint).await?;
+        let rec = self.record(uuid).await?;
+        let args = self.init_args(&spec, &img)?;
+        self.prepare(&rec, &spec, &args).await?;
+        if was_running || rec.desired == "running" {
+            self.start_container(&rec.uuid).await?;
+            self.store.set_desired(&rec.uuid, "running").await?;
+        }
         Ok(())
     }
 

@@ -170,6 +170,10 @@ pub struct InstanceSpec {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// The container's host name when it differs from `name` (Nova instances are
+    /// stored under their uuid but named after the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// Nova's power states (`nova/compute/power_state.py`).
@@ -213,6 +217,12 @@ pub trait Driver: Send + Sync {
     /// Freezes every process of the instance (cgroup freezer).
     async fn pause(&self, uuid: &str) -> Result<(), DriverError>;
     async fn unpause(&self, uuid: &str) -> Result<(), DriverError>;
+    /// Suspends the instance: frozen like a pause, reported as suspended.
+    async fn suspend(&self, uuid: &str) -> Result<(), DriverError>;
+    async fn resume(&self, uuid: &str) -> Result<(), DriverError>;
+    /// A new root from `image` for the same instance (same uuid, limits, id
+    /// range), started when it was running.
+    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError>;
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError>;
     /// The console log, or its last `lines` lines.
     async fn console_output(&self, uuid: &str, lines: Option<usize>)

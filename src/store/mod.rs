@@ -365,6 +365,16 @@ impl Store {
         Ok(())
     }
 
+    pub async fn set_image(&self, uuid: &str, image: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET image = ?, updated_at = ? WHERE uuid = ?")
+            .bind(image)
+            .bind(now())
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_instance(&self, uuid: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM instances WHERE uuid = ?")
             .bind(uuid)

@@ -1,0 +1,1156 @@
+//! Compute RPC dispatch and the instance operations, with nova-compute's
+//! state transitions, action events, faults and per-instance locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::conductor::Conductor;
+use super::glance::Glance;
+use super::resources::{Claim, ResourceTracker};
+use super::{spec, ComputeError, RPC_API_VERSION};
+use crate::config::Config;
+use crate::driver::{ContainerDriver, Driver, DriverError, PowerState};
+use crate::nova::object::{NovaObject, VersionedObject};
+use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
+use crate::nova::rpc_methods::ComputeCall;
+use crate::rpc::{Context, Endpoint, Failure, Request};
+
+/// Every method of nova-compute's RPC API (`nova/compute/rpcapi.py`): the ones
+/// corral does not implement are answered as nova-compute answers them when
+/// its driver lacks the feature.
+const RPC_METHODS: &[&str] = &[
+    "build_and_run_instance",
+    "terminate_instance",
+    "stop_instance",
+    "start_instance",
+    "reboot_instance",
+    "pause_instance",
+    "unpause_instance",
+    "suspend_instance",
+    "resume_instance",
+    "get_console_output",
+    "get_diagnostics",
+    "get_instance_diagnostics",
+    "snapshot_instance",
+    "backup_instance",
+    "rebuild_instance",
+    "external_instance_event",
+    "attach_interface",
+    "detach_interface",
+    "reserve_block_device_name",
+    "attach_volume",
+    "detach_volume",
+    "swap_volume",
+    "remove_volume_connection",
+    "volume_snapshot_create",
+    "volume_snapshot_delete",
+    "prep_resize",
+    "resize_instance",
+    "finish_resize",
+    "confirm_resize",
+    "revert_resize",
+    "finish_revert_resize",
+    "check_instance_shared_storage",
+    "prep_snapshot_based_resize_at_dest",
+    "prep_snapshot_based_resize_at_source",
+    "finish_snapshot_based_resize_at_dest",
+    "confirm_snapshot_based_resize_at_source",
+    "revert_snapshot_based_resize_at_dest",
+    "finish_revert_snapshot_based_resize_at_source",
+    "check_can_live_migrate_destination",
+    "check_can_live_migrate_source",
+    "pre_live_migration",
+    "live_migration",
+    "post_live_migration_at_destination",
+    "rollback_live_migration_at_destination",
+    "drop_move_claim_at_destination",
+    "live_migration_abort",
+    "live_migration_force_complete",
+    "shelve_instance",
+    "shelve_offload_instance",
+    "unshelve_instance",
+    "rescue_instance",
+    "unrescue_instance",
+    "soft_delete_instance",
+    "restore_instance",
+    "set_admin_password",
+    "get_vnc_console",
+    "get_spice_console",
+    "get_serial_console",
+    "get_mks_console",
+    "validate_console_port",
+    "quiesce_instance",
+    "unquiesce_instance",
+    "trigger_crash_dump",
+    "inject_network_info",
+    "add_fixed_ip_to_instance",
+    "remove_fixed_ip_from_instance",
+    "get_host_uptime",
+    "host_power_action",
+    "host_maintenance_mode",
+    "set_host_enabled",
+    "cache_images",
+    "allow_share",
+    "deny_share",
+    "refresh_instance_security_rules",
+    "reset_network",
+    "change_instance_metadata",
+    "set_host_enabled",
+];
+
+/// The compute manager.
+pub struct Manager {
+    cfg: Arc<Config>,
+    driver: Arc<ContainerDriver>,
+    conductor: Conductor,
+    tracker: ResourceTracker,
+    glance: Option<Glance>,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    builds: Arc<tokio::sync::Semaphore>,
+}
+
+/// An instance being worked on: its object, saved through the conductor.
+struct Inst {
+    obj: NovaObject,
+    uuid: String,
+}
+
+impl Inst {
+    fn new(instance: &Instance) -> Result<Inst, ComputeError> {
+        let mut obj = instance.to_object()?;
+        obj.reset_changes();
+        let uuid = instance
+            .uuid()
+            .ok_or_else(|| ComputeError::Invalid("instance without a uuid".into()))?
+            .to_string();
+        Ok(Inst { obj, uuid })
+    }
+
+    fn str(&self, field: &str) -> Option<&str> {
+        self.obj.get(field).and_then(Value::as_str)
+    }
+}
+
+fn now_iso() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map(|s| {
+            // Nova's datetime fields: "2026-11-27T18:00:00Z" style.
+            match s.find('.') {
+                Some(dot) => format!("{}Z", &s[..dot]),
+                None => s,
+            }
+        })
+        .unwrap_or_default()
+}
+
+fn kw(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+impl Manager {
+    pub fn new(
+        cfg: Arc<Config>,
+        nova: &crate::config::NovaConfig,
+        driver: Arc<ContainerDriver>,
+        conductor: Conductor,
+        tracker: ResourceTracker,
+    ) -> Result<Manager, ComputeError> {
+        let glance = nova
+            .glance_endpoint
+            .as_deref()
+            .map(Glance::new)
+            .transpose()?;
+        let builds = Arc::new(tokio::sync::Semaphore::new(nova.max_concurrent_builds));
+        Ok(Manager {
+            cfg,
+            driver,
+            conductor,
+            tracker,
+            glance,
+            locks: std::sync::Mutex::new(HashMap::new()),
+            builds,
+        })
+    }
+
+    fn host(&self) -> &str {
+        &self.cfg.host
+    }
+
+    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.locks.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(uuid.to_string()).or_default().clone()
+    }
+
+    /// `instance.save(expected_task_state=...)` of the given fields.
+    async fn save(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        fields: &[(&str, Value)],
+        expected_task_state: Option<Value>,
+    ) -> Result<(), ComputeError> {
+        inst.obj.reset_changes();
+        for (k, v) in fields {
+            inst.obj.set(k, v.clone());
+        }
+        let mut kwargs = Map::new();
+        if let Some(e) = expected_task_state {
+            kwargs.insert("expected_task_state".into(), e);
+        }
+        self.conductor
+            .object_action(ctx, &mut inst.obj, "save", vec![], kwargs)
+            .await?;
+        inst.obj.reset_changes();
+        Ok(())
+    }
+
+    /// `InstanceFault.create`, as `wrap_instance_fault` / `add_instance_fault_from_exc`.
+    async fn add_fault(&self, ctx: &Context, uuid: &str, class: &str, message: &str) {
+        let result = async {
+            let mut f = NovaObject::new_nova34("InstanceFault")?;
+            f.set("instance_uuid", json!(uuid));
+            f.set("code", json!(500));
+            let msg: String = message.chars().take(255).collect();
+            f.set("message", json!(msg));
+            f.set("details", json!(format!("{class}: {message}")));
+            f.set("host", json!(self.host()));
+            self.conductor
+                .object_action(ctx, &mut f, "create", vec![], Map::new())
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(uuid, error = %e.full_message(), "cannot record the instance fault");
+        }
+    }
+
+    async fn event_start(&self, ctx: &Context, uuid: &str, event: &str) {
+        if let Err(e) = self
+            .conductor
+            .event_start(ctx, uuid, event, self.host())
+            .await
+        {
+            tracing::warn!(uuid, event, error = %e.full_message(), "action event start not recorded");
+        }
+    }
+
+    async fn event_finish(&self, ctx: &Context, uuid: &str, event: &str, error: Option<&str>) {
+        if let Err(e) = self.conductor.event_finish(ctx, uuid, event, error).await {
+            tracing::warn!(uuid, event, error = %e.full_message(), "action event finish not recorded");
+        }
+    }
+
+    fn power_state_of(&self, p: PowerState) -> i64 {
+        p as i64
+    }
+
+    async fn current_power(&self, uuid: &str) -> i64 {
+        match self.driver.get_info(uuid).await {
+            Ok(info) => self.power_state_of(info.power_state),
+            Err(_) => power_state::NOSTATE,
+        }
+    }
+
+    // ---- recovery and periodic work -------------------------------------------
+
+    /// `init_host`: finish or fail what a restart interrupted.
+    pub async fn init_host(&self, ctx: &Context) {
+        let list = match self.instances_on_host(ctx).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e.full_message(), "cannot list this host's instances");
+                return;
+            }
+        };
+        for obj in list {
+            let Ok(instance) = Instance::from_object(obj) else {
+                continue;
+            };
+            let Ok(mut inst) = Inst::new(&instance) else {
+                continue;
+            };
+            let vm = inst.str("vm_state").unwrap_or("").to_string();
+            let task = inst.str("task_state").map(str::to_string);
+            let uuid = inst.uuid.clone();
+            if vm == vm_states::BUILDING {
+                tracing::warn!(%uuid, "build interrupted by a restart: instance goes to error");
+                let _ = self.driver.destroy(&uuid).await;
+                self.add_fault(
+                    ctx,
+                    &uuid,
+                    "BuildAbortException",
+                    "build interrupted by a restart of the compute service",
+                )
+                .await;
+                let _ = self
+                    .save(
+                        ctx,
+                        &mut inst,
+                        &[
+                            ("vm_state", json!(vm_states::ERROR)),
+                            ("task_state", Value::Null),
+                        ],
+                        None,
+                    )
+                    .await;
+                let _ = self.tracker.release(ctx, &uuid).await;
+                self.tracker.delete_allocations(&uuid).await;
+            } else if task.as_deref() == Some(task_states::DELETING) {
+                let _ = self.do_terminate(ctx, &mut inst).await;
+            } else if task.is_some() {
+                let power = self.current_power(&uuid).await;
+                let _ = self
+                    .save(
+                        ctx,
+                        &mut inst,
+                        &[("task_state", Value::Null), ("power_state", json!(power))],
+                        None,
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn instances_on_host(&self, ctx: &Context) -> Result<Vec<NovaObject>, ComputeError> {
+        let list = self
+            .conductor
+            .class_action(
+                ctx,
+                "InstanceList",
+                "get_by_host",
+                vec![json!(self.host())],
+                kw(&[("expected_attrs", json!(["flavor"]))]),
+            )
+            .await?;
+        Ok(NovaObject::from_primitive(&list)?.list_objects()?)
+    }
+
+    /// `_sync_power_states`: report containers that died or were changed
+    /// outside Nova; an active instance whose container stopped is stopped.
+    pub async fn sync_power_states(&self, ctx: &Context) {
+        let list = match self.instances_on_host(ctx).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e.full_message(), "power sync: cannot list instances");
+                return;
+            }
+        };
+        for obj in list {
+            let Ok(instance) = Instance::from_object(obj) else {
+                continue;
+            };
+            let Ok(mut inst) = Inst::new(&instance) else {
+                continue;
+            };
+            if inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            let lock = self.lock_for(&inst.uuid);
+            let _g = lock.lock().await;
+            let power = self.current_power(&inst.uuid).await;
+            let db_power = inst
+                .obj
+                .get("power_state")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let vm = inst.str("vm_state").unwrap_or("").to_string();
+            if vm == vm_states::ACTIVE
+                && (power == power_state::SHUTDOWN
+                    || power == power_state::CRASHED
+                    || power == power_state::NOSTATE)
+            {
+                tracing::warn!(uuid = %inst.uuid, "container stopped outside Nova: instance stopped");
+                let _ = self
+                    .driver
+                    .power_off(&inst.uuid, Duration::from_secs(0), true)
+                    .await;
+                let _ = self
+                    .save(
+                        ctx,
+                        &mut inst,
+                        &[
+                            ("power_state", json!(power_state::SHUTDOWN)),
+                            ("vm_state", json!(vm_states::STOPPED)),
+                            ("task_state", Value::Null),
+                        ],
+                        Some(Value::Null),
+                    )
+                    .await;
+            } else if power != db_power {
+                let _ = self
+                    .save(ctx, &mut inst, &[("power_state", json!(power))], None)
+                    .await;
+            }
+        }
+    }
+
+    // ---- dispatch ------------------------------------------------------------
+
+    /// A call: answered with a value or a failure.
+    pub async fn call(&self, ctx: Context, call: ComputeCall) -> Result<Value, Failure> {
+        use ComputeCall as C;
+        match call {
+            C::GetConsoleOutput(a) => {
+                let uuid = a.instance.uuid().unwrap_or_default().to_string();
+                let lines = a.tail_length.get().and_then(|n| usize::try_from(*n).ok());
+                match self.driver.console_output(&uuid, lines).await {
+                    Ok(text) => Ok(json!(text)),
+                    Err(DriverError::NotFound(_)) => Err(Failure::nova(
+                        "InstanceNotFound",
+                        &format!("Instance {uuid} could not be found."),
+                        kw(&[("instance_id", json!(uuid))]),
+                    )),
+                    Err(e) => Err(Failure::nova("NovaException", &e.to_string(), Map::new())),
+                }
+            }
+            C::GetDiagnostics(a) => self.diagnostics(&a.instance, false).await,
+            C::GetInstanceDiagnostics(a) => self.diagnostics(&a.instance, true).await,
+            C::GetHostUptime(_) => Ok(json!(host_uptime())),
+            C::StopInstance(_) => {
+                // stop_instance is a call when the API asks for it: do it in line.
+                self.cast(ctx, call).await;
+                Ok(Value::Null)
+            }
+            other => Err(Failure::not_implemented(&format!(
+                "{} is not supported by this compute driver",
+                other.method()
+            ))),
+        }
+    }
+
+    /// A cast: runs to the end; errors become faults and error states.
+    pub async fn cast(&self, ctx: Context, call: ComputeCall) {
+        use ComputeCall as C;
+        let method = call.method();
+        let Some(instance) = call.instance().cloned() else {
+            if let C::ExternalInstanceEvent(_) = call {
+                return;
+            }
+            tracing::info!(method, "cast without an instance ignored");
+            return;
+        };
+        let mut inst = match Inst::new(&instance) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(method, error = %e.full_message(), "bad instance in cast");
+                return;
+            }
+        };
+        if let C::BuildAndRunInstance(b) = call {
+            let permit = self.builds.clone().acquire_owned().await;
+            let lock = self.lock_for(&inst.uuid);
+            let _g = lock.lock().await;
+            self.build(&ctx, &mut inst, &instance, *b).await;
+            drop(permit);
+            return;
+        }
+        let lock = self.lock_for(&inst.uuid);
+        let _g = lock.lock().await;
+        let event = format!("compute_{method}");
+        let uuid = inst.uuid.clone();
+        let evented = !matches!(call, C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_));
+        if evented {
+            self.event_start(&ctx, &uuid, &event).await;
+        }
+        let result = match call {
+            C::TerminateInstance(_) => self.do_terminate(&ctx, &mut inst).await,
+            C::StopInstance(a) => {
+                let clean = a.clean_shutdown.get().copied().unwrap_or(true);
+                self.do_stop(&ctx, &mut inst, clean).await
+            }
+            C::StartInstance(_) => self.do_start(&ctx, &mut inst).await,
+            C::RebootInstance(a) => self.do_reboot(&ctx, &mut inst, a.is_hard()).await,
+            C::PauseInstance(_) => self.do_freeze(&ctx, &mut inst, false).await,
+            C::UnpauseInstance(_) => self.do_thaw(&ctx, &mut inst, false).await,
+            C::SuspendInstance(_) => self.do_freeze(&ctx, &mut inst, true).await,
+            C::ResumeInstance(_) => self.do_thaw(&ctx, &mut inst, true).await,
+            C::RebuildInstance(a) => {
+                let image = a
+                    .image_ref
+                    .get()
+                    .cloned()
+                    .or_else(|| inst.str("image_ref").map(str::to_string));
+                self.do_rebuild(&ctx, &mut inst, image).await
+            }
+            C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_) => Ok(()),
+            other => Err(ComputeError::Invalid(format!(
+                "NotImplementedError: {} is not supported by this compute driver",
+                other.method()
+            ))),
+        };
+        if let Err(e) = &result {
+            let msg = e.full_message();
+            tracing::warn!(%uuid, method, error = %msg, "operation failed");
+            let class = if msg.starts_with("NotImplementedError") {
+                "NotImplementedError"
+            } else {
+                e.nova_class()
+            };
+            self.add_fault(&ctx, &uuid, class, &msg).await;
+            // reverts_task_state: the instance leaves its task state.
+            let _ = self
+                .save(&ctx, &mut inst, &[("task_state", Value::Null)], None)
+                .await;
+        }
+        if evented {
+            let err = result.as_ref().err().map(|e| e.full_message());
+            self.event_finish(&ctx, &uuid, &event, err.as_deref()).await;
+        }
+    }
+
+    // ---- build -----------------------------------------------------------------
+
+    async fn build(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        instance: &Instance,
+        args: crate::nova::rpc_methods::BuildAndRunInstance,
+    ) {
+        let uuid = inst.uuid.clone();
+        let event = "compute__do_build_and_run_instance";
+        self.event_start(ctx, &uuid, event).await;
+        // Step 1: building, from scheduling (a deleted instance stops here).
+        if let Err(e) = self
+            .save(
+                ctx,
+                inst,
+                &[
+                    ("vm_state", json!(vm_states::BUILDING)),
+                    ("task_state", Value::Null),
+                ],
+                Some(json!([task_states::SCHEDULING, null])),
+            )
+            .await
+        {
+            tracing::info!(%uuid, error = %e.full_message(), "build abandoned: instance changed or gone");
+            self.tracker.delete_allocations(&uuid).await;
+            self.event_finish(ctx, &uuid, event, Some(&e.full_message()))
+                .await;
+            return;
+        }
+        let result = self.build_steps(ctx, inst, instance, &args).await;
+        match result {
+            Ok(()) => {
+                self.event_finish(ctx, &uuid, event, None).await;
+                let mut a = Map::new();
+                a.insert("host_name".into(), json!(self.host()));
+                let mut list = NovaObject::new_nova34("InstanceList")
+                    .unwrap_or_else(|_| NovaObject::new("InstanceList", inst.obj.version));
+                list.data
+                    .insert("objects".into(), json!([inst.obj.to_primitive()]));
+                a.insert("instance_info".into(), list.to_primitive());
+                let _ = self
+                    .conductor
+                    .scheduler_fanout(ctx, "update_instance_info", a)
+                    .await;
+            }
+            Err((e, reschedulable)) => {
+                let msg = e.full_message();
+                tracing::warn!(%uuid, error = %msg, "build failed");
+                if let Err(d) = self.driver.destroy(&uuid).await {
+                    if !matches!(d, DriverError::NotFound(_)) {
+                        tracing::warn!(%uuid, error = %d, "cleanup after a failed build incomplete");
+                    }
+                }
+                let _ = self.tracker.release(ctx, &uuid).await;
+                let retry = args
+                    .filter_properties
+                    .get()
+                    .and_then(|f| f.get("retry"))
+                    .filter(|r| r.is_object())
+                    .cloned();
+                let alternates = args.host_list.get().map(|h| !h.is_empty()).unwrap_or(false);
+                if reschedulable && retry.is_some() && alternates {
+                    self.reschedule(ctx, inst, &args, &msg).await;
+                    self.event_finish(
+                        ctx,
+                        &uuid,
+                        event,
+                        Some(&format!("Build of instance {uuid} was re-scheduled: {msg}")),
+                    )
+                    .await;
+                } else {
+                    self.add_fault(ctx, &uuid, e.nova_class(), &msg).await;
+                    let _ = self
+                        .save(
+                            ctx,
+                            inst,
+                            &[
+                                ("vm_state", json!(vm_states::ERROR)),
+                                ("task_state", Value::Null),
+                                ("host", Value::Null),
+                                ("node", Value::Null),
+                                ("compute_id", Value::Null),
+                                ("launched_on", Value::Null),
+                            ],
+                            None,
+                        )
+                        .await;
+                    self.tracker.delete_allocations(&uuid).await;
+                    self.event_finish(ctx, &uuid, event, Some(&msg)).await;
+                }
+            }
+        }
+    }
+
+    /// The build after step 1; errors say whether a reschedule may help.
+    async fn build_steps(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        instance: &Instance,
+        args: &crate::nova::rpc_methods::BuildAndRunInstance,
+    ) -> Result<(), (ComputeError, bool)> {
+        let uuid = inst.uuid.clone();
+        let abort = |e: ComputeError| (e, false);
+        let resched = |e: ComputeError| (e, true);
+        // The flavor is checked before anything is made.
+        let flavor = instance
+            .flavor
+            .get()
+            .ok_or_else(|| abort(ComputeError::Invalid("instance has no flavor".into())))?;
+        spec::limits(flavor).map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
+        // Claim: the instance lands on this host and node.
+        let claim = Claim {
+            vcpus: flavor.vcpus.get().copied().unwrap_or(0).max(0) as u64,
+            memory_mb: flavor.memory_mb.get().copied().unwrap_or(0).max(0) as u64,
+            disk_gb: (flavor.root_gb.get().copied().unwrap_or(0)
+                + flavor.ephemeral_gb.get().copied().unwrap_or(0))
+            .max(0) as u64,
+        };
+        let node_id = self.tracker.compute_node_id().await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("host", json!(self.host())),
+                ("launched_on", json!(self.host())),
+                ("node", json!(self.tracker.nodename())),
+                (
+                    "compute_id",
+                    node_id.map(Value::from).unwrap_or(Value::Null),
+                ),
+            ],
+            None,
+        )
+        .await
+        .map_err(abort)?;
+        self.tracker
+            .instance_claim(ctx, &uuid, claim)
+            .await
+            .map_err(resched)?;
+        // No network allocation on a host without Neutron ports: networks "none".
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!(task_states::NETWORKING))],
+            Some(json!([null])),
+        )
+        .await
+        .map_err(abort)?;
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!(task_states::BLOCK_DEVICE_MAPPING))],
+            None,
+        )
+        .await
+        .map_err(abort)?;
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!(task_states::SPAWNING))],
+            Some(json!(task_states::BLOCK_DEVICE_MAPPING)),
+        )
+        .await
+        .map_err(abort)?;
+        // Image into the cache, then the container.
+        let image_id = args
+            .image
+            .get()
+            .and_then(|i| i.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| inst.str("image_ref").map(str::to_string))
+            .ok_or_else(|| abort(ComputeError::Invalid("no image to build from".into())))?;
+        let alias = self.cache_image(ctx, &image_id).await.map_err(abort)?;
+        let spec = spec::from_instance(instance, &alias)
+            .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
+        self.driver.spawn(&spec, true).await.map_err(|e| {
+            let reschedulable =
+                !matches!(e, DriverError::Invalid(_) | DriverError::ImageNotFound(_));
+            (ComputeError::Driver(e), reschedulable)
+        })?;
+        let power = self.current_power(&uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::ACTIVE)),
+                ("task_state", Value::Null),
+                ("launched_at", json!(now_iso())),
+            ],
+            Some(json!(task_states::SPAWNING)),
+        )
+        .await
+        .map_err(abort)?;
+        Ok(())
+    }
+
+    async fn cache_image(&self, ctx: &Context, image_id: &str) -> Result<String, ComputeError> {
+        let glance = self
+            .glance
+            .as_ref()
+            .ok_or_else(|| ComputeError::Glance("no [glance] api_servers configured".into()))?;
+        let token = ctx.get("auth_token").and_then(Value::as_str);
+        let request_id = ctx.get("request_id").and_then(Value::as_str);
+        glance
+            .ensure_cached(&self.driver, image_id, token, request_id)
+            .await
+    }
+
+    /// `_reschedule`: free this host, then hand the build back to the conductor.
+    async fn reschedule(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        args: &crate::nova::rpc_methods::BuildAndRunInstance,
+        reason: &str,
+    ) {
+        let uuid = inst.uuid.clone();
+        let _ = self
+            .save(
+                ctx,
+                inst,
+                &[
+                    ("host", Value::Null),
+                    ("node", Value::Null),
+                    ("compute_id", Value::Null),
+                    ("launched_on", Value::Null),
+                    ("task_state", json!(task_states::SCHEDULING)),
+                ],
+                None,
+            )
+            .await;
+        self.tracker.delete_allocations(&uuid).await;
+        let mut filter = args.filter_properties.get().cloned().unwrap_or_default();
+        if let Some(Value::Object(retry)) = filter.get_mut("retry") {
+            retry.insert("exc_reason".into(), json!(reason));
+            retry.insert("exc".into(), json!([reason]));
+        }
+        let to = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+        let mut a = Map::new();
+        a.insert("instances".into(), json!([inst.obj.to_primitive()]));
+        a.insert("image".into(), to(serde_json::to_value(args.image.get())));
+        a.insert("filter_properties".into(), Value::Object(filter));
+        a.insert(
+            "admin_password".into(),
+            to(serde_json::to_value(args.admin_password.get())),
+        );
+        a.insert(
+            "injected_files".into(),
+            to(serde_json::to_value(args.injected_files.get())),
+        );
+        a.insert(
+            "requested_networks".into(),
+            to(serde_json::to_value(args.requested_networks.get())),
+        );
+        a.insert(
+            "security_groups".into(),
+            to(serde_json::to_value(args.security_groups.get())),
+        );
+        a.insert(
+            "request_spec".into(),
+            to(serde_json::to_value(args.request_spec.get())),
+        );
+        a.insert(
+            "host_lists".into(),
+            json!([to(serde_json::to_value(args.host_list.get()))]),
+        );
+        if let Err(e) = self.conductor.build_instances(ctx, a).await {
+            tracing::error!(%uuid, error = %e.full_message(), "reschedule cast failed");
+        } else {
+            tracing::info!(%uuid, "build rescheduled");
+        }
+    }
+
+    // ---- lifecycle ---------------------------------------------------------------
+
+    async fn do_terminate(&self, ctx: &Context, inst: &mut Inst) -> Result<(), ComputeError> {
+        let uuid = inst.uuid.clone();
+        match self.driver.destroy(&uuid).await {
+            Ok(()) | Err(DriverError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.tracker.release(ctx, &uuid).await?;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("vm_state", json!(vm_states::DELETED)),
+                ("task_state", Value::Null),
+                ("power_state", json!(power_state::NOSTATE)),
+                ("terminated_at", json!(now_iso())),
+            ],
+            None,
+        )
+        .await?;
+        self.conductor
+            .object_action(ctx, &mut inst.obj, "destroy", vec![], Map::new())
+            .await?;
+        self.tracker.delete_allocations(&uuid).await;
+        let a = kw(&[
+            ("host_name", json!(self.host())),
+            ("instance_uuid", json!(uuid)),
+        ]);
+        let _ = self
+            .conductor
+            .scheduler_fanout(ctx, "delete_instance_info", a)
+            .await;
+        Ok(())
+    }
+
+    async fn do_stop(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        clean: bool,
+    ) -> Result<(), ComputeError> {
+        let timeout = Duration::from_secs(if clean { self.cfg.shutdown_timeout } else { 0 });
+        self.driver.power_off(&inst.uuid, timeout, !clean).await?;
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::STOPPED)),
+                ("task_state", Value::Null),
+            ],
+            Some(json!(task_states::POWERING_OFF)),
+        )
+        .await
+    }
+
+    async fn do_start(&self, ctx: &Context, inst: &mut Inst) -> Result<(), ComputeError> {
+        self.driver.power_on(&inst.uuid).await?;
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::ACTIVE)),
+                ("task_state", Value::Null),
+            ],
+            Some(json!(task_states::POWERING_ON)),
+        )
+        .await
+    }
+
+    async fn do_reboot(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        hard: bool,
+    ) -> Result<(), ComputeError> {
+        let (pending, started, expected) = if hard {
+            (
+                "reboot_pending_hard",
+                "reboot_started_hard",
+                task_states::REBOOTING_HARD,
+            )
+        } else {
+            ("reboot_pending", "reboot_started", task_states::REBOOTING)
+        };
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("task_state", json!(pending)),
+            ],
+            Some(json!(expected)),
+        )
+        .await?;
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!(started))],
+            Some(json!(pending)),
+        )
+        .await?;
+        let timeout = Duration::from_secs(self.cfg.shutdown_timeout);
+        self.driver.reboot(&inst.uuid, hard, timeout).await?;
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::ACTIVE)),
+                ("task_state", Value::Null),
+            ],
+            Some(json!(started)),
+        )
+        .await
+    }
+
+    async fn do_freeze(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        suspend: bool,
+    ) -> Result<(), ComputeError> {
+        let (vm, expected) = if suspend {
+            self.driver.suspend(&inst.uuid).await?;
+            (vm_states::SUSPENDED, task_states::SUSPENDING)
+        } else {
+            self.driver.pause(&inst.uuid).await?;
+            (vm_states::PAUSED, task_states::PAUSING)
+        };
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm)),
+                ("task_state", Value::Null),
+            ],
+            Some(json!(expected)),
+        )
+        .await
+    }
+
+    async fn do_thaw(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        resume: bool,
+    ) -> Result<(), ComputeError> {
+        let expected = if resume {
+            self.driver.resume(&inst.uuid).await?;
+            task_states::RESUMING
+        } else {
+            self.driver.unpause(&inst.uuid).await?;
+            task_states::UNPAUSING
+        };
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::ACTIVE)),
+                ("task_state", Value::Null),
+            ],
+            Some(json!(expected)),
+        )
+        .await
+    }
+
+    async fn do_rebuild(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        image: Option<String>,
+    ) -> Result<(), ComputeError> {
+        let image =
+            image.ok_or_else(|| ComputeError::Invalid("rebuild without an image".into()))?;
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!("rebuild_block_device_mapping"))],
+            Some(json!([task_states::REBUILDING])),
+        )
+        .await?;
+        self.save(
+            ctx,
+            inst,
+            &[("task_state", json!("rebuild_spawning"))],
+            Some(json!("rebuild_block_device_mapping")),
+        )
+        .await?;
+        let alias = self.cache_image(ctx, &image).await?;
+        self.driver.rebuild(&inst.uuid, &alias).await?;
+        let power = self.current_power(&inst.uuid).await;
+        self.save(
+            ctx,
+            inst,
+            &[
+                ("power_state", json!(power)),
+                ("vm_state", json!(vm_states::ACTIVE)),
+                ("task_state", Value::Null),
+                ("image_ref", json!(image)),
+                ("launched_at", json!(now_iso())),
+            ],
+            Some(json!("rebuild_spawning")),
+        )
+        .await
+    }
+
+    async fn diagnostics(&self, instance: &Instance, object: bool) -> Result<Value, Failure> {
+        let uuid = instance.uuid().unwrap_or_default().to_string();
+        let info = self.driver.get_info(&uuid).await.map_err(|e| match e {
+            DriverError::NotFound(_) => Failure::nova(
+                "InstanceNotFound",
+                &format!("Instance {uuid} could not be found."),
+                kw(&[("instance_id", json!(uuid))]),
+            ),
+            other => Failure::nova("NovaException", &other.to_string(), Map::new()),
+        })?;
+        let stats = info.stats.clone().unwrap_or_default();
+        let cpu_ns = stats.cpu_usage_ns.unwrap_or(0);
+        let mem_used = stats.memory_usage_bytes.unwrap_or(0);
+        let mem_max = stats.memory_limit_bytes.unwrap_or(0);
+        let vcpus = instance
+            .flavor
+            .get()
+            .and_then(|f| f.vcpus.get().copied())
+            .unwrap_or(1);
+        if !object {
+            return Ok(json!({
+                "cpu0_time": cpu_ns,
+                "memory": mem_max / 1024,
+                "memory-actual": mem_max / 1024,
+                "memory-rss": mem_used / 1024,
+                "processes": stats.pids_current.unwrap_or(0),
+            }));
+        }
+        let state = match info.power_state {
+            PowerState::Running => "running",
+            PowerState::Paused => "paused",
+            PowerState::Suspended => "suspended",
+            PowerState::Crashed => "crashed",
+            PowerState::Shutdown => "shutdown",
+            PowerState::NoState => "pending",
+        };
+        let mut d = NovaObject::new_nova34("Diagnostics")
+            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+        d.set("state", json!(state));
+        d.set("driver", json!("libvirt"));
+        d.set("hypervisor", json!("lxc"));
+        d.set("hypervisor_os", json!("linux"));
+        d.set("config_drive", json!(false));
+        d.set("num_cpus", json!(vcpus));
+        d.set("num_nics", json!(0));
+        d.set("num_disks", json!(1));
+        let mut mem = NovaObject::new_nova34("MemoryDiagnostics")
+            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+        mem.set("maximum", json!(mem_max >> 20));
+        mem.set("used", json!(mem_used >> 20));
+        d.set("memory_details", mem.to_primitive());
+        let mut cpu = NovaObject::new_nova34("CpuDiagnostics")
+            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+        cpu.set("id", json!(0));
+        cpu.set("time", json!(cpu_ns));
+        cpu.set("utilisation", Value::Null);
+        d.set("cpu_details", json!([cpu.to_primitive()]));
+        d.set("nic_details", json!([]));
+        d.set("disk_details", json!([]));
+        Ok(d.to_primitive())
+    }
+}
+
+/// `uptime`'s line, as nova-compute returns it.
+fn host_uptime() -> String {
+    let up = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0) as u64;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let l: Vec<&str> = load.split_whitespace().take(3).collect();
+    let now = time::OffsetDateTime::now_utc();
+    let (days, hours, mins) = (up / 86400, (up % 86400) / 3600, (up % 3600) / 60);
+    format!(
+        " {:02}:{:02}:{:02} up {} days, {:2}:{:02},  0 users,  load average: {}",
+        now.hour(),
+        now.minute(),
+        now.second(),
+        days,
+        hours,
+        mins,
+        l.join(", ")
+    )
+}
+
+/// The RPC endpoint of the compute API (version 6.5) on `compute` and `compute-alt`.
+pub struct ComputeEndpoint {
+    manager: Arc<Manager>,
+}
+
+impl ComputeEndpoint {
+    pub fn new(manager: Arc<Manager>) -> ComputeEndpoint {
+        ComputeEndpoint { manager }
+    }
+}
+
+#[async_trait::async_trait]
+impl Endpoint for ComputeEndpoint {
+    fn version(&self) -> Option<&str> {
+        Some(RPC_API_VERSION)
+    }
+
+    fn has_method(&self, method: &str) -> bool {
+        RPC_METHODS.contains(&method)
+    }
+
+    async fn dispatch(&self, request: Request) -> Result<Value, Failure> {
+        let method = request.method.clone().unwrap_or_default();
+        let args = request.args.as_object().cloned().unwrap_or_default();
+        let is_call = request.msg_id.is_some();
+        let ctx = request.context.clone();
+        let request_id = ctx
+            .get("request_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let instance_uuid = args
+            .get("instance")
+            .and_then(|i| i.get("nova_object.data"))
+            .and_then(|d| d.get("uuid"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let span = tracing::info_span!("rpc", method = %method, request_id = %request_id, instance_uuid = %instance_uuid);
+        let _enter = span.enter();
+        let call = match ComputeCall::decode(&method, &args) {
+            Some(Ok(call)) => call,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "malformed arguments");
+                return Err(Failure::new("builtins", "TypeError", &e.to_string()));
+            }
+            None => {
+                // A method nova-compute has but this driver does not support.
+                return Err(Failure::not_implemented(&format!(
+                    "{method} is not supported by this compute driver"
+                )));
+            }
+        };
+        if is_call {
+            return self.manager.call(ctx, call).await;
+        }
+        let m = self.manager.clone();
+        tokio::spawn(async move { m.cast(ctx, call).await });
+        Ok(Value::Null)
+    }
+}

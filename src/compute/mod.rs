@@ -1,0 +1,286 @@
+//! The Nova compute manager: what `nova-compute` does, for corral's containers.
+//!
+//! Start-up follows nova-compute's order (conductor ping, Service record,
+//! ComputeNode and Placement provider, then the RPC servers on `compute` and
+//! `compute-alt`), then heartbeats and periodic tasks run until shutdown. Every
+//! instance operation goes through the driver seam.
+
+pub mod conductor;
+pub mod glance;
+pub mod manager;
+pub mod resources;
+pub mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, NovaConfig};
+use crate::driver::ContainerDriver;
+use crate::nova::object::{NovaObject, ObjectError};
+use crate::nova::RequestContext;
+use crate::rpc::{Context, Endpoint, RpcError, RpcOptions, RpcServer, Transport};
+use conductor::Conductor;
+use manager::{ComputeEndpoint, Manager};
+use resources::ResourceTracker;
+
+/// nova 34's `SERVICE_VERSION`.
+pub const SERVICE_VERSION: i64 = 74;
+/// The compute RPC API version served (6.5).
+pub const RPC_API_VERSION: &str = "6.5";
+
+/// Errors of the compute service.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    #[error("rpc")]
+    Rpc(#[from] RpcError),
+    #[error("invalid RabbitMQ options")]
+    Options(#[from] crate::rpc::OptionsError),
+    #[error("nova object")]
+    Object(#[from] ObjectError),
+    #[error("cannot encode a request")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot decode a reply")]
+    Decode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
+    #[error("placement")]
+    Placement(#[from] crate::placement::error::PlacementError),
+    #[error("glance: {0}")]
+    Glance(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ComputeError {
+    /// The nova exception class this error is reported as in faults and failures.
+    pub fn nova_class(&self) -> &'static str {
+        use crate::driver::DriverError as D;
+        match self {
+            ComputeError::Driver(D::ImageNotFound(_)) => "ImageNotFound",
+            ComputeError::Driver(D::NotFound(_)) => "InstanceNotFound",
+            ComputeError::Driver(D::Invalid(_)) | ComputeError::Invalid(_) => "InvalidInput",
+            ComputeError::Driver(D::Image(_)) | ComputeError::Glance(_) => "ImageUnacceptable",
+            ComputeError::Rpc(RpcError::Timeout { .. }) => "MessagingTimeout",
+            _ => "NovaException",
+        }
+    }
+
+    /// The message with its causes.
+    pub fn full_message(&self) -> String {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            let t = s.to_string();
+            if !msg.contains(&t) {
+                msg.push_str(": ");
+                msg.push_str(&t);
+            }
+            src = s.source();
+        }
+        msg
+    }
+}
+
+/// An admin context of this service (for start-up and periodic work).
+pub fn admin_context() -> Context {
+    let ctx = RequestContext::admin(
+        RequestContext::new_request_id(),
+        time::OffsetDateTime::now_utc(),
+    );
+    match serde_json::to_value(&ctx) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The running compute service.
+pub struct ComputeService {
+    server: RpcServer,
+    transport: Transport,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ComputeService {
+    /// Starts the compute service the way nova-compute does.
+    pub async fn start(
+        cfg: Arc<Config>,
+        driver: Arc<ContainerDriver>,
+    ) -> Result<ComputeService, ComputeError> {
+        let nova: NovaConfig = cfg
+            .nova
+            .clone()
+            .ok_or_else(|| ComputeError::Invalid("no [DEFAULT] transport_url".into()))?;
+        let options = RpcOptions::from_sections(&nova.default_section, &nova.rabbit_section)?;
+        let transport = Transport::from_url(&nova.transport_url, options)?;
+        let conductor = Conductor::new(
+            transport.clone(),
+            Duration::from_secs(nova.rpc_response_timeout.max(1)),
+        );
+        let ctx = admin_context();
+        tracing::info!("waiting for nova-conductor");
+        conductor.wait_until_ready(&ctx).await?;
+
+        let service = ensure_service(&conductor, &ctx, &cfg.host).await?;
+        let tracker =
+            ResourceTracker::new(cfg.clone(), nova.clone(), driver.clone(), conductor.clone())?;
+        let manager = Arc::new(Manager::new(
+            cfg.clone(),
+            &nova,
+            driver.clone(),
+            conductor.clone(),
+            tracker.clone(),
+        )?);
+        tracker
+            .update_available_resource(&ctx, &service, true)
+            .await?;
+        manager.init_host(&ctx).await;
+
+        let endpoint: Arc<dyn Endpoint> = Arc::new(ComputeEndpoint::new(manager.clone()));
+        let server = RpcServer::builder(transport.clone(), &cfg.host)
+            .topic("compute", vec![endpoint.clone()])
+            .topic("compute-alt", vec![endpoint])
+            .start()
+            .await?;
+        tracing::info!(host = %cfg.host, "nova compute service consuming compute and compute-alt");
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(heartbeat(
+            conductor.clone(),
+            service.clone(),
+            Duration::from_secs(nova.report_interval),
+        )));
+        let t = tracker.clone();
+        let svc = service.clone();
+        let interval = Duration::from_secs(nova.update_resources_interval);
+        tasks.push(tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                tick.tick().await;
+                let ctx = admin_context();
+                if let Err(e) = t.update_available_resource(&ctx, &svc, false).await {
+                    tracing::warn!(error = %e.full_message(), "update_available_resource failed");
+                }
+            }
+        }));
+        if nova.sync_power_state_interval > 0 {
+            let m = manager.clone();
+            let interval = Duration::from_secs(nova.sync_power_state_interval as u64);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                loop {
+                    tick.tick().await;
+                    m.sync_power_states(&admin_context()).await;
+                }
+            }));
+        }
+        Ok(ComputeService {
+            server,
+            transport,
+            tasks,
+        })
+    }
+
+    /// Stops consuming, lets in-flight calls finish, closes the connections.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.server.stop().await;
+        self.transport.shutdown().await;
+    }
+}
+
+/// `Service.get_by_host_and_binary`, then create (or bump the version of) the
+/// `nova-compute` record at once, so the host is up immediately.
+async fn ensure_service(
+    conductor: &Conductor,
+    ctx: &Context,
+    host: &str,
+) -> Result<NovaObject, ComputeError> {
+    let existing = match conductor
+        .class_action(
+            ctx,
+            "Service",
+            "get_by_host_and_binary",
+            vec![json!(host), json!("nova-compute")],
+            Map::new(),
+        )
+        .await
+    {
+        Ok(v) if !v.is_null() => Some(NovaObject::from_primitive(&v)?),
+        Ok(_) => None,
+        Err(ComputeError::Rpc(RpcError::Remote(r))) if r.exc_type == "ServiceNotFound" => None,
+        Err(e) => return Err(e),
+    };
+    let mut service = match existing {
+        Some(mut svc) => {
+            svc.reset_changes();
+            if svc.get("version").and_then(Value::as_i64) != Some(SERVICE_VERSION) {
+                svc.set("version", json!(SERVICE_VERSION));
+                conductor
+                    .object_action(ctx, &mut svc, "save", vec![], Map::new())
+                    .await?;
+            }
+            svc
+        }
+        None => {
+            let mut svc = NovaObject::new_nova34("Service")?;
+            svc.set("version", json!(SERVICE_VERSION));
+            svc.set("host", json!(host));
+            svc.set("binary", json!("nova-compute"));
+            svc.set("topic", json!("compute"));
+            svc.set("report_count", json!(0));
+            conductor
+                .object_action(ctx, &mut svc, "create", vec![], Map::new())
+                .await?;
+            tracing::info!(host, "created the nova-compute service record");
+            svc
+        }
+    };
+    service.reset_changes();
+    Ok(service)
+}
+
+/// The servicegroup heartbeat: `report_count += 1; save()` every interval.
+async fn heartbeat(conductor: Conductor, mut service: NovaObject, interval: Duration) {
+    let first = Duration::from_secs(5).min(interval);
+    tokio::time::sleep(first).await;
+    let mut warned = false;
+    loop {
+        let count = service
+            .get("report_count")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        service.reset_changes();
+        service.set("report_count", json!(count + 1));
+        let ctx = admin_context();
+        match conductor
+            .object_action(&ctx, &mut service, "save", vec![], Map::new())
+            .await
+        {
+            Ok(_) => {
+                if warned {
+                    tracing::info!("heartbeat restored");
+                }
+                warned = false;
+            }
+            Err(e) => {
+                // Keep the count we meant to report; the next save carries it.
+                if !warned {
+                    tracing::warn!(error = %e.full_message(), "heartbeat failed");
+                }
+                warned = true;
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
