@@ -220,9 +220,9 @@ impl Manager {
             let mut f = NovaObject::new_nova34("InstanceFault")?;
             f.set("instance_uuid", json!(uuid));
             f.set("code", json!(500));
-            let msg: String = message.chars().take(255).collect();
+            let msg = printable(message, 255);
             f.set("message", json!(msg));
-            f.set("details", json!(format!("{class}: {message}")));
+            f.set("details", json!(printable(&format!("{class}: {message}"), 4096)));
             f.set("host", json!(self.host()));
             self.conductor
                 .object_action(ctx, &mut f, "create", vec![], Map::new())
@@ -1067,6 +1067,15 @@ impl Manager {
     }
 }
 
+/// A message fit for a fault: control characters and bytes from binary input
+/// (a corrupt image's header, say) become `?`, and the length is bounded.
+fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c.is_control() || c == char::REPLACEMENT_CHARACTER { '?' } else { c })
+        .take(max)
+        .collect()
+}
+
 /// `uptime`'s line, as nova-compute returns it.
 fn host_uptime() -> String {
     let up = std::fs::read_to_string("/proc/uptime")
@@ -1101,6 +1110,25 @@ pub struct ComputeEndpoint {
 impl ComputeEndpoint {
     pub fn new(manager: Arc<Manager>) -> ComputeEndpoint {
         ComputeEndpoint { manager }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_text_is_printable_and_bounded() {
+        assert_eq!(printable("bad\u{1}\u{fffd}x", 10), "bad??x");
+        assert_eq!(printable("abcdef", 3), "abc");
+        assert!(host_uptime().contains("load average"));
+    }
+
+    #[test]
+    fn every_typed_compute_method_is_known() {
+        for m in ["build_and_run_instance", "terminate_instance", "get_host_uptime", "check_can_live_migrate_destination"] {
+            assert!(RPC_METHODS.contains(&m), "{m}");
+        }
     }
 }
 
