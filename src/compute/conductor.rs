@@ -116,13 +116,20 @@ impl Conductor {
 
     /// `object_backport_versions`: an object this side received at a version it
     /// does not implement, returned at the versions of nova 34's manifest.
-    pub async fn backport(&self, ctx: &Context, obj: &NovaObject) -> Result<NovaObject, ComputeError> {
+    pub async fn backport(
+        &self,
+        ctx: &Context,
+        obj: &NovaObject,
+    ) -> Result<NovaObject, ComputeError> {
         let versions = crate::nova::objects::manifest::object_versions_arg(&obj.name)
             .ok_or_else(|| ComputeError::Invalid(format!("unknown object {}", obj.name)))?;
         let mut args = Map::new();
         args.insert("objinst".into(), obj.to_primitive());
         args.insert("object_versions".into(), Value::Object(versions));
-        let reply = self.client.call(ctx, "object_backport_versions", args).await?;
+        let reply = self
+            .client
+            .call(ctx, "object_backport_versions", args)
+            .await?;
         Ok(NovaObject::from_primitive(&reply)?)
     }
 

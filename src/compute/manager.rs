@@ -222,7 +222,10 @@ impl Manager {
             f.set("code", json!(500));
             let msg = printable(message, 255);
             f.set("message", json!(msg));
-            f.set("details", json!(printable(&format!("{class}: {message}"), 4096)));
+            f.set(
+                "details",
+                json!(printable(&format!("{class}: {message}"), 4096)),
+            );
             f.set("host", json!(self.host()));
             self.conductor
                 .object_action(ctx, &mut f, "create", vec![], Map::new())
@@ -1071,7 +1074,13 @@ impl Manager {
 /// (a corrupt image's header, say) become `?`, and the length is bounded.
 fn printable(text: &str, max: usize) -> String {
     text.chars()
-        .map(|c| if c.is_control() || c == char::REPLACEMENT_CHARACTER { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+                '?'
+            } else {
+                c
+            }
+        })
         .take(max)
         .collect()
 }
@@ -1110,25 +1119,6 @@ pub struct ComputeEndpoint {
 impl ComputeEndpoint {
     pub fn new(manager: Arc<Manager>) -> ComputeEndpoint {
         ComputeEndpoint { manager }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fault_text_is_printable_and_bounded() {
-        assert_eq!(printable("bad\u{1}\u{fffd}x", 10), "bad??x");
-        assert_eq!(printable("abcdef", 3), "abc");
-        assert!(host_uptime().contains("load average"));
-    }
-
-    #[test]
-    fn every_typed_compute_method_is_known() {
-        for m in ["build_and_run_instance", "terminate_instance", "get_host_uptime", "check_can_live_migrate_destination"] {
-            assert!(RPC_METHODS.contains(&m), "{m}");
-        }
     }
 }
 
@@ -1180,5 +1170,29 @@ impl Endpoint for ComputeEndpoint {
         let m = self.manager.clone();
         tokio::spawn(async move { m.cast(ctx, call).await });
         Ok(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_text_is_printable_and_bounded() {
+        assert_eq!(printable("bad\u{1}\u{fffd}x", 10), "bad??x");
+        assert_eq!(printable("abcdef", 3), "abc");
+        assert!(host_uptime().contains("load average"));
+    }
+
+    #[test]
+    fn every_typed_compute_method_is_known() {
+        for m in [
+            "build_and_run_instance",
+            "terminate_instance",
+            "get_host_uptime",
+            "check_can_live_migrate_destination",
+        ] {
+            assert!(RPC_METHODS.contains(&m), "{m}");
+        }
     }
 }

@@ -82,14 +82,14 @@ pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
             "corral:privileged"
             | "lxd:privileged_allowed"
             | "corral:nesting"
-            | "lxd:nested_allowed" => {
-                if parse_bool(v).is_none() {
-                    return Err(SpecError::BadExtraSpec {
-                        key: k.clone(),
-                        value: v.clone(),
-                        reason: "not a boolean (true/false, yes/no, 1/0)".into(),
-                    });
-                }
+            | "lxd:nested_allowed"
+                if parse_bool(v).is_none() =>
+            {
+                return Err(SpecError::BadExtraSpec {
+                    key: k.clone(),
+                    value: v.clone(),
+                    reason: "not a boolean (true/false, yes/no, 1/0)".into(),
+                });
             }
             _ => {}
         }
@@ -130,16 +130,17 @@ mod tests {
     use crate::nova::fields::{Dict, Field};
 
     fn flavor(specs: &[(&str, &str)]) -> Flavor {
-        let mut f = Flavor::default();
-        f.vcpus = Field::Set(2);
-        f.memory_mb = Field::Set(256);
-        f.extra_specs = Field::Set(
-            specs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Dict<String>>(),
-        );
-        f
+        Flavor {
+            vcpus: Field::Set(2),
+            memory_mb: Field::Set(256),
+            extra_specs: Field::Set(
+                specs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Dict<String>>(),
+            ),
+            ..Flavor::default()
+        }
     }
 
     #[test]
@@ -165,8 +166,10 @@ mod tests {
 
     #[test]
     fn hostnames_are_clean() {
-        let mut i = Instance::default();
-        i.hostname = Field::Set("web_01.example".into());
+        let mut i = Instance {
+            hostname: Field::Set("web_01.example".into()),
+            ..Instance::default()
+        };
         assert_eq!(hostname(&i, "abcdef12-0000"), "web-01-example");
         i.hostname = Field::Set("__".into());
         assert_eq!(hostname(&i, "abcdef12-0000"), "instance-abcdef12");

@@ -27,7 +27,7 @@ fn records(contents: &str) -> Result<Vec<Value>, DecodeError> {
         Err(e) => trimmed
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l))
+            .map(serde_json::from_str)
             .collect::<Result<Vec<Value>, _>>()
             .map_err(|_| DecodeError::MalformedJson(e)),
     }
