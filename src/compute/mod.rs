@@ -182,6 +182,19 @@ impl ComputeService {
                 }
             }));
         }
+        if nova.image_cache_interval > 0 && nova.remove_unused_base_images {
+            let d = driver.clone();
+            let interval = Duration::from_secs(nova.image_cache_interval as u64);
+            let min_age = nova.remove_unused_minimum_age;
+            tasks.push(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tick.tick().await;
+                    clean_image_cache(&d, min_age).await;
+                }
+            }));
+        }
         Ok(ComputeService {
             server,
             transport,
@@ -248,6 +261,35 @@ async fn ensure_service(
     };
     service.reset_changes();
     Ok(service)
+}
+
+/// The image cache manager pass: Glance images no instance uses and older than
+/// `min_age` seconds leave the cache.
+pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
+    let images = match driver.list_images().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "image cache pass: cannot list images");
+            return;
+        }
+    };
+    let now = chrono::Utc::now();
+    for img in images {
+        let Some(alias) = img.alias.as_deref().filter(|a| a.starts_with("glance/")) else {
+            continue;
+        };
+        let old = chrono::DateTime::parse_from_rfc3339(&img.created_at)
+            .map(|c| (now - c.with_timezone(&chrono::Utc)).num_seconds() >= min_age as i64)
+            .unwrap_or(false);
+        if !old {
+            continue;
+        }
+        match driver.delete_image(alias).await {
+            Ok(()) => tracing::info!(alias, "removed an unused image from the cache"),
+            Err(crate::driver::DriverError::Conflict(_)) => {}
+            Err(e) => tracing::warn!(alias, error = %e, "image cache pass: cannot remove"),
+        }
+    }
 }
 
 /// The servicegroup heartbeat: `report_count += 1; save()` every interval.

@@ -107,6 +107,12 @@ pub struct NovaConfig {
     pub glance_endpoint: Option<String>,
     /// `[DEFAULT] max_concurrent_builds`.
     pub max_concurrent_builds: usize,
+    /// `[image_cache] manager_interval` (seconds; 0 or negative: disabled).
+    pub image_cache_interval: i64,
+    /// `[image_cache] remove_unused_base_images`.
+    pub remove_unused_base_images: bool,
+    /// `[image_cache] remove_unused_original_minimum_age_seconds`.
+    pub remove_unused_minimum_age: u64,
 }
 
 /// The `[corral]` section.
@@ -355,6 +361,19 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
         my_ip,
         glance_endpoint,
         max_concurrent_builds: num(ini, "DEFAULT", "max_concurrent_builds", 10usize)?.max(1),
+        image_cache_interval: match get(ini, "image_cache", "manager_interval") {
+            None => 2400,
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("image_cache", "manager_interval", v, "not an integer"))?,
+        },
+        remove_unused_base_images: boolean(ini, "image_cache", "remove_unused_base_images", true)?,
+        remove_unused_minimum_age: num(
+            ini,
+            "image_cache",
+            "remove_unused_original_minimum_age_seconds",
+            86400u64,
+        )?,
     }))
 }
 
