@@ -210,6 +210,26 @@ impl Manager {
         Ok(())
     }
 
+    /// The end of an operation: the power state the driver reports, the target
+    /// vm_state, no task state (plus `extra`), saved from `expected`.
+    async fn settle(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        vm_state: &str,
+        expected: &str,
+        extra: &[(&str, Value)],
+    ) -> Result<(), ComputeError> {
+        let power = self.current_power(&inst.uuid).await;
+        let mut fields = vec![
+            ("power_state", json!(power)),
+            ("vm_state", json!(vm_state)),
+            ("task_state", Value::Null),
+        ];
+        fields.extend(extra.iter().cloned());
+        self.save(ctx, inst, &fields, Some(json!(expected))).await
+    }
+
     /// `InstanceFault.create`, as `wrap_instance_fault` / `add_instance_fault_from_exc`.
     async fn add_fault(&self, ctx: &Context, uuid: &str, class: &str, message: &str) {
         let result = async {
@@ -830,34 +850,20 @@ impl Manager {
     ) -> Result<(), ComputeError> {
         let timeout = Duration::from_secs(if clean { self.cfg.shutdown_timeout } else { 0 });
         self.driver.power_off(&inst.uuid, timeout, !clean).await?;
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
+        self.settle(
             ctx,
             inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::STOPPED)),
-                ("task_state", Value::Null),
-            ],
-            Some(json!(task_states::POWERING_OFF)),
+            vm_states::STOPPED,
+            task_states::POWERING_OFF,
+            &[],
         )
         .await
     }
 
     async fn do_start(&self, ctx: &Context, inst: &mut Inst) -> Result<(), ComputeError> {
         self.driver.power_on(&inst.uuid).await?;
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::ACTIVE)),
-                ("task_state", Value::Null),
-            ],
-            Some(json!(task_states::POWERING_ON)),
-        )
-        .await
+        self.settle(ctx, inst, vm_states::ACTIVE, task_states::POWERING_ON, &[])
+            .await
     }
 
     async fn do_reboot(
@@ -895,18 +901,8 @@ impl Manager {
         .await?;
         let timeout = Duration::from_secs(self.cfg.shutdown_timeout);
         self.driver.reboot(&inst.uuid, hard, timeout).await?;
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::ACTIVE)),
-                ("task_state", Value::Null),
-            ],
-            Some(json!(started)),
-        )
-        .await
+        self.settle(ctx, inst, vm_states::ACTIVE, started, &[])
+            .await
     }
 
     async fn do_freeze(
@@ -922,18 +918,7 @@ impl Manager {
             self.driver.pause(&inst.uuid).await?;
             (vm_states::PAUSED, task_states::PAUSING)
         };
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm)),
-                ("task_state", Value::Null),
-            ],
-            Some(json!(expected)),
-        )
-        .await
+        self.settle(ctx, inst, vm, expected, &[]).await
     }
 
     async fn do_thaw(
@@ -949,18 +934,8 @@ impl Manager {
             self.driver.unpause(&inst.uuid).await?;
             task_states::UNPAUSING
         };
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::ACTIVE)),
-                ("task_state", Value::Null),
-            ],
-            Some(json!(expected)),
-        )
-        .await
+        self.settle(ctx, inst, vm_states::ACTIVE, expected, &[])
+            .await
     }
 
     async fn do_rebuild(
@@ -987,20 +962,12 @@ impl Manager {
         .await?;
         let alias = self.cache_image(ctx, &image).await?;
         self.driver.rebuild(&inst.uuid, &alias).await?;
-        let power = self.current_power(&inst.uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::ACTIVE)),
-                ("task_state", Value::Null),
-                ("image_ref", json!(image)),
-                ("launched_at", json!(now_iso())),
-            ],
-            Some(json!("rebuild_spawning")),
-        )
-        .await
+        let extra = [
+            ("image_ref", json!(image)),
+            ("launched_at", json!(now_iso())),
+        ];
+        self.settle(ctx, inst, vm_states::ACTIVE, "rebuild_spawning", &extra)
+            .await
     }
 
     async fn diagnostics(&self, instance: &Instance, object: bool) -> Result<Value, Failure> {
