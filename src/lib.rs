@@ -5,6 +5,7 @@ pub mod cli;
 pub mod compute;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod driver;
 pub mod fsutil;
 pub mod image;

@@ -64,6 +64,7 @@ pub fn driver_status(e: &DriverError) -> StatusCode {
         | DriverError::Storage(_)
         | DriverError::Image(_)
         | DriverError::Store(_)
+        | DriverError::Device(_)
         | DriverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -173,6 +174,9 @@ fn to_instance(v: InstanceView) -> Instance {
         image_alias: v.image_alias,
         limits: v.spec.limits,
         privileged: v.spec.privileged,
+        nesting: v.spec.nesting,
+        devices: v.spec.devices,
+        pinned_cpus: v.spec.pinned_cpus.map(|c| c.to_string()),
         command: v.spec.command,
         environment: v.spec.environment,
         idmap: v.idmap,
@@ -258,7 +262,22 @@ async fn create_instance(
         .or(body.source.fingerprint.clone())
         .ok_or_else(|| ApiError::BadRequest("source needs an alias or a fingerprint".into()))?;
     crate::driver::container::validate_name(&body.name)?;
-    body.limits.validate()?;
+    let mapped = crate::driver::extra_specs::apply(
+        &body.extra_specs,
+        body.limits,
+        crate::driver::extra_specs::Unknown::Refuse,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut devices = mapped.devices;
+    for (name, text) in &body.devices {
+        let dev =
+            crate::devices::parse(name, text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if devices.insert(name.clone(), dev).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "device {name} is given both in devices and in extra_specs"
+            )));
+        }
+    }
     // Checked here too so that the caller gets a synchronous 404/409.
     data.driver.get_image(&image).await?;
     if data.driver.resolve(&body.name).await.is_ok() {
@@ -268,12 +287,17 @@ async fn create_instance(
         uuid: uuid::Uuid::new_v4().to_string(),
         name: body.name.clone(),
         image,
-        limits: body.limits,
-        privileged: body.privileged,
+        limits: mapped.limits,
+        privileged: mapped.privileged.unwrap_or(body.privileged),
+        nesting: mapped.nesting.unwrap_or(body.nesting),
+        devices,
+        pinned_cpus: None,
         command: body.command,
         environment: body.environment,
         hostname: None,
     };
+    // Security options, dedicated CPUs, devices: refused synchronously.
+    data.driver.check(&spec)?;
     let driver = data.driver.clone();
     let start = body.start;
     let op = data.ops.spawn(

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::DeviceConfig;
 use crate::driver::Limits;
 use crate::runtime::IdMap;
 
@@ -84,6 +85,15 @@ pub struct InstancesPost {
     pub limits: Limits,
     #[serde(default)]
     pub privileged: bool,
+    #[serde(default)]
+    pub nesting: bool,
+    /// Nova flavor extra specs (`quota:cpu_shares`, `hw:cpu_policy`, ...),
+    /// mapped as for a Nova server; they win over `limits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_specs: BTreeMap<String, String>,
+    /// Devices by name, each `TYPE,KEY=VALUE,...`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     #[serde(default)]
@@ -122,6 +132,12 @@ pub struct Instance {
     pub image_alias: Option<String>,
     pub limits: Limits,
     pub privileged: bool,
+    #[serde(default)]
+    pub nesting: bool,
+    #[serde(default)]
+    pub devices: BTreeMap<String, DeviceConfig>,
+    #[serde(default)]
+    pub pinned_cpus: Option<String>,
     pub command: Option<Vec<String>>,
     pub environment: BTreeMap<String, String>,
     pub idmap: Option<IdMap>,

@@ -139,9 +139,23 @@ pub struct LaunchArgs {
     /// Maximum number of processes.
     #[arg(long)]
     pub pids: Option<u64>,
+    /// Swap on top of --memory (memory+swap = memory + swap; 0: no swap).
+    #[arg(long)]
+    pub swap: Option<String>,
     /// Run without a user namespace (container root is host root).
     #[arg(long)]
     pub privileged: bool,
+    /// Let the instance run nested containers (/proc and /sys fully visible).
+    #[arg(long)]
+    pub nesting: bool,
+    /// A Nova flavor extra spec, e.g. quota:cpu_shares=512,
+    /// hw:cpu_policy=dedicated, quota:disk_write_bytes_sec=5242880 (repeatable).
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    pub limit: Vec<String>,
+    /// A host device: NAME=TYPE,KEY=VALUE,... e.g. fuse=unix-char,path=/dev/fuse
+    /// or data=disk,source=/srv/data,path=/mnt/data (repeatable).
+    #[arg(long = "device", value_name = "NAME=TYPE,KEY=VALUE,...")]
+    pub device: Vec<String>,
     /// Environment for the init (KEY=VALUE).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -255,6 +269,22 @@ fn limits_text(l: &Limits) -> String {
     if let Some(p) = l.pids {
         parts.push(format!("pids={p}"));
     }
+    if let Some(s) = l.swap_bytes {
+        parts.push(format!("swap={}", human_bytes(s)));
+    }
+    if l.cpu_dedicated {
+        parts.push("dedicated".into());
+    }
+    for (k, v) in [
+        ("read_bps", l.disk_read_bytes_sec),
+        ("write_bps", l.disk_write_bytes_sec),
+        ("read_iops", l.disk_read_iops_sec),
+        ("write_iops", l.disk_write_iops_sec),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    }
     parts.join(",")
 }
 
@@ -274,6 +304,19 @@ fn instance_detail(i: &Instance) -> String {
         i.created_at
     ));
     s.push_str(&format!("Privileged: {}\n", i.privileged));
+    if i.nesting {
+        s.push_str("Nesting: true\n");
+    }
+    if let Some(c) = &i.pinned_cpus {
+        s.push_str(&format!("Dedicated CPUs: {c}\n"));
+    }
+    for (name, d) in &i.devices {
+        s.push_str(&format!(
+            "Device {name}: {} {}\n",
+            d.kind(),
+            d.host_path().display()
+        ));
+    }
     if let Some(m) = &i.idmap {
         s.push_str(&format!("Id map: 0 -> {} ({} ids)\n", m.host_base, m.size));
     }
@@ -328,6 +371,16 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .map(crate::config::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
+            let swap_bytes = a
+                .swap
+                .as_deref()
+                .map(crate::config::parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let extra_specs =
+                crate::driver::extra_specs::parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
+            let devices = crate::driver::extra_specs::parse_pairs(&a.device)
+                .map_err(|e| anyhow::anyhow!("--device: {e} (use NAME=TYPE,KEY=VALUE,...)"))?;
             let body = serde_json::json!({
                 "name": a.name,
                 "source": {"type": "image", "alias": a.image},
@@ -336,9 +389,13 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     cpu_shares: a.cpu_shares,
                     memory_bytes,
                     pids: a.pids,
+                    swap_bytes,
                     ..Limits::default()
                 },
                 "privileged": a.privileged,
+                "nesting": a.nesting,
+                "extra_specs": extra_specs,
+                "devices": devices,
                 "command": (!a.command.is_empty()).then(|| a.command.clone()),
                 "environment": parse_env(&a.env)?,
                 "start": start,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::parse_bool;
+use crate::driver::extra_specs::{self, Mapped, Unknown};
 use crate::driver::{InstanceSpec, Limits};
 use crate::nova::objects::flavor::Flavor;
 use crate::nova::objects::instance::Instance;
@@ -21,14 +21,6 @@ pub enum SpecError {
         value: String,
         reason: String,
     },
-}
-
-fn int(key: &str, value: &str) -> Result<i64, SpecError> {
-    value.trim().parse().map_err(|_| SpecError::BadExtraSpec {
-        key: key.into(),
-        value: value.into(),
-        reason: "not an integer".into(),
-    })
 }
 
 /// A valid host name from the server's hostname (or its uuid).
@@ -53,10 +45,12 @@ fn hostname(inst: &Instance, uuid: &str) -> String {
     }
 }
 
-/// Limits from a flavor: `vcpus` is a hard cap of that many CPUs, `memory_mb`
-/// the memory limit; `quota:cpu_shares`, `quota:cpu_quota`, `quota:cpu_period`
-/// and `corral:max_processes` refine them.
-pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
+/// Everything a flavor says: `vcpus` is a CPU count (a hard cap, or shares
+/// under `[corral] cpu_limit_mode = shares`), `memory_mb` the memory limit,
+/// `swap` (MB) the swap on top of it (memory+swap = memory + swap; 0 = no
+/// swap); the extra specs are mapped by [`extra_specs::apply`] (unknown keys
+/// of other drivers ignored, `corral:` ones refused).
+pub fn mapped(flavor: &Flavor) -> Result<Mapped, SpecError> {
     let mut l = Limits::default();
     if let Some(v) = flavor.vcpus.get() {
         if *v > 0 {
@@ -66,6 +60,9 @@ pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
     if let Some(m) = flavor.memory_mb.get() {
         if *m > 0 {
             l.memory_bytes = Some((*m as u64) << 20);
+            if let Some(s) = flavor.swap.get() {
+                l.swap_bytes = Some((*s).max(0) as u64 * (1 << 20));
+            }
         }
     }
     let specs: BTreeMap<String, String> = flavor
@@ -73,52 +70,33 @@ pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
         .get()
         .map(|d| d.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
         .unwrap_or_default();
-    for (k, v) in &specs {
-        match k.as_str() {
-            "quota:cpu_shares" => l.cpu_shares = Some(int(k, v)?.max(0) as u64),
-            "quota:cpu_quota" => l.cpu_quota_us = Some(int(k, v)?),
-            "quota:cpu_period" => l.cpu_period_us = Some(int(k, v)?.max(0) as u64),
-            "corral:max_processes" => l.pids = Some(int(k, v)?.max(0) as u64),
-            "corral:privileged"
-            | "lxd:privileged_allowed"
-            | "corral:nesting"
-            | "lxd:nested_allowed"
-                if parse_bool(v).is_none() =>
-            {
-                return Err(SpecError::BadExtraSpec {
-                    key: k.clone(),
-                    value: v.clone(),
-                    reason: "not a boolean (true/false, yes/no, 1/0)".into(),
-                });
-            }
-            _ => {}
-        }
-    }
-    l.validate().map_err(|e| SpecError::BadExtraSpec {
-        key: "flavor".into(),
-        value: String::new(),
-        reason: e.to_string(),
-    })?;
-    Ok(l)
+    extra_specs::apply(&specs, l, Unknown::IgnoreForeign).map_err(|e| SpecError::BadExtraSpec {
+        key: e.key,
+        value: e.value,
+        reason: e.reason,
+    })
+}
+
+/// The limits of a flavor (checked before anything is made).
+pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
+    Ok(mapped(flavor)?.limits)
 }
 
 /// The spec of a Nova instance whose image is cached as `image_alias`.
 pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec, SpecError> {
     let uuid = inst.uuid().ok_or(SpecError::NoUuid)?.to_string();
     let flavor = inst.flavor.get().ok_or(SpecError::NoFlavor)?;
-    let limits = limits(flavor)?;
-    let privileged = flavor
-        .extra_spec("corral:privileged")
-        .or_else(|| flavor.extra_spec("lxd:privileged_allowed"))
-        .and_then(parse_bool)
-        .unwrap_or(false);
+    let m = mapped(flavor)?;
     Ok(InstanceSpec {
         name: format!("nova-{uuid}"),
         hostname: Some(hostname(inst, &uuid)),
         uuid,
         image: image_alias.to_string(),
-        limits,
-        privileged,
+        limits: m.limits,
+        privileged: m.privileged.unwrap_or(false),
+        nesting: m.nesting.unwrap_or(false),
+        devices: m.devices,
+        pinned_cpus: None,
         command: None,
         environment: BTreeMap::new(),
     })
@@ -162,6 +140,31 @@ mod tests {
         assert!(limits(&flavor(&[("corral:privileged", "perhaps")])).is_err());
         assert!(limits(&flavor(&[("corral:privileged", "False")])).is_ok());
         assert!(limits(&flavor(&[("quota:cpu_period", "5")])).is_err());
+        assert!(limits(&flavor(&[("corral:device:x", "usb,vendorid=1")])).is_err());
+        // Other drivers' keys are not ours to refuse.
+        assert!(limits(&flavor(&[("hw:mem_page_size", "large")])).is_ok());
+    }
+
+    #[test]
+    fn flavor_swap_security_and_devices() {
+        let mut f = flavor(&[
+            ("hw:cpu_policy", "dedicated"),
+            ("quota:disk_total_iops_sec", "200"),
+            ("lxd:privileged_allowed", "1"),
+            ("corral:nesting", "true"),
+            ("corral:device:fuse", "unix-char,path=/dev/fuse"),
+        ]);
+        f.swap = Field::Set(128);
+        let m = mapped(&f).unwrap();
+        assert_eq!(m.limits.swap_bytes, Some(128 << 20));
+        assert!(m.limits.cpu_dedicated);
+        assert_eq!(m.limits.disk_read_iops_sec, Some(200));
+        assert_eq!(m.limits.disk_write_iops_sec, Some(200));
+        assert_eq!(m.privileged, Some(true));
+        assert_eq!(m.nesting, Some(true));
+        assert!(m.devices.contains_key("fuse"));
+        f.swap = Field::Set(0);
+        assert_eq!(mapped(&f).unwrap().limits.swap_bytes, Some(0));
     }
 
     #[test]

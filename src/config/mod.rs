@@ -2,11 +2,13 @@
 //! and passed down. Nova's option names are used where Nova has one; options
 //! Nova has no name for live in the `[corral]` section.
 
+mod cpuset;
 mod ini;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use cpuset::CpuSet;
 pub use ini::Ini;
 
 /// Errors reading or validating the configuration.
@@ -53,6 +55,26 @@ pub enum StorageChoice {
     Copy,
 }
 
+/// How an instance's CPU count (`vcpus`) is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuLimitMode {
+    /// A CFS quota of that many CPUs: never more, even on an idle host.
+    Hard,
+    /// Only a relative weight (1024 shares per CPU): for overcommit, an
+    /// instance may use idle CPUs beyond its count.
+    Shares,
+}
+
+/// The `[compute]` options corral reads (Nova's names).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ComputeSection {
+    /// `[compute] cpu_dedicated_set`: host CPUs for `hw:cpu_policy=dedicated`.
+    pub cpu_dedicated_set: Option<CpuSet>,
+    /// `[compute] cpu_shared_set`: host CPUs every other instance runs on.
+    pub cpu_shared_set: Option<CpuSet>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
@@ -65,6 +87,8 @@ pub struct Config {
     /// `[DEFAULT] debug`.
     pub debug: bool,
     pub corral: CorralConfig,
+    /// `[compute]`.
+    pub compute: ComputeSection,
     /// The Nova compute service; present when `[DEFAULT] transport_url` is set.
     pub nova: Option<NovaConfig>,
 }
@@ -134,6 +158,17 @@ pub struct CorralConfig {
     pub max_image_bytes: u64,
     pub cgroup_parent: String,
     pub exec_timeout: u64,
+    pub cpu_limit_mode: CpuLimitMode,
+    /// Whether instances may ask for `privileged` (no user namespace).
+    pub allow_privileged: bool,
+    /// Whether instances may ask for `nesting` (mount proc/sys inside).
+    pub allow_nesting: bool,
+    /// `no_new_privileges` of every instance's processes.
+    pub no_new_privileges: bool,
+    /// `type:glob` patterns of the host devices and paths instances may get.
+    pub device_allowlist: Vec<String>,
+    /// Where lxcfs keeps its files (`proc/meminfo` ...).
+    pub lxcfs_path: PathBuf,
 }
 
 /// Command-line overrides, applied after the files.
@@ -217,6 +252,40 @@ impl Config {
                 .unwrap_or("corral")
                 .to_string(),
             exec_timeout: num(ini, "corral", "exec_timeout", 300u64)?,
+            cpu_limit_mode: match get(ini, "corral", "cpu_limit_mode").unwrap_or("hard") {
+                "hard" => CpuLimitMode::Hard,
+                "shares" => CpuLimitMode::Shares,
+                other => {
+                    return Err(invalid(
+                        "corral",
+                        "cpu_limit_mode",
+                        other,
+                        "must be hard or shares",
+                    ))
+                }
+            },
+            allow_privileged: boolean(ini, "corral", "allow_privileged", true)?,
+            allow_nesting: boolean(ini, "corral", "allow_nesting", true)?,
+            no_new_privileges: boolean(ini, "corral", "no_new_privileges", false)?,
+            device_allowlist: get(ini, "corral", "device_allowlist")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            lxcfs_path: abs_path(ini, "corral", "lxcfs_path", "/var/lib/lxcfs")?,
+        };
+        let cpu_set = |key: &'static str| -> Result<Option<CpuSet>, ConfigError> {
+            get(ini, "compute", key)
+                .map(|v| CpuSet::parse(v).map_err(|r| invalid("compute", key, v, &r)))
+                .transpose()
+        };
+        let compute = ComputeSection {
+            cpu_dedicated_set: cpu_set("cpu_dedicated_set")?,
+            cpu_shared_set: cpu_set("cpu_shared_set")?,
         };
         let nova = nova_config(ini)?;
         let config = Config {
@@ -226,6 +295,7 @@ impl Config {
             shutdown_timeout: num(ini, "DEFAULT", "shutdown_timeout", 60u64)?,
             debug: boolean(ini, "DEFAULT", "debug", false)?,
             corral,
+            compute,
         };
         config.validate()?;
         Ok(config)
@@ -282,6 +352,24 @@ impl Config {
                 &c.cgroup_parent,
                 "must be a relative cgroup name",
             ));
+        }
+        for pattern in &c.device_allowlist {
+            if let Err(reason) = crate::devices::Allowlist::parse(std::slice::from_ref(pattern)) {
+                return Err(invalid("corral", "device_allowlist", pattern, &reason));
+            }
+        }
+        if let (Some(d), Some(s)) = (
+            &self.compute.cpu_dedicated_set,
+            &self.compute.cpu_shared_set,
+        ) {
+            if !d.is_disjoint(s) {
+                return Err(invalid(
+                    "compute",
+                    "cpu_dedicated_set",
+                    &d.to_string(),
+                    "overlaps cpu_shared_set",
+                ));
+            }
         }
         Ok(())
     }
@@ -505,6 +593,43 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("-5MiB").is_err());
+    }
+
+    #[test]
+    fn security_cpu_and_device_options() {
+        let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.corral.cpu_limit_mode, CpuLimitMode::Hard);
+        assert!(c.corral.allow_privileged && c.corral.allow_nesting);
+        assert!(!c.corral.no_new_privileges);
+        assert!(c.corral.device_allowlist.is_empty());
+        assert_eq!(c.compute.cpu_dedicated_set, None);
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[corral]\ncpu_limit_mode = shares\nallow_privileged = no\n\
+             device_allowlist = unix-char:/dev/fuse, disk:/srv/*\n\
+             [compute]\ncpu_dedicated_set = 2-5,^3\ncpu_shared_set = 0-1\n",
+            "t",
+        )
+        .unwrap();
+        let c = Config::from_ini(&ini, &Overrides::default()).unwrap();
+        assert_eq!(c.corral.cpu_limit_mode, CpuLimitMode::Shares);
+        assert!(!c.corral.allow_privileged);
+        assert_eq!(c.corral.device_allowlist.len(), 2);
+        assert_eq!(c.compute.cpu_dedicated_set.unwrap().to_string(), "2,4-5");
+        for bad in [
+            "[corral]\ncpu_limit_mode = soft\n",
+            "[corral]\nallow_nesting = maybe\n",
+            "[corral]\ndevice_allowlist = usb:*\n",
+            "[compute]\ncpu_dedicated_set = 1-x\n",
+            "[compute]\ncpu_dedicated_set = 0-2\ncpu_shared_set = 2-3\n",
+        ] {
+            let mut ini = Ini::default();
+            ini.merge_str(bad, "t").unwrap();
+            assert!(
+                Config::from_ini(&ini, &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

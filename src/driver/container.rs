@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
-use crate::config::Config;
+use crate::config::{Config, CpuLimitMode, CpuSet};
+use crate::devices::{self, Allowlist};
 use crate::fsutil;
 use crate::image::ImageCache;
+use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
 use crate::runtime::{bundle, BundleConfig, ExecOutput, IdMap, Runtime, Status};
 use crate::storage::Storage;
@@ -57,6 +59,61 @@ pub struct ContainerDriver {
     cgroup_root: PathBuf,
     stop_signal: i32,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    allowlist: Allowlist,
+    /// Held from choosing a dedicated instance's CPUs until its record is
+    /// stored, so two creates never pick the same CPUs.
+    cpu_alloc: tokio::sync::Mutex<()>,
+}
+
+/// The lxcfs files bound over /proc when lxcfs runs.
+const LXCFS_PROC_FILES: [&str; 7] = [
+    "cpuinfo",
+    "diskstats",
+    "loadavg",
+    "meminfo",
+    "stat",
+    "swaps",
+    "uptime",
+];
+
+/// The whole block device holding `path` (a partition's parent disk: the
+/// kernel throttles whole disks only), as (major, minor), or why there is none.
+pub fn block_device_of(path: &Path, sys_dev_block: &Path) -> Result<(u64, u64), String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+        .dev();
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    let entry = sys_dev_block.join(format!("{major}:{minor}"));
+    if !entry.exists() {
+        return Err(format!(
+            "{} is on device {major}:{minor}, which is not a block device (overlay, btrfs subvolume or tmpfs?)",
+            path.display()
+        ));
+    }
+    if entry.join("partition").exists() {
+        let parent = std::fs::canonicalize(&entry)
+            .map_err(|e| format!("cannot resolve {}: {e}", entry.display()))?
+            .join("..")
+            .join("dev");
+        let text = std::fs::read_to_string(&parent)
+            .map_err(|e| format!("cannot read {}: {e}", parent.display()))?;
+        let (a, b) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("bad device number in {}", parent.display()))?;
+        return Ok((
+            a.parse()
+                .map_err(|_| format!("bad major in {}", parent.display()))?,
+            b.parse()
+                .map_err(|_| format!("bad minor in {}", parent.display()))?,
+        ));
+    }
+    Ok((major, minor))
+}
+
+fn device_invalid(e: devices::DeviceError) -> DriverError {
+    DriverError::Invalid(e.to_string())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
@@ -121,7 +178,22 @@ impl ContainerDriver {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(io_err(&dir))?;
         }
+        let allowlist = Allowlist::parse(&cfg.corral.device_allowlist)
+            .map_err(|e| DriverError::Invalid(format!("[corral] device_allowlist: {e}")))?;
+        if let Some(set) = cfg
+            .compute
+            .cpu_dedicated_set
+            .iter()
+            .chain(cfg.compute.cpu_shared_set.iter())
+            .find(|s| !online_cpus().map(|o| s.0.is_subset(&o.0)).unwrap_or(true))
+        {
+            return Err(DriverError::Invalid(format!(
+                "[compute] CPU set {set} names CPUs this host does not have online"
+            )));
+        }
         Ok(ContainerDriver {
+            allowlist,
+            cpu_alloc: tokio::sync::Mutex::new(()),
             cfg,
             runtime,
             storage,
@@ -368,7 +440,7 @@ impl ContainerDriver {
     /// Creates a new instance from a spec whose uuid is fresh.
     async fn create(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
         validate_name(&spec.name)?;
-        spec.limits.validate()?;
+        self.check(spec)?;
         if let Some(cmd) = &spec.command {
             if cmd.is_empty() || cmd[0].is_empty() {
                 return Err(DriverError::Invalid("command must not be empty".into()));
@@ -388,6 +460,12 @@ impl ContainerDriver {
         let args = self.init_args(spec, &image)?;
         let mut stored = spec.clone();
         stored.image = image.fingerprint.clone();
+        let alloc_guard = self.cpu_alloc.lock().await;
+        stored.pinned_cpus = if spec.limits.cpu_dedicated {
+            Some(self.allocate_cpus(spec).await?)
+        } else {
+            None
+        };
         let json = serde_json::to_string(&stored)
             .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
         let rec = self
@@ -401,6 +479,7 @@ impl ContainerDriver {
                 self.cfg.corral.idmap_max_instances,
             )
             .await?;
+        drop(alloc_guard);
         let result = async {
             self.prepare(&rec, &stored, &args).await?;
             if start {
@@ -419,6 +498,105 @@ impl ContainerDriver {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Checks what a spec asks of this host (limits, security options,
+    /// dedicated CPUs, block I/O, devices) before anything is created.
+    pub fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        spec.limits.validate()?;
+        let c = &self.cfg.corral;
+        if spec.privileged && !c.allow_privileged {
+            return Err(DriverError::Invalid(
+                "privileged instances are not allowed on this host ([corral] allow_privileged = false)"
+                    .into(),
+            ));
+        }
+        if spec.nesting && !c.allow_nesting {
+            return Err(DriverError::Invalid(
+                "nesting is not allowed on this host ([corral] allow_nesting = false)".into(),
+            ));
+        }
+        if spec.limits.cpu_dedicated {
+            let Some(set) = &self.cfg.compute.cpu_dedicated_set else {
+                return Err(DriverError::Invalid(
+                    "dedicated CPUs (hw:cpu_policy=dedicated) need [compute] cpu_dedicated_set on this host"
+                        .into(),
+                ));
+            };
+            let want = spec.limits.cpus.unwrap_or(0.0) as usize;
+            if want > set.len() {
+                return Err(DriverError::Invalid(format!(
+                    "{want} dedicated CPUs asked for, [compute] cpu_dedicated_set has {} ({set})",
+                    set.len()
+                )));
+            }
+        }
+        if spec.limits.has_blkio() {
+            block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block")).map_err(|e| {
+                DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
+            })?;
+        }
+        for (name, dev) in &spec.devices {
+            devices::validate_name(name).map_err(device_invalid)?;
+            devices::resolve(name, dev, &self.allowlist).map_err(device_invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Free CPUs of `[compute] cpu_dedicated_set` for a new dedicated
+    /// instance: every stored instance keeps its CPUs until it is deleted.
+    async fn allocate_cpus(&self, spec: &InstanceSpec) -> Result<CpuSet, DriverError> {
+        let set = self.cfg.compute.cpu_dedicated_set.clone().ok_or_else(|| {
+            DriverError::Invalid("dedicated CPUs need [compute] cpu_dedicated_set".into())
+        })?;
+        let want = spec.limits.cpus.unwrap_or(0.0) as usize;
+        let mut used = std::collections::BTreeSet::new();
+        for rec in self.store.list_instances().await? {
+            if let Some(p) = Self::spec_of(&rec).ok().and_then(|s| s.pinned_cpus) {
+                used.extend(p.0);
+            }
+        }
+        let free: Vec<u32> = set
+            .0
+            .iter()
+            .copied()
+            .filter(|c| !used.contains(c))
+            .collect();
+        if free.len() < want {
+            return Err(DriverError::Conflict(format!(
+                "not enough free dedicated CPUs: {want} asked for, {} free in [compute] cpu_dedicated_set {set}",
+                free.len()
+            )));
+        }
+        Ok(CpuSet(free.into_iter().take(want).collect()))
+    }
+
+    /// Whether the host accounts swap (memory+swap limits work).
+    fn swap_accounting(&self) -> bool {
+        let root = &self.cgroup_root;
+        match self.runtime.cgroup_mode {
+            CgroupMode::V1 => root.join("memory/memory.memsw.limit_in_bytes").exists(),
+            CgroupMode::V2 => std::fs::read_dir(root)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.path().join("memory.swap.max").exists())
+                })
+                .unwrap_or(false),
+        }
+    }
+
+    /// lxcfs's proc files, when lxcfs runs (its files are readable).
+    fn lxcfs_binds(&self) -> Vec<BindMount> {
+        let dir = self.cfg.corral.lxcfs_path.join("proc");
+        LXCFS_PROC_FILES
+            .iter()
+            .filter(|f| std::fs::File::open(dir.join(f)).is_ok())
+            .map(|f| BindMount {
+                source: dir.join(f),
+                target: Path::new("/proc").join(f),
+                readonly: false,
+            })
+            .collect()
     }
 
     fn init_args(
@@ -476,7 +654,69 @@ impl ContainerDriver {
             std::os::unix::fs::chown(&console, Some(m.host_base), Some(m.host_base))
                 .map_err(io_err(&console))?;
         }
-        let (cpu_quota_us, cpu_period_us) = spec.limits.cfs();
+        let (mut cpu_quota_us, mut cpu_period_us) = spec.limits.cfs();
+        let mut cpu_shares = spec.limits.cpu_shares;
+        if self.cfg.corral.cpu_limit_mode == CpuLimitMode::Shares {
+            if let (Some(cpus), None) = (spec.limits.cpus, spec.limits.cpu_quota_us) {
+                // Overcommit: a weight instead of a cap.
+                cpu_quota_us = None;
+                cpu_period_us = spec.limits.cpu_period_us;
+                cpu_shares = cpu_shares.or(Some(((cpus * 1024.0).round() as u64).max(2)));
+            }
+        }
+        let cpuset_cpus = match &spec.pinned_cpus {
+            Some(set) => Some(set.to_string()),
+            None => self
+                .cfg
+                .compute
+                .cpu_shared_set
+                .as_ref()
+                .map(|s| s.to_string()),
+        };
+        let memory_swap = match (spec.limits.memory_bytes, spec.limits.swap_bytes) {
+            (Some(m), Some(s)) if self.swap_accounting() => Some((m + s) as i64),
+            (Some(_), Some(_)) => {
+                tracing::debug!(uuid = %rec.uuid, "the host does not account swap: swap limit skipped");
+                None
+            }
+            _ => None,
+        };
+        let blkio = if spec.limits.has_blkio() {
+            let (major, minor) = block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block"))
+                .map_err(DriverError::Invalid)?;
+            Some(Blkio {
+                major: major as i64,
+                minor: minor as i64,
+                read_bps: spec.limits.disk_read_bytes_sec,
+                write_bps: spec.limits.disk_write_bytes_sec,
+                read_iops: spec.limits.disk_read_iops_sec,
+                write_iops: spec.limits.disk_write_iops_sec,
+            })
+        } else {
+            None
+        };
+        let mut binds = Vec::new();
+        let mut device_rules = Vec::new();
+        let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
+        for (name, dev) in &spec.devices {
+            let resolved = devices::resolve(name, dev, &self.allowlist).map_err(device_invalid)?;
+            let p = devices::setup(&dir, &resolved, root_id).map_err(DriverError::Device)?;
+            if let Some(d) = p.allow {
+                device_rules.push(DeviceRule {
+                    block: d.block,
+                    major: d.major as i64,
+                    minor: d.minor as i64,
+                });
+            }
+            binds.push(BindMount {
+                source: p.source,
+                target: p.target,
+                readonly: p.readonly,
+            });
+        }
+        if !spec.nesting {
+            binds.extend(self.lxcfs_binds());
+        }
         let mut env = vec![
             DEFAULT_PATH.to_string(),
             "container=corral".to_string(),
@@ -494,12 +734,19 @@ impl ContainerDriver {
             cgroup_v2: self.runtime.cgroup_mode == CgroupMode::V2,
             cpu_quota_us,
             cpu_period_us,
-            cpu_shares: spec.limits.cpu_shares,
+            cpu_shares,
             memory_bytes: spec.limits.memory_bytes.map(|m| m as i64),
+            memory_swap,
             pids_limit: spec
                 .limits
                 .pids
                 .unwrap_or(self.cfg.corral.default_pids_limit) as i64,
+            cpuset_cpus,
+            blkio,
+            nesting: spec.nesting,
+            no_new_privileges: self.cfg.corral.no_new_privileges,
+            binds,
+            device_rules,
         };
         bundle::write(&dir, &cfg)?;
         Ok(())
@@ -558,6 +805,7 @@ impl ContainerDriver {
             }
         }
         self.runtime.delete(uuid, true).await?;
+        devices::release(&self.instance_dir(uuid)).map_err(DriverError::Device)?;
         Ok(())
     }
 
@@ -569,6 +817,8 @@ impl ContainerDriver {
         }
         self.cleanup_cgroups(uuid);
         let dir = self.instance_dir(uuid);
+        // Disks first: the tree removal below must never reach into them.
+        devices::release(&dir).map_err(DriverError::Device)?;
         self.storage.release(&dir).await?;
         fsutil::remove_tree(&dir).map_err(io_err(&dir))?;
         self.store.delete_instance(uuid).await?;
@@ -687,6 +937,12 @@ impl ContainerDriver {
         }
         Ok(report)
     }
+}
+
+/// The host's online CPUs, when the kernel says.
+fn online_cpus() -> Option<CpuSet> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    CpuSet::parse(text.trim()).ok()
 }
 
 fn validate_alias(alias: &str) -> Result<(), DriverError> {
@@ -940,6 +1196,35 @@ mod tests {
         validate_alias("debian/12").unwrap();
         assert!(validate_alias("../x").is_err());
         assert!(validate_alias("a b").is_err());
+    }
+
+    #[test]
+    fn block_device_of_a_path() {
+        // A fake /sys/dev/block where the path's device is a partition.
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dev = std::fs::metadata(dir.path()).unwrap().dev();
+        let (ma, mi) = (libc::major(dev), libc::minor(dev));
+        let sys = dir.path().join("sys");
+        let disk = sys.join("devices/vda");
+        std::fs::create_dir_all(disk.join("vda1")).unwrap();
+        std::fs::write(disk.join("dev"), "254:0\n").unwrap();
+        std::fs::write(disk.join("vda1/partition"), "1\n").unwrap();
+        std::fs::create_dir_all(sys.join("block")).unwrap();
+        std::os::unix::fs::symlink(disk.join("vda1"), sys.join(format!("block/{ma}:{mi}")))
+            .unwrap();
+        assert_eq!(
+            block_device_of(dir.path(), &sys.join("block")),
+            Ok((254, 0))
+        );
+        // A whole disk is itself.
+        std::fs::remove_file(disk.join("vda1/partition")).unwrap();
+        assert_eq!(
+            block_device_of(dir.path(), &sys.join("block")),
+            Ok((ma as u64, mi as u64))
+        );
+        // No block device.
+        assert!(block_device_of(dir.path(), &dir.path().join("none")).is_err());
     }
 
     #[test]

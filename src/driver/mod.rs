@@ -4,6 +4,7 @@
 //! storage, image cache and store.
 
 pub mod container;
+pub mod extra_specs;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub enum DriverError {
     Image(#[from] ImageError),
     #[error("store failure")]
     Store(#[source] StoreError),
+    #[error("device setup failed")]
+    Device(#[source] crate::devices::DeviceError),
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,
@@ -82,6 +85,23 @@ pub struct Limits {
     /// Maximum number of processes; the configured default applies when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// Swap on top of `memory_bytes` (memory+swap limit = memory + swap; 0: no
+    /// swap). Applied only where the host accounts swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_bytes: Option<u64>,
+    /// `hw:cpu_policy=dedicated`: `cpus` exclusive host CPUs from
+    /// `[compute] cpu_dedicated_set`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_dedicated: bool,
+    /// Block I/O throttles on the device holding the instance's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_bytes_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_iops_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_iops_sec: Option<u64>,
 }
 
 /// The default CFS period.
@@ -137,7 +157,49 @@ impl Limits {
                 )));
             }
         }
+        if let Some(s) = self.swap_bytes {
+            if self.memory_bytes.is_none() {
+                return Err(DriverError::Invalid(
+                    "swap needs a memory limit (memory + swap is what is limited)".into(),
+                ));
+            }
+            if s > (i64::MAX as u64) / 2 {
+                return Err(DriverError::Invalid("swap limit is too large".into()));
+            }
+        }
+        if self.cpu_dedicated {
+            match self.cpus {
+                Some(c) if c >= 1.0 && c.fract() == 0.0 => {}
+                _ => {
+                    return Err(DriverError::Invalid(
+                        "dedicated CPUs need a whole number of cpus (at least 1)".into(),
+                    ))
+                }
+            }
+        }
+        for (what, v) in [
+            ("disk read bytes/s", self.disk_read_bytes_sec),
+            ("disk write bytes/s", self.disk_write_bytes_sec),
+            ("disk read iops", self.disk_read_iops_sec),
+            ("disk write iops", self.disk_write_iops_sec),
+        ] {
+            if let Some(v) = v {
+                if v == 0 || v > i64::MAX as u64 {
+                    return Err(DriverError::Invalid(format!(
+                        "{what} limit must be at least 1, got {v}"
+                    )));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether any block I/O throttle is set.
+    pub fn has_blkio(&self) -> bool {
+        self.disk_read_bytes_sec.is_some()
+            || self.disk_write_bytes_sec.is_some()
+            || self.disk_read_iops_sec.is_some()
+            || self.disk_write_iops_sec.is_some()
     }
 
     /// (quota, period) in microseconds as the runtime applies them.
@@ -165,6 +227,17 @@ pub struct InstanceSpec {
     /// No user namespace: container root is host root.
     #[serde(default)]
     pub privileged: bool,
+    /// Nested containers: /proc and /sys fully visible, so the instance can
+    /// mount its own (LXD's `security.nesting`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesting: bool,
+    /// Host devices and paths, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, crate::devices::DeviceConfig>,
+    /// The exclusive host CPUs of a dedicated instance: chosen by the driver
+    /// when it creates the instance (whatever a frontend puts here is replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_cpus: Option<crate::config::CpuSet>,
     /// Overrides the image's init.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -289,6 +362,23 @@ mod tests {
             },
             Limits {
                 cpu_quota_us: Some(5),
+                ..Default::default()
+            },
+            Limits {
+                swap_bytes: Some(0),
+                ..Default::default()
+            },
+            Limits {
+                cpu_dedicated: true,
+                cpus: Some(1.5),
+                ..Default::default()
+            },
+            Limits {
+                cpu_dedicated: true,
+                ..Default::default()
+            },
+            Limits {
+                disk_write_iops_sec: Some(0),
                 ..Default::default()
             },
         ] {

@@ -4,9 +4,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPids,
-    LinuxResources, Mount, Process, Root, Spec, User,
+    Arch, Capability, LinuxBlockIo, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
+    LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType,
+    LinuxPids, LinuxResources, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall, LinuxThrottleDevice,
+    LinuxThrottleDeviceBuilder, Mount, Process, Root, Spec, User,
 };
 
 use super::RuntimeError;
@@ -37,7 +38,111 @@ pub struct BundleConfig {
     pub cpu_period_us: Option<u64>,
     pub cpu_shares: Option<u64>,
     pub memory_bytes: Option<i64>,
+    /// Memory + swap limit (v1 `memory.memsw.limit_in_bytes`; runc turns it
+    /// into `memory.swap.max` = this - memory on v2).
+    pub memory_swap: Option<i64>,
     pub pids_limit: i64,
+    /// Host CPUs the instance may run on (kernel list format: `2-3,6`).
+    pub cpuset_cpus: Option<String>,
+    pub blkio: Option<Blkio>,
+    /// /proc and /sys fully visible and writable where the kernel lets a
+    /// user namespace write, so nested containers can mount their own.
+    pub nesting: bool,
+    pub no_new_privileges: bool,
+    /// Host paths bound in: device nodes, disks, lxcfs files.
+    pub binds: Vec<BindMount>,
+    /// Device cgroup rules added to the defaults.
+    pub device_rules: Vec<DeviceRule>,
+}
+
+/// Block I/O throttles on one block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Blkio {
+    pub major: i64,
+    pub minor: i64,
+    pub read_bps: Option<u64>,
+    pub write_bps: Option<u64>,
+    pub read_iops: Option<u64>,
+    pub write_iops: Option<u64>,
+}
+
+/// A bind mount of a host path into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+/// A device the container may use (read, write, mknod).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub block: bool,
+    pub major: i64,
+    pub minor: i64,
+}
+
+/// Syscalls refused to every instance (with EPERM), as LXD's default deny
+/// list: they act on the host kernel, not on anything a namespace owns.
+pub const SECCOMP_DENY: &[&str] = &[
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "keyctl",
+    "add_key",
+    "request_key",
+];
+
+/// Refused to unprivileged instances only.
+pub const SECCOMP_DENY_UNPRIVILEGED: &[&str] = &["bpf"];
+
+/// Paths hidden from every instance (kernel memory, keys, debug state).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Host-wide settings instances may read but not write.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The default seccomp profile: allow everything but the deny list, which
+/// fails with EPERM (so programs fall back, as on a host without the call).
+pub fn seccomp(privileged: bool) -> LinuxSeccomp {
+    let mut names: Vec<String> = SECCOMP_DENY.iter().map(|s| s.to_string()).collect();
+    if !privileged {
+        names.extend(SECCOMP_DENY_UNPRIVILEGED.iter().map(|s| s.to_string()));
+    }
+    let mut deny = LinuxSyscall::default();
+    deny.set_names(names)
+        .set_action(LinuxSeccompAction::ScmpActErrno)
+        .set_errno_ret(Some(libc::EPERM as u32));
+    let mut sc = LinuxSeccomp::default();
+    sc.set_default_action(LinuxSeccompAction::ScmpActAllow)
+        .set_architectures(Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ]))
+        .set_syscalls(Some(vec![deny]));
+    sc
 }
 
 /// The capabilities a system container keeps. Inside a user namespace they
@@ -129,8 +234,9 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         // Limits are inherited from the daemon: a process in a user namespace
         // cannot raise a hard limit above what it was given.
         .set_rlimits(None)
-        // System containers run setuid programs (su, ping) like a host does.
-        .set_no_new_privileges(Some(false));
+        // System containers run setuid programs (su, ping, sudo) like a host
+        // does: no_new_privileges would break them, so it is an option.
+        .set_no_new_privileges(Some(cfg.no_new_privileges));
     spec.set_process(Some(process));
 
     let mut mounts = vec![
@@ -170,7 +276,11 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            if cfg.nesting {
+                &["nosuid", "noexec", "nodev"]
+            } else {
+                &["nosuid", "noexec", "nodev", "ro"]
+            },
         ),
         mount(
             "/sys/fs/cgroup",
@@ -185,6 +295,18 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         "tmpfs",
         &["nosuid", "nodev", "mode=755"],
     ));
+    for b in &cfg.binds {
+        let mut opts = vec!["rbind"];
+        if b.readonly {
+            opts.push("ro");
+        }
+        mounts.push(mount(
+            &b.target.to_string_lossy(),
+            "bind",
+            &b.source.to_string_lossy(),
+            &opts,
+        ));
+    }
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
@@ -223,11 +345,21 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         linux.set_uid_mappings(None).set_gid_mappings(None);
     }
     linux.set_namespaces(Some(namespaces));
+    if cfg.nesting {
+        // A new proc or sysfs mount in a user namespace needs one already
+        // fully visible: nothing mounted over any part of it.
+        linux.set_masked_paths(None).set_readonly_paths(None);
+    } else {
+        linux
+            .set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()))
+            .set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
+    }
+    linux.set_seccomp(Some(seccomp(cfg.idmap.is_none())));
     linux.set_cgroups_path(Some(PathBuf::from(&cfg.cgroups_path)));
 
     let mut deny_all = LinuxDeviceCgroup::default();
     deny_all.set_allow(false).set_access(Some("rwm".into()));
-    let devices = vec![
+    let mut devices = vec![
         deny_all,
         char_rule(1, Some(3), "rwm"), // null
         char_rule(1, Some(5), "rwm"), // zero
@@ -239,16 +371,46 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         char_rule(5, Some(2), "rwm"), // ptmx
         char_rule(136, None, "rwm"),  // pts/*
     ];
+    for r in &cfg.device_rules {
+        let mut d = char_rule(r.major, Some(r.minor), "rwm");
+        if r.block {
+            d.set_typ(Some(LinuxDeviceType::B));
+        }
+        devices.push(d);
+    }
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(devices));
     let mut cpu = LinuxCpu::default();
     cpu.set_quota(cfg.cpu_quota_us)
         .set_period(cfg.cpu_period_us)
-        .set_shares(cfg.cpu_shares);
+        .set_shares(cfg.cpu_shares)
+        .set_cpus(cfg.cpuset_cpus.clone());
     resources.set_cpu(Some(cpu));
     if let Some(limit) = cfg.memory_bytes {
-        let mem = LinuxMemoryBuilder::default().limit(limit).build()?;
-        resources.set_memory(Some(mem));
+        let mut mem = LinuxMemoryBuilder::default().limit(limit);
+        if let Some(swap) = cfg.memory_swap {
+            mem = mem.swap(swap);
+        }
+        resources.set_memory(Some(mem.build()?));
+    }
+    if let Some(b) = cfg.blkio {
+        let dev = |rate: Option<u64>| -> Result<Option<Vec<LinuxThrottleDevice>>, oci_spec::OciSpecError> {
+            rate.map(|rate| {
+                LinuxThrottleDeviceBuilder::default()
+                    .major(b.major)
+                    .minor(b.minor)
+                    .rate(rate)
+                    .build()
+                    .map(|t| vec![t])
+            })
+            .transpose()
+        };
+        let mut io = LinuxBlockIo::default();
+        io.set_throttle_read_bps_device(dev(b.read_bps)?)
+            .set_throttle_write_bps_device(dev(b.write_bps)?)
+            .set_throttle_read_iops_device(dev(b.read_iops)?)
+            .set_throttle_write_iops_device(dev(b.write_iops)?);
+        resources.set_block_io(Some(io));
     }
     let mut pids = LinuxPids::default();
     pids.set_limit(cfg.pids_limit);
@@ -292,8 +454,190 @@ mod tests {
             cpu_period_us: Some(100_000),
             cpu_shares: Some(512),
             memory_bytes: Some(256 << 20),
+            memory_swap: None,
             pids_limit: 100,
+            cpuset_cpus: None,
+            blkio: None,
+            nesting: false,
+            no_new_privileges: false,
+            binds: Vec::new(),
+            device_rules: Vec::new(),
         }
+    }
+
+    #[test]
+    fn seccomp_denies_host_kernel_calls() {
+        let v = serde_json::to_value(spec(&cfg()).unwrap()).unwrap();
+        let sc = &v["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
+        let arches: Vec<&str> = sc["architectures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for a in [
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_X86",
+            "SCMP_ARCH_X32",
+            "SCMP_ARCH_AARCH64",
+        ] {
+            assert!(arches.contains(&a), "{a} missing from {arches:?}");
+        }
+        let rule = &sc["syscalls"][0];
+        assert_eq!(rule["action"], "SCMP_ACT_ERRNO");
+        assert_eq!(rule["errnoRet"], libc::EPERM);
+        let names: Vec<&str> = rule["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        for n in [
+            "kexec_load",
+            "kexec_file_load",
+            "open_by_handle_at",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "bpf",
+        ] {
+            assert!(names.contains(&n), "{n} not denied");
+        }
+        // Privileged instances keep bpf (their root is the host's anyway).
+        let mut c = cfg();
+        c.idmap = None;
+        let v = serde_json::to_value(spec(&c).unwrap()).unwrap();
+        let names = v["linux"]["seccomp"]["syscalls"][0]["names"].to_string();
+        assert!(!names.contains("\"bpf\""), "{names}");
+        assert!(names.contains("kexec_load"));
+    }
+
+    #[test]
+    fn masked_and_readonly_paths_unless_nesting() {
+        let v = serde_json::to_value(spec(&cfg()).unwrap()).unwrap();
+        let masked = v["linux"]["maskedPaths"].to_string();
+        for p in [
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+            "/proc/acpi",
+        ] {
+            assert!(masked.contains(p), "{p} not masked");
+        }
+        let ro = v["linux"]["readonlyPaths"].to_string();
+        for p in [
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+        ] {
+            assert!(ro.contains(p), "{p} not read-only");
+        }
+        assert_eq!(v["process"]["noNewPrivileges"], false);
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap()
+            .clone();
+        assert!(sys["options"].to_string().contains("\"ro\""));
+
+        let mut c = cfg();
+        c.nesting = true;
+        c.no_new_privileges = true;
+        let v = serde_json::to_value(spec(&c).unwrap()).unwrap();
+        assert!(v["linux"].get("maskedPaths").is_none());
+        assert!(v["linux"].get("readonlyPaths").is_none());
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap()
+            .clone();
+        assert!(!sys["options"].to_string().contains("\"ro\""));
+        // Nesting keeps the seccomp deny list.
+        assert!(v["linux"]["seccomp"].is_object());
+    }
+
+    #[test]
+    fn cpuset_swap_blkio_binds_and_device_rules() {
+        let mut c = cfg();
+        c.cpuset_cpus = Some("1-2".into());
+        c.memory_swap = Some(384 << 20);
+        c.blkio = Some(Blkio {
+            major: 254,
+            minor: 0,
+            read_bps: Some(1000),
+            write_bps: Some(5 << 20),
+            read_iops: None,
+            write_iops: Some(50),
+        });
+        c.binds = vec![
+            BindMount {
+                source: "/var/lib/corral/instances/u/devices/fuse".into(),
+                target: "/dev/fuse".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: "/srv/data".into(),
+                target: "/mnt/data".into(),
+                readonly: true,
+            },
+        ];
+        c.device_rules = vec![
+            DeviceRule {
+                block: false,
+                major: 10,
+                minor: 229,
+            },
+            DeviceRule {
+                block: true,
+                major: 7,
+                minor: 3,
+            },
+        ];
+        let v = serde_json::to_value(spec(&c).unwrap()).unwrap();
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["cpu"]["cpus"], "1-2");
+        assert_eq!(r["memory"]["swap"], 384 << 20);
+        let bio = &r["blockIO"];
+        assert_eq!(bio["throttleReadBpsDevice"][0]["major"], 254);
+        assert_eq!(bio["throttleReadBpsDevice"][0]["rate"], 1000);
+        assert_eq!(bio["throttleWriteBpsDevice"][0]["rate"], 5 << 20);
+        // runc reads the keys case-insensitively (Go json): IOPS == Iops.
+        assert_eq!(bio["throttleWriteIopsDevice"][0]["rate"], 50);
+        assert!(bio.get("throttleReadIopsDevice").is_none());
+        let devs = r["devices"].as_array().unwrap();
+        assert!(devs.iter().any(|d| d["type"] == "c"
+            && d["major"] == 10
+            && d["minor"] == 229
+            && d["allow"] == true));
+        assert!(devs
+            .iter()
+            .any(|d| d["type"] == "b" && d["major"] == 7 && d["minor"] == 3));
+        let mounts = v["mounts"].as_array().unwrap();
+        let data = mounts
+            .iter()
+            .find(|m| m["destination"] == "/mnt/data")
+            .unwrap();
+        assert_eq!(data["source"], "/srv/data");
+        assert_eq!(data["options"], serde_json::json!(["rbind", "ro"]));
+        let fuse = mounts
+            .iter()
+            .find(|m| m["destination"] == "/dev/fuse")
+            .unwrap();
+        assert_eq!(fuse["options"], serde_json::json!(["rbind"]));
     }
 
     #[test]
