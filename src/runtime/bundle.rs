@@ -145,47 +145,60 @@ pub fn seccomp(privileged: bool) -> LinuxSeccomp {
     sc
 }
 
-/// The capabilities a system container keeps. Inside a user namespace they
-/// only act on what the namespace owns; the dropped ones act on the host.
-fn capabilities() -> HashSet<Capability> {
-    use Capability::*;
-    [
-        AuditControl,
-        AuditRead,
-        AuditWrite,
-        BlockSuspend,
-        CheckpointRestore,
-        Chown,
-        DacOverride,
-        DacReadSearch,
-        Fowner,
-        Fsetid,
-        IpcLock,
-        IpcOwner,
-        Kill,
-        Lease,
-        LinuxImmutable,
-        Mknod,
-        NetAdmin,
-        NetBindService,
-        NetBroadcast,
-        NetRaw,
-        Setfcap,
-        Setgid,
-        Setpcap,
-        Setuid,
-        SysAdmin,
-        SysBoot,
-        SysChroot,
-        SysNice,
-        SysPtrace,
-        SysResource,
-        SysTtyConfig,
-        Syslog,
-        WakeAlarm,
-    ]
-    .into_iter()
-    .collect()
+/// The capabilities a system container keeps, with their kernel numbers.
+/// Inside a user namespace they only act on what the namespace owns; the
+/// dropped ones (sys_module, sys_rawio, sys_time, sys_pacct, mac_*, bpf,
+/// perfmon) act on the host.
+const CAPABILITIES: &[(Capability, u32)] = &[
+    (Capability::Chown, 0),
+    (Capability::DacOverride, 1),
+    (Capability::DacReadSearch, 2),
+    (Capability::Fowner, 3),
+    (Capability::Fsetid, 4),
+    (Capability::Kill, 5),
+    (Capability::Setgid, 6),
+    (Capability::Setuid, 7),
+    (Capability::Setpcap, 8),
+    (Capability::LinuxImmutable, 9),
+    (Capability::NetBindService, 10),
+    (Capability::NetBroadcast, 11),
+    (Capability::NetAdmin, 12),
+    (Capability::NetRaw, 13),
+    (Capability::IpcLock, 14),
+    (Capability::IpcOwner, 15),
+    (Capability::SysChroot, 18),
+    (Capability::SysPtrace, 19),
+    (Capability::SysAdmin, 21),
+    (Capability::SysBoot, 22),
+    (Capability::SysNice, 23),
+    (Capability::SysResource, 24),
+    (Capability::SysTtyConfig, 26),
+    (Capability::Mknod, 27),
+    (Capability::Lease, 28),
+    (Capability::AuditWrite, 29),
+    (Capability::AuditControl, 30),
+    (Capability::Setfcap, 31),
+    (Capability::Syslog, 34),
+    (Capability::WakeAlarm, 35),
+    (Capability::BlockSuspend, 36),
+    (Capability::AuditRead, 37),
+    (Capability::CheckpointRestore, 40),
+];
+
+/// The bounding set of this process (`CapBnd` in /proc/self/status): a
+/// privileged container cannot be given more than the daemon holds.
+fn host_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+fn capabilities(bounding: Option<u64>) -> HashSet<Capability> {
+    CAPABILITIES
+        .iter()
+        .filter(|(_, bit)| bounding.is_none_or(|b| b & (1u64 << bit) != 0))
+        .map(|(c, _)| *c)
+        .collect()
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
@@ -217,7 +230,13 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
     spec.set_hostname(Some(cfg.hostname.clone()));
 
     let mut process = Process::default();
-    let caps = capabilities();
+    // Unprivileged containers get their capabilities in their own user
+    // namespace; a privileged one is limited by the daemon's bounding set.
+    let caps = capabilities(if cfg.idmap.is_none() {
+        host_bounding_set()
+    } else {
+        None
+    });
     let mut lc = LinuxCapabilities::default();
     lc.set_bounding(Some(caps.clone()))
         .set_effective(Some(caps.clone()))
@@ -436,6 +455,16 @@ pub fn write(bundle: &Path, cfg: &BundleConfig) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_respect_a_bounding_set() {
+        let all = capabilities(None);
+        assert_eq!(all.len(), CAPABILITIES.len());
+        assert!(!all.contains(&Capability::SysModule));
+        let without_resource = capabilities(Some(!(1u64 << 24)));
+        assert!(!without_resource.contains(&Capability::SysResource));
+        assert!(without_resource.contains(&Capability::SysAdmin));
+    }
 
     fn cfg() -> BundleConfig {
         BundleConfig {
