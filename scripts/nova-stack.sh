@@ -70,35 +70,45 @@ on_exit() {
 # ------------------------------------------------------------------ helpers
 pidfile() { echo "$BASE/run/$1.pid"; }
 
-# Alive only if the pid runs and its command line mentions $BASE (guards against pid reuse).
+# Alive only if the pid runs and belongs to this stack (guards against pid reuse).
 alive() {
     local f pid
     f=$(pidfile "$1")
     [ -s "$f" ] || return 1
     pid=$(cat "$f")
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$BASE"
+    # gunicorn rewrites its process title, but runs with --chdir $BASE/wsgi
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$BASE" ||
+        case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$BASE"/*) true ;; *) false ;; esac
 }
 
-stop_pidfile() { # name
-    local f pid
-    f=$(pidfile "$1")
-    [ -s "$f" ] || return 0
-    pid=$(cat "$f")
-    if alive "$1"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 150); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.2
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-            echo "nova-stack: killed -9 $1 (pid $pid)"
-        else
-            echo "nova-stack: stopped $1 (pid $pid)"
+# SIGTERM every named process at once, wait up to 30 s for all, then SIGKILL the rest
+stop_pidfiles() { # names...
+    local n pid pids=() names=()
+    for n in "$@"; do
+        if alive "$n"; then
+            pid=$(cat "$(pidfile "$n")")
+            kill "$pid" 2>/dev/null || true
+            pids+=("$pid")
+            names+=("$n")
         fi
-    fi
-    rm -f "$f"
+        rm -f "$(pidfile "$n")" "$BASE/run/$n.session"
+    done
+    local i left
+    for _ in $(seq 1 150); do
+        left=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.2
+    done
+    for i in "${!pids[@]}"; do
+        if kill -0 "${pids[$i]}" 2>/dev/null; then
+            kill -9 "${pids[$i]}" 2>/dev/null || true
+            echo "nova-stack: killed -9 ${names[$i]} (pid ${pids[$i]})"
+        else
+            echo "nova-stack: stopped ${names[$i]} (pid ${pids[$i]})"
+        fi
+    done
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -122,16 +132,13 @@ rotate() { # file: keep logs bounded across runs
 # ------------------------------------------------------------------ down / status / clean
 do_down() {
     STEP=down
-    local n
+    local f hosts=()
     # test-harness compute hosts first (conftest writes host-<name>.pid), then the services
     for f in "$BASE"/run/host-*.pid; do
-        [ -e "$f" ] || continue
-        n=$(basename "$f" .pid)
-        stop_pidfile "$n"
+        [ -e "$f" ] && hosts+=("$(basename "$f" .pid)")
     done
-    for n in nova-scheduler nova-conductor nova-api placement glance neutron; do
-        stop_pidfile "$n"
-    done
+    [ ${#hosts[@]} -eq 0 ] || stop_pidfiles "${hosts[@]}"
+    stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron
     rm -f "$BASE/run/config.hash"
 }
 
@@ -241,7 +248,7 @@ ensure_rabbit() {
     STEP=rabbitmq
     if ! port_open 5672; then
         log "RabbitMQ is not running: rabbitmq-server -detached"
-        rabbitmq-server -detached >"$BASE/logs/rabbitmq-start.log" 2>&1 || die "rabbitmq-server -detached failed"
+        rabbitmq-server -detached >"$BASE/logs/rabbitmq-start.log" 2>&1 9>&- || die "rabbitmq-server -detached failed"
         for _ in $(seq 1 90); do port_open 5672 && break; sleep 1; done
         port_open 5672 || die "RabbitMQ did not open 127.0.0.1:5672 within 90 s"
     fi
@@ -260,7 +267,7 @@ ensure_mariadb() {
             die "something listens on 127.0.0.1:3306 but does not accept root without a password"
         fi
         log "MariaDB is not running: starting /usr/sbin/mariadbd"
-        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd ||
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd 9>&- ||
             die "start-stop-daemon mariadbd failed"
         for _ in $(seq 1 120); do $ROOT_SQL -e 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
         $ROOT_SQL -e 'select 1' >/dev/null 2>&1 || die "MariaDB did not answer on 127.0.0.1:3306 within 60 s"
@@ -536,14 +543,14 @@ stop it, or pick another port with CORRAL_STACK_PORT_*"
         rotate "$BASE/logs/$name-requests.jsonl"
         env "$envvar" "$BASE/$venv/bin/gunicorn" --chdir "$BASE/wsgi" -b "127.0.0.1:$port" -w 1 \
             --threads "$threads" -k gthread --timeout 120 --access-logfile "$BASE/logs/$name-access.log" \
-            --error-logfile "$BASE/logs/$name-gunicorn.log" --pid "$(pidfile "$name")" -D "$mod:application" ||
+            --error-logfile "$BASE/logs/$name-gunicorn.log" --pid "$(pidfile "$name")" -D "$mod:application" 9>&- ||
             die "gunicorn for $name did not start; see $BASE/logs/$name-gunicorn.log"
     done
     for name in conductor scheduler; do
         alive "nova-$name" && continue
         rotate "$BASE/logs/nova-$name.log"
         setsid nohup "$BASE/venv/bin/nova-$name" --config-file "$BASE/etc/nova/nova.conf" \
-            --log-file "$BASE/logs/nova-$name.log" >"$BASE/logs/nova-$name.out" 2>&1 </dev/null &
+            --log-file "$BASE/logs/nova-$name.log" >"$BASE/logs/nova-$name.out" 2>&1 </dev/null 9>&- &
         echo $! >"$(pidfile "nova-$name")"
     done
     wait_http "http://127.0.0.1:$P_PLACEMENT/" 60 placement
@@ -576,6 +583,7 @@ $(tail -n 30 "$BASE/logs/$name.log" "$BASE/logs/$name.out" 2>/dev/null)"
 do_up() {
     trap on_exit EXIT
     mkdir -p "$BASE"/{logs,run}
+    # (every long-lived child is started with 9>&- so that it does not inherit the lock)
     exec 9>"$BASE/run/lock"
     flock -w 900 9 || die "another nova-stack.sh holds $BASE/run/lock"
     log "base $BASE"

@@ -25,6 +25,9 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Glance {
     http: reqwest::Client,
     endpoint: String,
+    /// One download per image at a time: concurrent builds of the same image
+    /// wait for the first and then find it cached.
+    downloads: tokio::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Glance {
@@ -36,6 +39,7 @@ impl Glance {
         Ok(Glance {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            downloads: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -96,6 +100,17 @@ impl Glance {
         if driver.get_image(&alias).await.is_ok() {
             return Ok(alias);
         }
+        let lock = self
+            .downloads
+            .lock()
+            .await
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        if driver.get_image(&alias).await.is_ok() {
+            return Ok(alias);
+        }
         let meta = self.show(id, token, request_id).await?;
         if meta.get("status").and_then(Value::as_str) != Some("active") {
             return Err(ComputeError::Glance(format!(
@@ -108,13 +123,7 @@ impl Glance {
         let path = driver.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
-        match driver.import_image(&path, Some(&alias)).await {
-            Ok(_) => {}
-            // The same bytes under another alias (another Glance id): import
-            // refuses duplicates, so alias the existing image is not possible;
-            // report clearly.
-            Err(e) => return Err(e.into()),
-        }
+        driver.import_image(&path, Some(&alias)).await?;
         drop(guard);
         Ok(alias)
     }

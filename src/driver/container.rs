@@ -63,6 +63,9 @@ pub struct ContainerDriver {
     /// Held from choosing a dedicated instance's CPUs until its record is
     /// stored, so two creates never pick the same CPUs.
     cpu_alloc: tokio::sync::Mutex<()>,
+    /// Imports run one at a time: two imports of the same archive would
+    /// unpack into the same cache directory.
+    import_lock: tokio::sync::Mutex<()>,
 }
 
 /// The lxcfs files bound over /proc when lxcfs runs.
@@ -202,6 +205,7 @@ impl ContainerDriver {
             cgroup_root,
             stop_signal,
             locks: Mutex::new(HashMap::new()),
+            import_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -276,6 +280,7 @@ impl ContainerDriver {
         archive: &Path,
         alias: Option<&str>,
     ) -> Result<ImageRecord, DriverError> {
+        let _one_at_a_time = self.import_lock.lock().await;
         if let Some(a) = alias {
             validate_alias(a)?;
             if self.store.find_image(a).await?.is_some() {
