@@ -20,6 +20,6 @@ cargo test
 
 if [ -f tox-harness/tox.ini ]; then
     echo "==> tox harness"
-    scripts/tox.sh -e oslo
+    scripts/tox.sh -e oslo,nova
 fi
 echo "all tests passed"

@@ -58,8 +58,14 @@ fn copy_entry(
     Ok(())
 }
 
-/// Removes a tree if it exists.
+/// Removes a tree (or a single file or link) if it exists.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -113,5 +119,9 @@ mod tests {
         assert_eq!(tree_size(&dst), 1);
         remove_tree(&dst).unwrap();
         remove_tree(&dst).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        remove_tree(&file).unwrap();
+        assert!(!file.exists());
     }
 }

@@ -896,6 +896,9 @@ impl ContainerDriver {
     /// back what was in flight, reports containers that died, and orphans.
     pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
         let mut report = ReconcileReport::default();
+        for path in self.images.remove_leftovers() {
+            tracing::warn!(path = %path.display(), "removed an interrupted image upload");
+        }
         let records = self.store.list_instances().await?;
         let known: std::collections::HashSet<String> =
             records.iter().map(|r| r.uuid.clone()).collect();

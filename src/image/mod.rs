@@ -149,6 +149,22 @@ impl ImageCache {
             .join(format!(".upload-{}", uuid::Uuid::new_v4().simple()))
     }
 
+    /// Removes what an interrupted upload or import left in the cache (a
+    /// daemon killed mid-download): `.upload-*` files and half-made copies.
+    pub fn remove_leftovers(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".upload-") && fsutil::remove_tree(&e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+        removed
+    }
+
     /// Unpacks an archive into the cache under its fingerprint. The archive
     /// must hold a root filesystem (`bin/` or `sbin/` or `usr/`).
     pub async fn import(&self, archive: &Path) -> Result<Imported, ImageError> {

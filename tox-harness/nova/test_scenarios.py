@@ -10,6 +10,10 @@ with "networks": "none". Every transition waits (<= 120 s) for the target status
 OS-EXT-STS:task_state null; a failure prints the server's fault and the host's log tail.
 """
 
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
 
@@ -295,3 +299,87 @@ def test_two_hosts_share_the_load(kind, hosts, nova, placement, servers, small_f
             nova.post("/os-aggregates/%s/action" % agg["id"], {"remove_host": {"host": h.name}})
         nova.delete("/os-aggregates/%s" % agg["id"])
         hosts.teardown(*pair)
+
+
+def _upload(glance, name, data):
+    img = glance.post("/v2/images", {"name": name, "disk_format": "raw", "container_format": "bare",
+                                     "visibility": "public"}, expect=201).json()
+    glance.put("/v2/images/%s/file" % img["id"], data=data,
+               headers={"Content-Type": "application/octet-stream"}, expect=204)
+    return img
+
+
+def _instance_dirs(host):
+    d = os.path.join(host.state_dir, "instances")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+@pytest.mark.kinds("corral")
+def test_image_that_is_not_a_root_tarball(kind, hosts, nova, placement, servers, glance, run_id):
+    """A Glance image whose bytes are not a root tarball: the build fails with a fault
+    the user can read, the server goes to ERROR, and nothing is left behind."""
+    host = hosts.primary(kind)
+    img = _upload(glance, "corral-not-a-tarball-" + run_id, os.urandom(64 * 1024))
+    try:
+        before = _instance_dirs(host)
+        s = servers.create(host=host, image_ref=img["id"])
+        s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot from a non-tarball image")
+        fault = (s.get("fault") or {}).get("message", "")
+        assert "image archive refused" in fault, nh.describe_server(s)
+        assert fault.isprintable(), "fault is not readable text: %r" % fault
+        assert s["OS-EXT-STS:task_state"] is None
+        assert placement.allocations(s["id"]) == {}, "allocations left after a failed build"
+        check_no_container(host, s["id"])
+        assert _instance_dirs(host) == before, "files left for a failed build"
+        nova.delete("/servers/" + s["id"], expect=204)
+        nh.wait_gone(nova, s["id"], host)
+    finally:
+        glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
+@pytest.mark.kinds("corral")
+def test_compute_killed_during_a_build(kind, hosts, nova, placement, servers, glance, run_id, small_flavor):
+    """SIGKILL the daemon while a build is spawning (a big image keeps it there for a
+    while); after a restart the server is in ERROR with a fault, and no container,
+    file or allocation is left."""
+    host = hosts.primary(kind)
+    work = tempfile.mkdtemp()
+    try:
+        rootfs = os.path.join(work, "rootfs")
+        os.makedirs(rootfs)
+        subprocess.run(["tar", "-xzf", os.path.join(nh.STACK_BASE, "images", "busybox-rootfs.tar.gz"),
+                        "-C", rootfs], check=True)
+        with open(os.path.join(rootfs, "ballast"), "wb") as f:
+            for _ in range(192):
+                f.write(os.urandom(MiB))
+        tarball = os.path.join(work, "big.tar")
+        subprocess.run(["tar", "--numeric-owner", "-C", rootfs, "-cf", tarball, "."], check=True)
+        with open(tarball, "rb") as f:
+            img = _upload(glance, "corral-big-" + run_id, f.read())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        before = _instance_dirs(host)
+        s = servers.create(host=host, image_ref=img["id"])
+        spawning = nh.wait_for(
+            lambda: nova.server(s["id"]).get("OS-EXT-STS:task_state") == "spawning", 60, interval=0.05)
+        assert spawning, "the build never reached spawning: " + nh.describe_server(nova.server(s["id"]))
+        host.proc.kill()
+        host.proc.wait(10)
+        host.stop()
+        host.start()
+        host.wait_ready()
+        s = nh.wait_server(nova, s["id"], "ERROR", host, what="a build interrupted by a crash")
+        assert (s.get("fault") or {}).get("message"), nh.describe_server(s)
+        assert s["OS-EXT-STS:task_state"] is None
+        assert placement.allocations(s["id"]) == {}, "allocations left after the crash"
+        check_no_container(host, s["id"])
+        assert _instance_dirs(host) == before, "files left after the crash"
+        nova.delete("/servers/" + s["id"], expect=204)
+        nh.wait_gone(nova, s["id"], host)
+        # the host still builds
+        srv = boot(servers, host, placement, small_flavor)
+        nova.delete("/servers/" + srv["id"], expect=204)
+        nh.wait_gone(nova, srv["id"], host)
+    finally:
+        glance.delete("/v2/images/" + img["id"], expect=(204, 404))
