@@ -27,7 +27,9 @@ pub struct Glance {
     endpoint: String,
     /// One download per image at a time: concurrent builds of the same image
     /// wait for the first and then find it cached.
-    downloads: tokio::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    downloads: tokio::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 impl Glance {
