@@ -21,5 +21,7 @@ cargo test
 if [ -f tox-harness/tox.ini ]; then
     echo "==> tox harness"
     scripts/tox.sh -e oslo,nova
+    echo "==> benchmark runner, short mode (exercised, never judged on timings)"
+    scripts/tox.sh -e bench -- --short
 fi
 echo "all tests passed"

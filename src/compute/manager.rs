@@ -641,6 +641,17 @@ impl Manager {
             .get()
             .ok_or_else(|| abort(ComputeError::Invalid("instance has no flavor".into())))?;
         spec::limits(flavor).map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
+        // Neutron ports are not plugged into containers yet: refuse a build that
+        // asks for networking rather than run it without the NICs it expects.
+        let wants_network = args
+            .requested_networks
+            .get()
+            .is_some_and(|n| !n.is_no_network() && n.objects.get().is_some_and(|o| !o.is_empty()));
+        if wants_network {
+            return Err(abort(ComputeError::Invalid(
+                "corral does not plug Neutron ports into containers yet: boot with networks \"none\"".into(),
+            )));
+        }
         // Claim: the instance lands on this host and node.
         let claim = Claim {
             vcpus: flavor.vcpus.get().copied().unwrap_or(0).max(0) as u64,
@@ -815,6 +826,9 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         self.tracker.release(ctx, &uuid).await?;
+        // Allocations go before the record, so nobody sees a deleted server
+        // that still holds resources.
+        self.tracker.delete_allocations(&uuid).await;
         self.save(
             ctx,
             inst,
@@ -830,7 +844,6 @@ impl Manager {
         self.conductor
             .object_action(ctx, &mut inst.obj, "destroy", vec![], Map::new())
             .await?;
-        self.tracker.delete_allocations(&uuid).await;
         let a = kw(&[
             ("host_name", json!(self.host())),
             ("instance_uuid", json!(uuid)),
