@@ -285,20 +285,7 @@ impl Manager {
 
     /// `init_host`: finish or fail what a restart interrupted.
     pub async fn init_host(&self, ctx: &Context) {
-        let list = match self.instances_on_host(ctx).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e.full_message(), "cannot list this host's instances");
-                return;
-            }
-        };
-        for obj in list {
-            let Ok(instance) = Instance::from_object(obj) else {
-                continue;
-            };
-            let Ok(mut inst) = Inst::new(&instance) else {
-                continue;
-            };
+        for mut inst in self.host_instances(ctx).await {
             let vm = inst.str("vm_state").unwrap_or("").to_string();
             let task = inst.str("task_state").map(str::to_string);
             let uuid = inst.uuid.clone();
@@ -341,6 +328,22 @@ impl Manager {
         }
     }
 
+    /// This host's instances as Nova lists them (errors logged: the periodic
+    /// work tries again next time).
+    async fn host_instances(&self, ctx: &Context) -> Vec<Inst> {
+        let list = match self.instances_on_host(ctx).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e.full_message(), "cannot list this host's instances");
+                return Vec::new();
+            }
+        };
+        list.into_iter()
+            .filter_map(|obj| Instance::from_object(obj).ok())
+            .filter_map(|i| Inst::new(&i).ok())
+            .collect()
+    }
+
     async fn instances_on_host(&self, ctx: &Context) -> Result<Vec<NovaObject>, ComputeError> {
         let list = self
             .conductor
@@ -358,20 +361,7 @@ impl Manager {
     /// `_sync_power_states`: report containers that died or were changed
     /// outside Nova; an active instance whose container stopped is stopped.
     pub async fn sync_power_states(&self, ctx: &Context) {
-        let list = match self.instances_on_host(ctx).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e.full_message(), "power sync: cannot list instances");
-                return;
-            }
-        };
-        for obj in list {
-            let Ok(instance) = Instance::from_object(obj) else {
-                continue;
-            };
-            let Ok(mut inst) = Inst::new(&instance) else {
-                continue;
-            };
+        for mut inst in self.host_instances(ctx).await {
             if inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
                 continue;
             }
