@@ -24,7 +24,9 @@ of a shared machine hit both. Nothing is hard-coded: every figure is measured he
 Everything the runner creates (servers, flavor, image, compute services and their
 resource providers, host processes, containers, LXD instances, queues, cgroups, mounts,
 state directories) is removed at the end, also after an error or SIGINT/SIGTERM.
-Only the Python standard library and `requests` are used.
+Only one run at a time per machine: a second run waits (at most CORRAL_BENCH_LOCK_WAIT
+seconds, default 2700) on /run/lock/corral-bench.lock. Only the Python standard library
+and `requests` are used.
 """
 
 import argparse
@@ -32,6 +34,7 @@ import atexit
 import collections
 import concurrent.futures
 import datetime
+import fcntl
 import http.client
 import io
 import json
@@ -66,6 +69,7 @@ CGROUP_PARENT = "corral-bench"  # Nova hosts: /<controller>/corral-bench/<uuid>
 SA_CGROUP_PARENT = "corral-bench-sa"  # the standalone daemon
 FLOOR_CGROUP_PARENT = "corral-bench-floor"
 LXD_SOCKET = os.environ.get("LXD_SOCKET", "/var/lib/lxd/unix.socket")
+LOCK_FILE = os.environ.get("CORRAL_BENCH_LOCK", "/run/lock/corral-bench.lock")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 NOVA_HEADERS = {
@@ -91,7 +95,10 @@ MIN_FREE_BYTES = 2 << 30
 
 
 def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    try:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    except (OSError, ValueError):  # stdout gone (a closed pipe): keep running, keep cleaning
+        pass
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -943,7 +950,10 @@ class Bench:
             fn()
         except Exception as e:
             log(f"{name} failed: {e}")
-            traceback.print_exc()
+            try:
+                traceback.print_exc()
+            except (OSError, ValueError):
+                pass
             self.results["errors"][name] = f"{type(e).__name__}: {e}"
         self.results["meta"].setdefault("figure_seconds", {})[name] = round(time.monotonic() - t0, 1)
         self.save()
@@ -1473,7 +1483,7 @@ class Bench:
             cfg = json.load(f)
         bundle = os.path.join(self.work, "floor-bundle")
         os.makedirs(bundle, exist_ok=True)
-        cfg["linux"]["cgroupsPath"] = f"/{FLOOR_CGROUP_PARENT}/bench"
+        cfg["linux"]["cgroupsPath"] = f"/{FLOOR_CGROUP_PARENT}/{self.tag}"
         cfg["root"]["path"] = os.path.join(src, "rootfs")  # the instance's overlay root, mounted
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(cfg, f)
@@ -1857,6 +1867,23 @@ def main():
         sys.exit("benches/run.py runs containers: run it as root")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # One benchmark at a time on a machine: two runs would share LXD, the Nova stack and
+    # the cores, and spoil each other's figures. A second run waits (bounded) for the first.
+    lock = open(LOCK_FILE, "w")
+    wait = float(os.environ.get("CORRAL_BENCH_LOCK_WAIT", "2700"))
+    deadline = time.monotonic() + wait
+    next_note = 0.0
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                sys.exit(f"another benchmark run holds {LOCK_FILE} (waited {wait:.0f} s)")
+            if time.monotonic() >= next_note:
+                log(f"waiting for another benchmark run to finish ({LOCK_FILE})")
+                next_note = time.monotonic() + 60
+            time.sleep(1)
     atexit.register(CLEANUP.run_all)
     b = Bench(args.short, only)
     CLEANUP.pre.append(b.cleanup_servers)  # servers go before their hosts are stopped
