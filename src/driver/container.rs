@@ -757,6 +757,18 @@ impl ContainerDriver {
         Ok(())
     }
 
+    /// Root and bundle ready again (after a reboot of the host, too), then the
+    /// container started: what power-on and reboot share.
+    async fn boot(&self, rec: &InstanceRecord) -> Result<(), DriverError> {
+        let spec = Self::spec_of(rec)?;
+        let image = self.get_image(&rec.image).await?;
+        let args = self.init_args(&spec, &image)?;
+        self.prepare(rec, &spec, &args).await?;
+        self.start_container(&rec.uuid).await?;
+        self.store.set_desired(&rec.uuid, "running").await?;
+        Ok(())
+    }
+
     async fn start_container(&self, uuid: &str) -> Result<(), DriverError> {
         let dir = self.instance_dir(uuid);
         if let Some(st) = self.runtime.state(uuid).await? {
@@ -999,13 +1011,7 @@ impl Driver for ContainerDriver {
         let rec = self.record(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
-        let spec = Self::spec_of(&rec)?;
-        let image = self.get_image(&rec.image).await?;
-        let args = self.init_args(&spec, &image)?;
-        self.prepare(&rec, &spec, &args).await?;
-        self.start_container(&rec.uuid).await?;
-        self.store.set_desired(&rec.uuid, "running").await?;
-        Ok(())
+        self.boot(&rec).await
     }
 
     async fn power_off(
@@ -1027,13 +1033,7 @@ impl Driver for ContainerDriver {
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.stop_container(&rec.uuid, timeout, hard).await?;
-        let spec = Self::spec_of(&rec)?;
-        let image = self.get_image(&rec.image).await?;
-        let args = self.init_args(&spec, &image)?;
-        self.prepare(&rec, &spec, &args).await?;
-        self.start_container(&rec.uuid).await?;
-        self.store.set_desired(&rec.uuid, "running").await?;
-        Ok(())
+        self.boot(&rec).await
     }
 
     async fn pause(&self, uuid: &str) -> Result<(), DriverError> {
