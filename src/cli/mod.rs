@@ -311,11 +311,7 @@ fn instance_detail(i: &Instance) -> String {
         s.push_str(&format!("Dedicated CPUs: {c}\n"));
     }
     for (name, d) in &i.devices {
-        s.push_str(&format!(
-            "Device {name}: {} {}\n",
-            d.kind(),
-            d.host_path().display()
-        ));
+        s.push_str(&format!("Device {name}: {} {}\n", d.kind(), d.describe()));
     }
     if let Some(m) = &i.idmap {
         s.push_str(&format!("Id map: 0 -> {} ({} ids)\n", m.host_base, m.size));

@@ -2,17 +2,33 @@
 //! parsing `TYPE,KEY=VALUE,...` device strings, the operator's allowlist,
 //! checking that a device is present, and setting it up on the host (device
 //! nodes owned by the container's root, block devices mounted under the
-//! instance directory) for the bundle to bind in. USB, GPU, NIC and PCI
-//! devices are not supported.
+//! instance directory) for the bundle to bind in.
+//!
+//! Types: `unix-char`, `unix-block` and `disk` name host paths; `usb`
+//! (every device with the given ids), `gpu` (one physical GPU: its DRM nodes,
+//! NVIDIA nodes and, for NVIDIA, what a CDI spec adds) and `nic` (a host
+//! interface moved into the container) are looked up in sysfs under
+//! [`HostPaths`], so that they can be tested against a fake tree. LXD's
+//! `pci`, `infiniband`, `proxy`, `tpm` and `unix-hotplug` are refused.
+//!
+//! `gpu` and `nic` devices are exclusive: [`Resolved::claim`] names what an
+//! instance holds, and [`resolve_on`] skips (`gpu`) or refuses (`nic`) what
+//! other instances hold. `usb` devices are shared.
 
 mod allowlist;
+mod cdi;
+mod host;
+mod select;
+#[cfg(test)]
+mod tests_host;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 pub use allowlist::Allowlist;
+pub use host::{inventory, HostPaths, NIC_CLASS};
 
 /// Errors of device requests and their host setup.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +47,23 @@ pub enum DeviceError {
         path: PathBuf,
         reason: String,
     },
+    /// What was asked for exists but other instances hold it (`gpu`, `nic`).
+    #[error("device {name}: {reason}")]
+    Busy { name: String, reason: String },
     #[error("device {name}: setting up {path} failed: {reason}")]
     Setup {
         name: String,
         path: PathBuf,
         reason: String,
     },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One device of an instance, as asked for.
@@ -66,6 +93,41 @@ pub enum DeviceConfig {
         #[serde(default)]
         readonly: bool,
     },
+    /// Every USB device with these ids (4 lower-case hex digits), each as
+    /// its `/dev/bus/usb/BBB/DDD` node. `required`: whether finding none is
+    /// an error.
+    Usb {
+        vendorid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        productid: Option<String>,
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        required: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// One physical GPU (any one when no selector is given): by PCI ids, by
+    /// PCI address (`0000:01:00.0`) or by DRM card index (`id`).
+    Gpu {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vendorid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        productid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pci: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// A host network interface (`parent`, any free allowed one when not
+    /// given) moved into the container as `name` (the device's name when
+    /// not given).
+    Nic {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
 }
 
 impl DeviceConfig {
@@ -75,14 +137,73 @@ impl DeviceConfig {
             DeviceConfig::UnixChar { .. } => "unix-char",
             DeviceConfig::UnixBlock { .. } => "unix-block",
             DeviceConfig::Disk { .. } => "disk",
+            DeviceConfig::Usb { .. } => "usb",
+            DeviceConfig::Gpu { .. } => "gpu",
+            DeviceConfig::Nic { .. } => "nic",
         }
     }
 
-    /// The host path the allowlist is matched against.
+    /// The host path the allowlist is matched against (`unix-char`,
+    /// `unix-block`, `disk`); empty for `usb`, `gpu` and `nic`, which are
+    /// found in sysfs (see [`DeviceConfig::describe`]).
     pub fn host_path(&self) -> &Path {
         match self {
             DeviceConfig::UnixChar { path, .. } | DeviceConfig::UnixBlock { path, .. } => path,
             DeviceConfig::Disk { source, .. } => source,
+            DeviceConfig::Usb { .. } | DeviceConfig::Gpu { .. } | DeviceConfig::Nic { .. } => {
+                Path::new("")
+            }
+        }
+    }
+
+    /// What is asked for, for people: the host path, or the selector
+    /// (`1d6b:0002`, `vendorid=10de`, `any`, `eth1 as eth0`).
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceConfig::UnixChar { path, .. } | DeviceConfig::UnixBlock { path, .. } => {
+                path.display().to_string()
+            }
+            DeviceConfig::Disk { source, path, .. } => {
+                format!("{} at {}", source.display(), path.display())
+            }
+            DeviceConfig::Usb {
+                vendorid,
+                productid,
+                ..
+            } => format!("{vendorid}:{}", productid.as_deref().unwrap_or("*")),
+            DeviceConfig::Gpu {
+                vendorid,
+                productid,
+                pci,
+                id,
+                ..
+            } => {
+                let mut s = Vec::new();
+                if let Some(v) = vendorid {
+                    s.push(format!("vendorid={v}"));
+                }
+                if let Some(p) = productid {
+                    s.push(format!("productid={p}"));
+                }
+                if let Some(p) = pci {
+                    s.push(format!("pci={p}"));
+                }
+                if let Some(i) = id {
+                    s.push(format!("id={i}"));
+                }
+                if s.is_empty() {
+                    "any".to_string()
+                } else {
+                    s.join(",")
+                }
+            }
+            DeviceConfig::Nic { parent, name } => {
+                let mut s = parent.clone().unwrap_or_else(|| "any".to_string());
+                if let Some(n) = name {
+                    s.push_str(&format!(" as {n}"));
+                }
+                s
+            }
         }
     }
 }
@@ -114,10 +235,7 @@ pub fn validate_name(name: &str) -> Result<(), DeviceError> {
 /// An absolute path without `..`, `.` or empty components.
 fn clean_abs(name: &str, key: &str, value: &str) -> Result<PathBuf, DeviceError> {
     let p = PathBuf::from(value);
-    let ok = p.is_absolute()
-        && p.components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if ok {
+    if is_clean_abs(&p) {
         Ok(p)
     } else {
         Err(invalid(
@@ -125,6 +243,12 @@ fn clean_abs(name: &str, key: &str, value: &str) -> Result<PathBuf, DeviceError>
             format!("{key}={value:?} must be an absolute path without . or .."),
         ))
     }
+}
+
+fn is_clean_abs(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 fn strict_bool(name: &str, key: &str, value: &str) -> Result<bool, DeviceError> {
@@ -136,8 +260,87 @@ fn strict_bool(name: &str, key: &str, value: &str) -> Result<bool, DeviceError> 
     })
 }
 
+fn octal_mode(name: &str, m: &str) -> Result<u32, DeviceError> {
+    u32::from_str_radix(m, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| invalid(name, format!("mode={m:?} is not an octal mode")))
+}
+
+/// A USB or PCI id: exactly 4 hex digits, lower-cased.
+fn hex_id(name: &str, key: &str, value: &str) -> Result<String, DeviceError> {
+    if value.len() == 4 && value.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(invalid(
+            name,
+            format!("{key}={value:?} is not a 4-digit hex id (e.g. 10de)"),
+        ))
+    }
+}
+
+/// A PCI address `DDDD:BB:DD.F` (or `BB:DD.F`, domain 0000), lower-cased
+/// in its 4-digit domain form.
+fn pci_address(text: &str) -> Option<String> {
+    let t = text.to_ascii_lowercase();
+    let full = if t.matches(':').count() == 1 {
+        format!("0000:{t}")
+    } else {
+        t
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let (domain, rest) = full.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (slot, func) = rest.split_once('.')?;
+    let ok = hex(domain, 4)
+        && hex(bus, 2)
+        && hex(slot, 2)
+        && u8::from_str_radix(slot, 16).is_ok_and(|s| s <= 0x1f)
+        && func.len() == 1
+        && func.chars().all(|c| ('0'..='7').contains(&c));
+    ok.then_some(full)
+}
+
+/// A Linux interface name: 1-15 bytes, no `/`, `:` or whitespace, not `.`
+/// or `..`.
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+fn ifname(name: &str, key: &str, value: &str) -> Result<String, DeviceError> {
+    if !valid_ifname(value) {
+        return Err(invalid(
+            name,
+            format!(
+                "{key}={value:?} is not a network interface name (1-15 characters, no /, : or spaces)"
+            ),
+        ));
+    }
+    if value == "lo" {
+        return Err(invalid(
+            name,
+            format!("{key}=lo: the loopback interface cannot be given or replaced"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+const SUPPORTED: &str = "unix-char, unix-block, disk, usb, gpu, nic";
+
 /// Parses `TYPE,KEY=VALUE,...` (the syntax of `--device NAME=...` and of the
-/// `corral:device:NAME` extra spec).
+/// `corral:device:NAME` extra spec):
+///
+/// - `unix-char,path=PATH[,target=PATH][,mode=0660]` (also `unix-block`)
+/// - `disk,source=PATH,path=PATH[,readonly=BOOL]`
+/// - `usb,vendorid=XXXX[,productid=XXXX][,required=BOOL][,mode=0660]`
+/// - `gpu[,gputype=physical][,vendorid=XXXX][,productid=XXXX][,pci=ADDR][,id=N][,mode=0660]`
+/// - `nic[,nictype=physical][,parent=IFNAME][,name=IFNAME]`
 pub fn parse(name: &str, text: &str) -> Result<DeviceConfig, DeviceError> {
     validate_name(name)?;
     let mut parts = text.split(',').map(str::trim);
@@ -154,18 +357,19 @@ pub fn parse(name: &str, text: &str) -> Result<DeviceConfig, DeviceError> {
     let allowed: &[&str] = match kind {
         "unix-char" | "unix-block" => &["path", "target", "mode"],
         "disk" => &["source", "path", "readonly", "shift"],
-        "usb" | "gpu" | "nic" | "pci" | "infiniband" | "proxy" | "tpm" | "unix-hotplug" => {
+        "usb" => &["vendorid", "productid", "required", "mode"],
+        "gpu" => &["gputype", "vendorid", "productid", "pci", "id", "mode"],
+        "nic" => &["nictype", "parent", "name"],
+        "pci" | "infiniband" | "proxy" | "tpm" | "unix-hotplug" => {
             return Err(invalid(
                 name,
-                format!(
-                    "device type {kind} is not supported (supported: unix-char, unix-block, disk)"
-                ),
+                format!("device type {kind} is not supported (supported: {SUPPORTED})"),
             ))
         }
         other => {
             return Err(invalid(
                 name,
-                format!("unknown device type {other:?} (supported: unix-char, unix-block, disk)"),
+                format!("unknown device type {other:?} (supported: {SUPPORTED})"),
             ))
         }
     };
@@ -184,6 +388,8 @@ pub fn parse(name: &str, text: &str) -> Result<DeviceConfig, DeviceError> {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| invalid(name, format!("{kind} needs {k}=")))
     };
+    let mode = kv.get("mode").map(|m| octal_mode(name, m)).transpose()?;
+    let id_of = |k: &str| kv.get(k).map(|v| hex_id(name, k, v)).transpose();
     match kind {
         "disk" => {
             if let Some(v) = kv.get("shift") {
@@ -207,6 +413,82 @@ pub fn parse(name: &str, text: &str) -> Result<DeviceConfig, DeviceError> {
                 },
             })
         }
+        "usb" => Ok(DeviceConfig::Usb {
+            vendorid: hex_id(name, "vendorid", need("vendorid")?)?,
+            productid: id_of("productid")?,
+            required: match kv.get("required") {
+                Some(v) => strict_bool(name, "required", v)?,
+                None => true,
+            },
+            mode,
+        }),
+        "gpu" => {
+            if let Some(t) = kv.get("gputype").filter(|t| **t != "physical") {
+                return Err(invalid(
+                    name,
+                    format!("gputype={t} is not supported (only physical)"),
+                ));
+            }
+            let pci = kv
+                .get("pci")
+                .map(|p| {
+                    pci_address(p).ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!("pci={p:?} is not a PCI address (0000:01:00.0 or 01:00.0)"),
+                        )
+                    })
+                })
+                .transpose()?;
+            let id = kv
+                .get("id")
+                .map(|i| {
+                    i.parse::<u32>().map_err(|_| {
+                        invalid(
+                            name,
+                            format!("id={i:?} is not a DRM card index (0, 1, ...)"),
+                        )
+                    })
+                })
+                .transpose()?;
+            Ok(DeviceConfig::Gpu {
+                vendorid: id_of("vendorid")?,
+                productid: id_of("productid")?,
+                pci,
+                id,
+                mode,
+            })
+        }
+        "nic" => {
+            if let Some(t) = kv.get("nictype").filter(|t| **t != "physical") {
+                return Err(invalid(
+                    name,
+                    format!("nictype={t} is not supported (only physical)"),
+                ));
+            }
+            let parent = kv
+                .get("parent")
+                .map(|p| ifname(name, "parent", p))
+                .transpose()?;
+            let inside = kv
+                .get("name")
+                .map(|p| ifname(name, "name", p))
+                .transpose()?;
+            if inside.is_none() {
+                ifname(name, "name", name).map_err(|_| {
+                    invalid(
+                        name,
+                        format!(
+                            "the device name {name:?} is not a usable interface name: give name=IFNAME"
+                        ),
+                    )
+                })?;
+            }
+            Ok(DeviceConfig::Nic {
+                parent,
+                name: inside,
+            })
+        }
         _ => {
             let path = clean_abs(name, "path", need("path")?)?;
             let target = kv
@@ -218,15 +500,6 @@ pub fn parse(name: &str, text: &str) -> Result<DeviceConfig, DeviceError> {
                     return Err(invalid(name, "target must be under /dev"));
                 }
             }
-            let mode = kv
-                .get("mode")
-                .map(|m| {
-                    u32::from_str_radix(m, 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| invalid(name, format!("mode={m:?} is not an octal mode")))
-                })
-                .transpose()?;
             Ok(if kind == "unix-char" {
                 DeviceConfig::UnixChar { path, target, mode }
             } else {
@@ -242,6 +515,26 @@ pub struct DevNum {
     pub block: bool,
     pub major: u64,
     pub minor: u64,
+}
+
+/// A device node to make for an instance (numbers from sysfs, so the host
+/// node itself need not be there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub dev: DevNum,
+    /// The node on the host (`/dev/bus/usb/001/003`), for messages.
+    pub host: PathBuf,
+    /// Where it appears in the container.
+    pub target: PathBuf,
+    pub mode: u32,
+}
+
+/// A host file or directory bound into the container (from a CDI spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindSpec {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
 }
 
 /// A device checked against the allowlist and the host, ready to set up.
@@ -267,6 +560,71 @@ pub enum Resolved {
         target: PathBuf,
         readonly: bool,
     },
+    /// Device nodes, bind mounts and environment entries (`usb`: one node
+    /// per device, maybe none; `gpu`: its nodes and CDI edits).
+    Nodes {
+        name: String,
+        /// `usb` or `gpu`.
+        kind: &'static str,
+        nodes: Vec<NodeSpec>,
+        binds: Vec<BindSpec>,
+        env: Vec<String>,
+        /// `gpu:<pci address>` for a GPU.
+        claim: Option<String>,
+        /// The Placement resource class of each device given, one entry per
+        /// unit.
+        classes: Vec<String>,
+    },
+    /// A host interface to move into the container's network namespace.
+    Nic {
+        name: String,
+        host_if: String,
+        inside: String,
+        /// `nic:<host_if>`.
+        claim: String,
+    },
+}
+
+impl Resolved {
+    /// What this device holds exclusively (`gpu:0000:01:00.0`,
+    /// `nic:eth1`): the `taken` keys of [`resolve_on`] for other instances.
+    pub fn claim(&self) -> Option<&str> {
+        match self {
+            Resolved::Nodes { claim, .. } => claim.as_deref(),
+            Resolved::Nic { claim, .. } => Some(claim),
+            Resolved::Node { .. } | Resolved::Dir { .. } | Resolved::BlockDisk { .. } => None,
+        }
+    }
+}
+
+/// The Placement resource class a resolved `gpu`, `usb` or `nic` device
+/// consumes (`CUSTOM_CORRAL_GPU_10DE_2330`, `CUSTOM_CORRAL_USB_1D6B_0002`,
+/// `CUSTOM_CORRAL_NIC`); `None` for the path types and for a `usb` device
+/// that found nothing. A `usb` device matching several products consumes
+/// several classes: this is the first, [`resources`] has them all.
+pub fn resource_class(resolved: &Resolved) -> Option<String> {
+    match resolved {
+        Resolved::Nodes { classes, .. } => classes.first().cloned(),
+        Resolved::Nic { .. } => Some(host::NIC_CLASS.to_string()),
+        Resolved::Node { .. } | Resolved::Dir { .. } | Resolved::BlockDisk { .. } => None,
+    }
+}
+
+/// The Placement resources a resolved device consumes, by class.
+pub fn resources(resolved: &Resolved) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    match resolved {
+        Resolved::Nodes { classes, .. } => {
+            for c in classes {
+                *out.entry(c.clone()).or_insert(0) += 1;
+            }
+        }
+        Resolved::Nic { .. } => {
+            out.insert(host::NIC_CLASS.to_string(), 1);
+        }
+        Resolved::Node { .. } | Resolved::Dir { .. } | Resolved::BlockDisk { .. } => {}
+    }
+    out
 }
 
 fn dev_num(meta: &std::fs::Metadata) -> Option<DevNum> {
@@ -282,11 +640,84 @@ fn dev_num(meta: &std::fs::Metadata) -> Option<DevNum> {
     })
 }
 
-/// Checks one device: allowed (by its path as given and as resolved, so a
-/// symlink cannot lead out of an allowed tree) and present.
+/// Checks one device against the allowlist and the real host, with nothing
+/// taken by other instances: [`resolve_on`] with [`HostPaths::default`].
 pub fn resolve(name: &str, dev: &DeviceConfig, allow: &Allowlist) -> Result<Resolved, DeviceError> {
+    resolve_on(name, dev, allow, &HostPaths::default(), &BTreeSet::new())
+}
+
+/// Checks one device: allowed and present. Path types are checked by their
+/// path as given and as resolved, so a symlink cannot lead out of an
+/// allowed tree. `usb`, `gpu` and `nic` are looked up under `host`; `taken`
+/// holds the [`Resolved::claim`]s of other instances: a `gpu` selection
+/// skips them, a taken `nic` is refused ([`DeviceError::Busy`]).
+pub fn resolve_on(
+    name: &str,
+    dev: &DeviceConfig,
+    allow: &Allowlist,
+    host: &HostPaths,
+    taken: &BTreeSet<String>,
+) -> Result<Resolved, DeviceError> {
+    match dev {
+        DeviceConfig::Usb {
+            vendorid,
+            productid,
+            required,
+            mode,
+        } => select::usb(
+            name,
+            &select::UsbWant {
+                vendor: vendorid,
+                product: productid.as_deref(),
+                required: *required,
+                mode: *mode,
+            },
+            allow,
+            host,
+        ),
+        DeviceConfig::Gpu {
+            vendorid,
+            productid,
+            pci,
+            id,
+            mode,
+        } => select::gpu(
+            name,
+            &select::GpuWant {
+                vendor: vendorid.as_deref(),
+                product: productid.as_deref(),
+                pci: pci.as_deref(),
+                id: *id,
+                mode: *mode,
+            },
+            allow,
+            host,
+            taken,
+        ),
+        DeviceConfig::Nic {
+            parent,
+            name: inside,
+        } => select::nic(
+            name,
+            parent.as_deref(),
+            inside.as_deref(),
+            allow,
+            host,
+            taken,
+        ),
+        DeviceConfig::UnixChar { path, .. }
+        | DeviceConfig::UnixBlock { path, .. }
+        | DeviceConfig::Disk { source: path, .. } => resolve_path(name, dev, path, allow),
+    }
+}
+
+fn resolve_path(
+    name: &str,
+    dev: &DeviceConfig,
+    path: &Path,
+    allow: &Allowlist,
+) -> Result<Resolved, DeviceError> {
     let kind = dev.kind();
-    let path = dev.host_path();
     let not_allowed = |p: &Path| DeviceError::NotAllowed {
         name: name.to_string(),
         kind,
@@ -348,6 +779,9 @@ pub fn resolve(name: &str, dev: &DeviceConfig, allow: &Allowlist) -> Result<Reso
                 ))
             }
         }
+        DeviceConfig::Usb { .. } | DeviceConfig::Gpu { .. } | DeviceConfig::Nic { .. } => {
+            Err(invalid(name, format!("{kind} devices have no host path")))
+        }
     }
 }
 
@@ -360,6 +794,23 @@ pub struct Prepared {
     pub readonly: bool,
     /// The device cgroup rule to allow, for nodes.
     pub allow: Option<DevNum>,
+}
+
+/// A host interface to move into the container's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicMove {
+    pub host_name: String,
+    pub inside_name: String,
+}
+
+/// What the bundle needs for one set-up device of any type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// Bind mounts (device nodes carry their cgroup rule in `allow`).
+    pub mounts: Vec<Prepared>,
+    /// `KEY=VALUE` entries for the container's environment.
+    pub env: Vec<String>,
+    pub nic: Option<NicMove>,
 }
 
 fn nodes_dir(instance_dir: &Path) -> PathBuf {
@@ -399,7 +850,106 @@ fn fs_type(dev: &Path) -> Option<String> {
     (out.status.success() && !t.is_empty()).then_some(t)
 }
 
-/// Sets one device up on the host. `root` is the host uid/gid of the
+/// Makes the device node `node` (replacing what is there), owned by `root`
+/// with `mode`.
+fn make_node(
+    name: &str,
+    node: &Path,
+    num: DevNum,
+    mode: u32,
+    root: u32,
+) -> Result<(), DeviceError> {
+    let fail = |reason: String| DeviceError::Setup {
+        name: name.to_string(),
+        path: node.to_path_buf(),
+        reason,
+    };
+    if let Some(dir) = node.parent() {
+        mkdir(dir).map_err(|e| fail(e.to_string()))?;
+    }
+    let _ = std::fs::remove_file(node);
+    let kind = if num.block {
+        nix::sys::stat::SFlag::S_IFBLK
+    } else {
+        nix::sys::stat::SFlag::S_IFCHR
+    };
+    nix::sys::stat::mknod(
+        node,
+        kind,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::makedev(num.major, num.minor),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    // mknod honours the umask: set the mode after it.
+    nix::sys::stat::fchmodat(
+        None,
+        node,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    std::os::unix::fs::chown(node, Some(root), Some(root)).map_err(|e| fail(e.to_string()))
+}
+
+/// Sets one device of any type up on the host. `root` is the host uid/gid
+/// of the container's root (0 when privileged): device nodes belong to it.
+/// The nodes of a `usb` or `gpu` device are made as
+/// `instance_dir/devices/<name>.<n>` (`.` is not in device names, so they
+/// never meet another device's node); a `nic` needs nothing here, its move
+/// is returned for the caller to make.
+pub fn setup_on(instance_dir: &Path, dev: &Resolved, root: u32) -> Result<Setup, DeviceError> {
+    match dev {
+        Resolved::Nodes {
+            name,
+            nodes,
+            binds,
+            env,
+            ..
+        } => {
+            let dir = nodes_dir(instance_dir);
+            let mut mounts = Vec::with_capacity(nodes.len() + binds.len());
+            for (i, n) in nodes.iter().enumerate() {
+                let node = dir.join(format!("{name}.{i}"));
+                make_node(name, &node, n.dev, n.mode, root)?;
+                mounts.push(Prepared {
+                    source: node,
+                    target: n.target.clone(),
+                    readonly: false,
+                    allow: Some(n.dev),
+                });
+            }
+            mounts.extend(binds.iter().map(|b| Prepared {
+                source: b.source.clone(),
+                target: b.target.clone(),
+                readonly: b.readonly,
+                allow: None,
+            }));
+            Ok(Setup {
+                mounts,
+                env: env.clone(),
+                nic: None,
+            })
+        }
+        Resolved::Nic {
+            host_if, inside, ..
+        } => Ok(Setup {
+            mounts: Vec::new(),
+            env: Vec::new(),
+            nic: Some(NicMove {
+                host_name: host_if.clone(),
+                inside_name: inside.clone(),
+            }),
+        }),
+        Resolved::Node { .. } | Resolved::Dir { .. } | Resolved::BlockDisk { .. } => Ok(Setup {
+            mounts: vec![setup(instance_dir, dev, root)?],
+            env: Vec::new(),
+            nic: None,
+        }),
+    }
+}
+
+/// Sets one `unix-char`, `unix-block` or `disk` device up on the host (see
+/// [`setup_on`] for every type). `root` is the host uid/gid of the
 /// container's root (0 when privileged): device nodes belong to it.
 pub fn setup(instance_dir: &Path, dev: &Resolved, root: u32) -> Result<Prepared, DeviceError> {
     match dev {
@@ -409,37 +959,8 @@ pub fn setup(instance_dir: &Path, dev: &Resolved, root: u32) -> Result<Prepared,
             target,
             mode,
         } => {
-            let dir = nodes_dir(instance_dir);
-            let node = dir.join(name);
-            let fail = |reason: String| DeviceError::Setup {
-                name: name.clone(),
-                path: node.clone(),
-                reason,
-            };
-            mkdir(&dir).map_err(|e| fail(e.to_string()))?;
-            let _ = std::fs::remove_file(&node);
-            let kind = if num.block {
-                nix::sys::stat::SFlag::S_IFBLK
-            } else {
-                nix::sys::stat::SFlag::S_IFCHR
-            };
-            nix::sys::stat::mknod(
-                &node,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(*mode),
-                nix::sys::stat::makedev(num.major, num.minor),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            // mknod honours the umask: set the mode after it.
-            nix::sys::stat::fchmodat(
-                None,
-                &node,
-                nix::sys::stat::Mode::from_bits_truncate(*mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            std::os::unix::fs::chown(&node, Some(root), Some(root))
-                .map_err(|e| fail(e.to_string()))?;
+            let node = nodes_dir(instance_dir).join(name);
+            make_node(name, &node, *num, *mode, root)?;
             Ok(Prepared {
                 source: node,
                 target: target.clone(),
@@ -509,6 +1030,16 @@ pub fn setup(instance_dir: &Path, dev: &Resolved, root: u32) -> Result<Prepared,
                 allow: None,
             })
         }
+        Resolved::Nodes { name, kind, .. } => Err(DeviceError::Setup {
+            name: name.clone(),
+            path: instance_dir.to_path_buf(),
+            reason: format!("a {kind} device is set up by setup_on"),
+        }),
+        Resolved::Nic { name, .. } => Err(DeviceError::Setup {
+            name: name.clone(),
+            path: instance_dir.to_path_buf(),
+            reason: "a nic device is set up by setup_on".into(),
+        }),
     }
 }
 
@@ -605,9 +1136,8 @@ mod tests {
         for (name, text) in [
             ("bad name", "unix-char,path=/dev/fuse"),
             ("", "unix-char,path=/dev/fuse"),
-            ("g", "gpu,id=0"),
-            ("u", "usb,vendorid=1d6b"),
-            ("n", "nic,parent=br0"),
+            ("p", "pci,address=0000:01:00.0"),
+            ("t", "tpm,path=/dev/tpm0"),
             ("x", "floppy,path=/dev/fd0"),
             ("x", "unix-char"),
             ("x", "unix-char,path=dev/fuse"),
@@ -624,8 +1154,11 @@ mod tests {
         ] {
             assert!(parse(name, text).is_err(), "{name} {text}");
         }
-        let e = parse("g", "gpu,id=0").unwrap_err().to_string();
-        assert!(e.contains("not supported"), "{e}");
+        for t in ["pci", "infiniband", "proxy", "tpm", "unix-hotplug"] {
+            let e = parse("x", t).unwrap_err().to_string();
+            assert!(e.contains("not supported"), "{e}");
+            assert!(e.contains("usb, gpu, nic"), "{e}");
+        }
     }
 
     #[test]
