@@ -19,6 +19,8 @@
 #   CORRAL_STACK_VHOST     RabbitMQ vhost                           [corral_nova_test]
 #   CORRAL_STACK_PORT_{PLACEMENT,NOVA,GLANCE,NEUTRON}               [18778,18774,19292,19696]
 #   CORRAL_STACK_PIP_OPTS  extra pip options (e.g. --no-cache-dir)
+#   CORRAL_STACK_PCI_ALIAS [pci] alias of nova-api and the scheduler (JSON; the PCI
+#                          scenario's "rng" = the virtio-rng 1af4:1044 of the test VMs)
 #
 # What `up` writes for the tests: $BASE/stack.json (URLs, venv, config paths,
 # transport_url) and $BASE/stack.env (the same as shell variables).
@@ -35,6 +37,10 @@ P_NOVA=${CORRAL_STACK_PORT_NOVA:-18774}
 P_GLANCE=${CORRAL_STACK_PORT_GLANCE:-19292}
 P_NEUTRON=${CORRAL_STACK_PORT_NEUTRON:-19696}
 PIP_OPTS=${CORRAL_STACK_PIP_OPTS:-}
+PCI_ALIAS=${CORRAL_STACK_PCI_ALIAS:-'{"name": "rng", "vendor_id": "1af4", "product_id": "1044"}'}
+# nova 34's default filters (nova/conf/scheduler.py) plus PciPassthroughFilter, so that
+# flavors with pci_passthrough:alias land only where nova-compute/corral reported the devices
+SCHED_FILTERS="ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter"
 CONSTRAINTS=$ROOT/tox-harness/constraints
 WSGI_SRC=$ROOT/tox-harness/nova/stack/wsgi
 DB_USER=corral_stack
@@ -351,6 +357,13 @@ driver = nova.quota.NoopQuotaDriver
 discover_hosts_in_cells_interval = 2
 workers = 1
 
+[filter_scheduler]
+enabled_filters = $SCHED_FILTERS
+
+[pci]
+# nova-api turns a flavor's pci_passthrough:alias into InstancePCIRequests with it
+alias = $PCI_ALIAS
+
 [conductor]
 workers = 1
 
@@ -599,8 +612,12 @@ do_up() {
     if [ "$(cat "$BASE/run/config.hash" 2>/dev/null)" != "$h" ]; then
         for n in $ALL_SERVICES; do
             if alive "$n"; then
-                log "configuration changed: restarting the stack"
-                do_down
+                # only the services: compute hosts of a test session that runs now
+                # keep running and reconnect (do_down would kill them)
+                log "configuration changed: restarting the stack's services"
+                STEP=restart
+                stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron
+                rm -f "$BASE/run/config.hash"
                 break
             fi
         done

@@ -8,6 +8,7 @@
 pub mod conductor;
 pub mod glance;
 pub mod manager;
+pub mod pci;
 pub mod resources;
 pub mod spec;
 
@@ -51,6 +52,9 @@ pub enum ComputeError {
     Glance(String),
     #[error("{0}")]
     Invalid(String),
+    /// The host cannot give what the instance asks for (`ComputeResourcesUnavailable`).
+    #[error("{0}")]
+    ResourcesUnavailable(String),
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,
@@ -69,6 +73,7 @@ impl ComputeError {
             ComputeError::Driver(D::Invalid(_)) | ComputeError::Invalid(_) => "InvalidInput",
             ComputeError::Driver(D::Image(_)) | ComputeError::Glance(_) => "ImageUnacceptable",
             ComputeError::Rpc(RpcError::Timeout { .. }) => "MessagingTimeout",
+            ComputeError::ResourcesUnavailable(_) => "ComputeResourcesUnavailable",
             _ => "NovaException",
         }
     }

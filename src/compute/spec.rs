@@ -99,6 +99,7 @@ pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec,
         pinned_cpus: None,
         command: None,
         environment: BTreeMap::new(),
+        pci_devices: Vec::new(),
     })
 }
 

@@ -10,9 +10,13 @@ use std::path::Path;
 use super::ConfigError;
 
 /// The raw options of all files, section -> option -> value (last file wins).
+/// Every value of a repeated option is kept too, in order, for oslo.config's
+/// multi-valued options (`MultiStrOpt`: `[pci] device_spec`, `alias`), whose
+/// values accumulate over all lines and all files.
 #[derive(Debug, Default, Clone)]
 pub struct Ini {
     sections: BTreeMap<String, BTreeMap<String, String>>,
+    multi: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 impl Ini {
@@ -42,6 +46,15 @@ impl Ini {
                     if let Some(value) = self.sections.get_mut(sec).and_then(|s| s.get_mut(key)) {
                         value.push('\n');
                         value.push_str(trimmed);
+                        if let Some(last) = self
+                            .multi
+                            .get_mut(sec)
+                            .and_then(|s| s.get_mut(key))
+                            .and_then(|v| v.last_mut())
+                        {
+                            last.push('\n');
+                            last.push_str(trimmed);
+                        }
                         continue;
                     }
                 }
@@ -99,6 +112,12 @@ impl Ini {
                 .entry(sec.clone())
                 .or_default()
                 .insert(key.to_string(), value.to_string());
+            self.multi
+                .entry(sec.clone())
+                .or_default()
+                .entry(key.to_string())
+                .or_default()
+                .push(value.to_string());
             last_key = Some(key.to_string());
         }
         Ok(())
@@ -110,6 +129,16 @@ impl Ini {
             .get(section)
             .and_then(|s| s.get(key))
             .map(String::as_str)
+    }
+
+    /// Every value of a multi-valued option, in the order read (lines of one
+    /// file, then later files), as oslo.config gathers a `MultiStrOpt`.
+    pub fn get_all(&self, section: &str, key: &str) -> Vec<&str> {
+        self.multi
+            .get(section)
+            .and_then(|s| s.get(key))
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 
     /// All options of one section.
@@ -154,6 +183,24 @@ mod tests {
         .unwrap();
         assert_eq!(ini.get("pci", "alias"), Some("x"));
         assert_eq!(ini.get("pci", "device_spec"), Some("a\nb"));
+    }
+
+    #[test]
+    fn multi_valued_options_accumulate() {
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[pci]\ndevice_spec = {\"a\": 1}\ndevice_spec = {\"b\":\n  2}\n",
+            "one",
+        )
+        .unwrap();
+        ini.merge_str("[pci]\ndevice_spec = [{\"c\": 3}]\n", "two")
+            .unwrap();
+        assert_eq!(
+            ini.get_all("pci", "device_spec"),
+            vec!["{\"a\": 1}", "{\"b\":\n2}", "[{\"c\": 3}]"]
+        );
+        assert_eq!(ini.get("pci", "device_spec"), Some("[{\"c\": 3}]"));
+        assert!(ini.get_all("pci", "alias").is_empty());
     }
 
     #[test]

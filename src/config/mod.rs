@@ -4,12 +4,14 @@
 
 mod cpuset;
 mod ini;
+pub mod pci;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use cpuset::CpuSet;
 pub use ini::Ini;
+pub use pci::PciSection;
 
 /// Errors reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,8 @@ pub struct Config {
     pub corral: CorralConfig,
     /// `[compute]`.
     pub compute: ComputeSection,
+    /// `[pci]`: PCI passthrough (Nova's options).
+    pub pci: PciSection,
     /// The Nova compute service; present when `[DEFAULT] transport_url` is set.
     pub nova: Option<NovaConfig>,
 }
@@ -296,6 +300,7 @@ impl Config {
             debug: boolean(ini, "DEFAULT", "debug", false)?,
             corral,
             compute,
+            pci: PciSection::from_ini(ini)?,
         };
         config.validate()?;
         Ok(config)
@@ -619,7 +624,7 @@ mod tests {
         for bad in [
             "[corral]\ncpu_limit_mode = soft\n",
             "[corral]\nallow_nesting = maybe\n",
-            "[corral]\ndevice_allowlist = usb:*\n",
+            "[corral]\ndevice_allowlist = floppy:*\n",
             "[compute]\ncpu_dedicated_set = 1-x\n",
             "[compute]\ncpu_dedicated_set = 0-2\ncpu_shared_set = 2-3\n",
         ] {

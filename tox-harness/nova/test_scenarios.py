@@ -10,6 +10,7 @@ with "networks": "none". Every transition waits (<= 120 s) for the target status
 OS-EXT-STS:task_state null; a failure prints the server's fault and the host's log tail.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -383,3 +384,184 @@ def test_compute_killed_during_a_build(kind, hosts, nova, placement, servers, gl
         nh.wait_gone(nova, srv["id"], host)
     finally:
         glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
+# ----------------------------------------------------------------------------- PCI passthrough
+
+# This machine's virtio-rng (0000:00:05.0, 1af4:1044); the stack's nova.conf has the alias
+# "rng" for it (scripts/nova-stack.sh) and PciPassthroughFilter among the scheduler filters.
+PCI_VENDOR, PCI_PRODUCT = "1af4", "1044"
+PCI_SPEC = '{"vendor_id": "%s", "product_id": "%s"}' % (PCI_VENDOR, PCI_PRODUCT)
+
+
+def _pci_address():
+    """The address of the host's 1af4:1044 function, or None."""
+    base = "/sys/bus/pci/devices"
+    for addr in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            ids = [open(os.path.join(base, addr, f)).read().strip() for f in ("vendor", "device")]
+        except OSError:
+            continue
+        if ids == ["0x" + PCI_VENDOR, "0x" + PCI_PRODUCT]:
+            return addr
+    return None
+
+
+def _pci_rows(stack, host):
+    """Nova's pci_devices rows of the host's compute node."""
+    p = stack.db_prefix
+    rows = stack.db_query(
+        "select d.address, d.status, coalesce(d.instance_uuid, ''), d.vendor_id, d.product_id, "
+        "d.dev_type, d.dev_id, d.label, coalesce(d.request_id, '') from %snova.pci_devices d "
+        "join %snova.compute_nodes c on c.id = d.compute_node_id "
+        "where c.hypervisor_hostname = '%s' and c.deleted = 0 and d.deleted = 0 order by d.address"
+        % (p, p, host.name))
+    keys = ("address", "status", "instance_uuid", "vendor_id", "product_id", "dev_type", "dev_id",
+            "label", "request_id")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def _pci_pool_count(stack, host):
+    """Free devices in ComputeNode.pci_device_pools (compute_nodes.pci_stats), as the
+    scheduler's PciPassthroughFilter sees them."""
+    rows = stack.db_query("select coalesce(pci_stats, '') from %snova.compute_nodes "
+                          "where hypervisor_hostname = '%s' and deleted = 0" % (stack.db_prefix, host.name))
+    if not rows or not rows[0][0] or rows[0][0] == "NULL":
+        return None
+    stats = json.loads(rows[0][0])
+    return sum(p["nova_object.data"]["count"] for p in stats["nova_object.data"]["objects"])
+
+
+def _container_env(host, sid):
+    st = host.container_state(sid)
+    assert st is not None and st.get("pid"), "no running container %s" % sid
+    with open("/proc/%d/environ" % st["pid"], "rb") as f:
+        return dict(kv.split("=", 1) for kv in f.read().decode(errors="replace").split("\0") if "=" in kv)
+
+
+@pytest.fixture
+def pci_flavor(nova, run_id):
+    fid = "corral-test-pci-%s" % run_id
+    nova.delete("/flavors/" + fid, expect=(202, 404))
+    f = nova.post("/flavors", {"flavor": {"id": fid, "name": fid, "vcpus": 1, "ram": 128, "disk": 1}},
+                  expect=200).json()["flavor"]
+    nova.post("/flavors/%s/os-extra_specs" % fid, {"extra_specs": {"pci_passthrough:alias": "rng:1"}},
+              expect=200)
+    yield f
+    nova.delete("/flavors/" + fid, expect=(202, 404))
+
+
+@pytest.mark.kinds("corral")
+def test_pci_passthrough(kind, stack, hosts, nova, placement, servers, pci_flavor, timer):
+    """Nova's own PCI passthrough through the real nova-api/scheduler/conductor: a corral
+    host with [pci] device_spec for the virtio-rng reports it (pci_devices row, pools),
+    a flavor with pci_passthrough:alias=rng:1 gets it (allocated to the server, handed to
+    the container), a second such server finds no host, a daemon restart keeps the claim,
+    delete gives the device back."""
+    addr = _pci_address()
+    if addr is None:
+        pytest.skip("this machine has no %s:%s PCI function" % (PCI_VENDOR, PCI_PRODUCT))
+    host = hosts.start(kind, "pci", conf={"pci": {"device_spec": PCI_SPEC}})
+    try:
+        timer("host up")
+        rows = nh.wait_for(lambda: _pci_rows(stack, host), 30)
+        assert [(r["address"], r["status"], r["instance_uuid"]) for r in rows] == [(addr, "available", "")], rows
+        r = rows[0]
+        assert (r["vendor_id"], r["product_id"], r["dev_type"]) == (PCI_VENDOR, PCI_PRODUCT, "type-PCI"), r
+        assert r["dev_id"] == "pci_" + addr.replace(":", "_").replace(".", "_"), r
+        assert r["label"] == "label_%s_%s" % (PCI_VENDOR, PCI_PRODUCT), r
+        assert _pci_pool_count(stack, host) == 1
+
+        srv = servers.boot(host, flavor=pci_flavor, what="boot with pci_passthrough:alias=rng:1")
+        timer("boot with the device")
+        rows = _pci_rows(stack, host)
+        assert [(r["address"], r["status"], r["instance_uuid"]) for r in rows] == [
+            (addr, "allocated", srv["id"])], rows
+        assert rows[0]["request_id"], "no request_id on the allocated device: %r" % rows
+        assert _pci_pool_count(stack, host) == 0
+        env = _container_env(host, srv["id"])
+        assert env.get("CORRAL_PCI_DEVICES") == addr, (
+            "container environment lacks CORRAL_PCI_DEVICES=%s: %r" % (addr, env))
+
+        # the only device is taken: the scheduler (PciPassthroughFilter) finds no host
+        s2 = servers.create(host=host, flavor=pci_flavor)
+        s2 = nh.wait_server(nova, s2["id"], "ERROR", host, what="second boot with the device taken")
+        assert "No valid host" in (s2.get("fault") or {}).get("message", ""), nh.describe_server(s2)
+        nova.delete("/servers/" + s2["id"], expect=204)
+        nh.wait_gone(nova, s2["id"], host)
+        timer("second server NoValidHost")
+
+        # a restart reloads the claim from Nova's records
+        host.stop()
+        host.start()
+        try:
+            host.wait_ready()
+        except nh.HostStartError as e:
+            pytest.fail("after a restart: %s" % e, pytrace=False)
+        timer("daemon restart")
+        rows = _pci_rows(stack, host)
+        assert [(r["status"], r["instance_uuid"]) for r in rows] == [("allocated", srv["id"])], rows
+        assert _pci_pool_count(stack, host) == 0
+
+        nova.delete("/servers/" + srv["id"], expect=204)
+        nh.wait_gone(nova, srv["id"], host)
+        timer("delete")
+        rows = nh.wait_for(lambda: [r for r in _pci_rows(stack, host) if r["status"] == "available"], 30)
+        assert [(r["address"], r["status"], r["instance_uuid"], r["request_id"])
+                for r in _pci_rows(stack, host)] == [(addr, "available", "", "")]
+        assert _pci_pool_count(stack, host) == 1
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
+
+
+@pytest.mark.kinds("corral")
+def test_pci_in_placement(kind, stack, hosts, nova, placement, servers, pci_flavor, timer):
+    """[pci] report_in_placement = true: the device is a child resource provider
+    <host>_<ADDRESS> with CUSTOM_PCI_<VENDOR>_<PRODUCT> = 1 and COMPUTE_MANAGED_PCI_DEVICE,
+    as nova-compute's pci_placement_translator makes it; the scheduler of this stack does
+    not allocate PCI in Placement ([filter_scheduler] pci_in_placement is off), so the
+    compute heals the server's allocation, and delete releases it."""
+    addr = _pci_address()
+    if addr is None:
+        pytest.skip("this machine has no %s:%s PCI function" % (PCI_VENDOR, PCI_PRODUCT))
+    host = hosts.start(kind, "pcirp", conf={
+        "pci": {"device_spec": PCI_SPEC, "report_in_placement": "true"},
+        "DEFAULT": {"update_resources_interval": "3"},
+    })
+    try:
+        rc = "CUSTOM_PCI_%s_%s" % (PCI_VENDOR.upper(), PCI_PRODUCT.upper())
+        name = "%s_%s" % (host.name, addr.upper())
+        rp = nh.wait_for(lambda: placement.provider(name), 30)
+        assert rp, "no resource provider %s" % name
+        assert rp["parent_provider_uuid"] == host.rp_uuid, rp
+        inv = nh.wait_for(lambda: placement.inventories(rp["uuid"]), 30)
+        assert {k: (v["total"], v["max_unit"], v["reserved"]) for k, v in inv.items()} == {rc: (1, 1, 0)}, inv
+        traits = placement.get("/resource_providers/%s/traits" % rp["uuid"], expect=200).json()["traits"]
+        assert {"COMPUTE_MANAGED_PCI_DEVICE", "OWNER_NOVA"} <= set(traits), traits
+        # the device record and its pool name the provider
+        p = stack.db_prefix
+
+        def extra_rp():
+            rows = stack.db_query(
+                "select d.extra_info from %snova.pci_devices d join %snova.compute_nodes c "
+                "on c.id = d.compute_node_id where c.hypervisor_hostname = '%s' and d.deleted = 0"
+                % (p, p, host.name))
+            return rows and json.loads(rows[0][0]).get("rp_uuid")
+
+        assert nh.wait_for(extra_rp, 30) == rp["uuid"]
+        timer("provider")
+
+        srv = servers.boot(host, flavor=pci_flavor, what="boot with pci_passthrough:alias=rng:1")
+        healed = nh.wait_for(lambda: placement.allocations(srv["id"]).get(rp["uuid"]), 30)
+        assert healed and healed["resources"] == {rc: 1}, placement.allocations(srv["id"])
+        assert placement.usages(rp["uuid"]) == {rc: 1}
+        timer("boot, allocation healed")
+        nova.delete("/servers/" + srv["id"], expect=204)
+        nh.wait_gone(nova, srv["id"], host)
+        assert placement.allocations(srv["id"]) == {}
+        assert placement.usages(rp["uuid"]) == {rc: 0}
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
+    assert placement.provider(name) is None, "the device's provider outlived its compute service"
