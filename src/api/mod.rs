@@ -65,6 +65,7 @@ pub fn driver_status(e: &DriverError) -> StatusCode {
         | DriverError::Image(_)
         | DriverError::Store(_)
         | DriverError::Device(_)
+        | DriverError::Nic(_)
         | DriverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -295,6 +296,7 @@ async fn create_instance(
         command: body.command,
         environment: body.environment,
         hostname: None,
+        pci_devices: Vec::new(),
     };
     // Security options, dedicated CPUs, devices: refused synchronously.
     data.driver.check(&spec)?;

@@ -57,6 +57,30 @@ pub fn host_resources(state_path: &std::path::Path) -> HostResources {
     }
 }
 
+/// How the host's CPUs are offered to Placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuInventory {
+    /// Shared CPUs (`VCPU`).
+    pub vcpu: u64,
+    /// Dedicated CPUs (`PCPU`).
+    pub pcpu: u64,
+}
+
+/// Like nova-compute: `[compute] cpu_shared_set` is the VCPU inventory and
+/// `cpu_dedicated_set` the PCPU inventory; with only `cpu_dedicated_set`
+/// the host offers no VCPU (Nova schedules only dedicated instances onto
+/// it); with neither, every online CPU is a VCPU.
+pub fn cpu_inventory(cfg: &Config, online: u64) -> CpuInventory {
+    let c = &cfg.compute;
+    let pcpu = c.cpu_dedicated_set.as_ref().map_or(0, |s| s.len() as u64);
+    let vcpu = match (&c.cpu_shared_set, &c.cpu_dedicated_set) {
+        (Some(shared), _) => shared.len() as u64,
+        (None, Some(_)) => 0,
+        (None, None) => online,
+    };
+    CpuInventory { vcpu, pcpu }
+}
+
 /// The node identity: `compute_id` under `state_path`, made on first start.
 pub fn node_uuid(state_path: &std::path::Path) -> Result<Uuid, ComputeError> {
     let path = state_path.join("compute_id");
@@ -97,6 +121,7 @@ struct Inner {
     node_uuid: Uuid,
     node: tokio::sync::Mutex<Option<NovaObject>>,
     claims: Mutex<HashMap<String, Claim>>,
+    pci: super::pci::PciTracker,
 }
 
 /// Shared handle of the tracker.
@@ -115,6 +140,12 @@ impl ResourceTracker {
         let opts = PlacementOptions::from_pairs(&nova.placement_section)?;
         let placement = PlacementClient::new(opts)?;
         let node_uuid = node_uuid(&cfg.state_path)?;
+        let pci = super::pci::PciTracker::new(
+            cfg.pci.clone(),
+            "/sys".into(),
+            cfg.host.clone(),
+            conductor.clone(),
+        );
         Ok(ResourceTracker {
             inner: Arc::new(Inner {
                 cfg,
@@ -125,8 +156,14 @@ impl ResourceTracker {
                 node_uuid,
                 node: tokio::sync::Mutex::new(None),
                 claims: Mutex::new(HashMap::new()),
+                pci,
             }),
         })
+    }
+
+    /// The PCI device tracker (`[pci]`).
+    pub fn pci(&self) -> &super::pci::PciTracker {
+        &self.inner.pci
     }
 
     pub fn node_uuid(&self) -> Uuid {
@@ -174,7 +211,8 @@ impl ResourceTracker {
     /// Forgets an instance's use and saves the node's usage.
     pub async fn release(&self, ctx: &Context, uuid: &str) -> Result<(), ComputeError> {
         let had = self.claims().remove(uuid).is_some();
-        if had {
+        let freed_pci = self.inner.pci.free_instance(uuid);
+        if had || freed_pci {
             self.save_usage(ctx).await?;
         }
         Ok(())
@@ -211,6 +249,7 @@ impl ResourceTracker {
         let memory_used = n.reserved_host_memory_mb + used.memory_mb;
         let disk_used = reserved_disk_gb + used.disk_gb;
         let vcpus_used = n.reserved_host_cpus + used.vcpus;
+        self.inner.pci.apply_to_node(node);
         let mut set = |k: &str, v: Value| {
             if node.get(k) != Some(&v) {
                 node.set(k, v);
@@ -254,7 +293,7 @@ impl ResourceTracker {
                 .await?;
             node.reset_changes();
         }
-        Ok(())
+        self.inner.pci.save(ctx).await
     }
 
     fn new_node(
@@ -356,6 +395,7 @@ impl ResourceTracker {
                 *guard = Some(node);
             }
             if let Some(node) = guard.as_mut() {
+                self.inner.pci.refresh(ctx, node).await?;
                 let (cpu_r, ram_r, disk_r) = self.ratios();
                 let mut set = |k: &str, v: Value| {
                     if node.get(k) != Some(&v) {
@@ -373,7 +413,8 @@ impl ResourceTracker {
                 }
             }
         }
-        self.sync_placement(host, service).await
+        self.sync_placement(host, service).await?;
+        self.inner.pci.save(ctx).await
     }
 
     /// Rebuilds the claims from Nova's list of this host's instances.
@@ -437,11 +478,16 @@ impl ResourceTracker {
             .await?;
         let (cpu_r, ram_r, disk_r) = self.ratios();
         let mut inv = BTreeMap::new();
-        if host.vcpus > 0 {
+        let cpus = cpu_inventory(&self.inner.cfg, host.vcpus);
+        if cpus.vcpu > 0 {
             inv.insert(
                 "VCPU".to_string(),
-                Inventory::simple(host.vcpus, n.reserved_host_cpus, cpu_r),
+                Inventory::simple(cpus.vcpu, n.reserved_host_cpus.min(cpus.vcpu), cpu_r),
             );
+        }
+        if cpus.pcpu > 0 {
+            // Dedicated CPUs are never overcommitted.
+            inv.insert("PCPU".to_string(), Inventory::simple(cpus.pcpu, 0, 1.0));
         }
         if host.memory_mb > 0 {
             inv.insert(
@@ -458,6 +504,14 @@ impl ResourceTracker {
                     disk_r,
                 ),
             );
+        }
+        // Countable host devices (GPUs, USB ids, NICs) the allowlist gives
+        // out: flavors ask for them with `resources:CUSTOM_CORRAL_...=N`.
+        for (class, count) in self.inner.driver.device_inventory() {
+            if count > 0 {
+                p.ensure_resource_class(&class).await?;
+                inv.insert(class, Inventory::simple(count as u64, 0, 1.0));
+            }
         }
         let current = p.get_inventories(self.inner.node_uuid).await?;
         if current.inventories != inv {
@@ -482,6 +536,10 @@ impl ResourceTracker {
         .map(|s| s.to_string())
         .collect();
         p.update_traits(self.inner.node_uuid, &add, &remove).await?;
+        self.inner
+            .pci
+            .sync_placement(p, self.inner.node_uuid, self.nodename())
+            .await?;
         let _ = SERVICE_VERSION;
         Ok(())
     }
@@ -506,6 +564,35 @@ mod tests {
         assert_eq!(version_int("runc version 1.1.5+ds1"), 1_001_005);
         assert_eq!(version_int("crun version 1.8.1"), 1_008_001);
         assert_eq!(version_int("2"), 2_000_000);
+    }
+
+    #[test]
+    fn cpus_split_into_vcpu_and_pcpu() {
+        use crate::config::{Ini, Overrides};
+        let cfg = |text: &str| {
+            let mut ini = Ini::default();
+            ini.merge_str(text, "t").unwrap();
+            Config::from_ini(&ini, &Overrides::default()).unwrap()
+        };
+        assert_eq!(
+            cpu_inventory(&cfg(""), 8),
+            CpuInventory { vcpu: 8, pcpu: 0 }
+        );
+        assert_eq!(
+            cpu_inventory(
+                &cfg("[compute]\ncpu_dedicated_set = 2-5\ncpu_shared_set = 0-1\n"),
+                8
+            ),
+            CpuInventory { vcpu: 2, pcpu: 4 }
+        );
+        assert_eq!(
+            cpu_inventory(&cfg("[compute]\ncpu_dedicated_set = 1\n"), 8),
+            CpuInventory { vcpu: 0, pcpu: 1 }
+        );
+        assert_eq!(
+            cpu_inventory(&cfg("[compute]\ncpu_shared_set = 0\n"), 8),
+            CpuInventory { vcpu: 1, pcpu: 0 }
+        );
     }
 
     #[test]

@@ -80,6 +80,12 @@ impl CpuSet {
     pub fn is_disjoint(&self, other: &CpuSet) -> bool {
         self.0.is_disjoint(&other.0)
     }
+
+    /// The CPUs of `self` not in `other`; `None` when that leaves none.
+    pub fn without(&self, other: &CpuSet) -> Option<CpuSet> {
+        let rest: BTreeSet<u32> = self.0.difference(&other.0).copied().collect();
+        (!rest.is_empty()).then_some(CpuSet(rest))
+    }
 }
 
 /// The kernel's list format (`0-2,5`), as cpuset.cpus takes it.

@@ -1,15 +1,15 @@
 //! The container driver: instances as system containers run by an OCI runtime.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
+use super::{nic, Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
 use crate::config::{Config, CpuLimitMode, CpuSet};
-use crate::devices::{self, Allowlist};
+use crate::devices::{self, Allowlist, HostPaths};
 use crate::fsutil;
 use crate::image::ImageCache;
 use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
@@ -19,6 +19,8 @@ use crate::storage::Storage;
 use crate::store::{ImageRecord, InstanceRecord, Phase, Store};
 
 /// Default environment of an instance's init and of exec'd commands.
+/// The exclusive devices an instance holds, in its directory.
+const CLAIMS_FILE: &str = "claims.json";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One instance as the host sees it.
@@ -60,6 +62,8 @@ pub struct ContainerDriver {
     stop_signal: i32,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     allowlist: Allowlist,
+    /// Where sysfs, /dev and CDI specs are read (the real host).
+    host: HostPaths,
     /// Held from choosing a dedicated instance's CPUs until its record is
     /// stored, so two creates never pick the same CPUs.
     cpu_alloc: tokio::sync::Mutex<()>,
@@ -196,6 +200,7 @@ impl ContainerDriver {
         }
         Ok(ContainerDriver {
             allowlist,
+            host: HostPaths::default(),
             cpu_alloc: tokio::sync::Mutex::new(()),
             cfg,
             runtime,
@@ -207,6 +212,18 @@ impl ContainerDriver {
             locks: Mutex::new(HashMap::new()),
             import_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The host CPUs instances without dedicated CPUs run on: `[compute]
+    /// cpu_shared_set`, else every online CPU outside `cpu_dedicated_set`;
+    /// `None` (no cpuset) when neither is set.
+    pub fn shared_cpus(&self) -> Option<CpuSet> {
+        let c = &self.cfg.compute;
+        match (&c.cpu_shared_set, &c.cpu_dedicated_set) {
+            (Some(shared), _) => Some(shared.clone()),
+            (None, Some(dedicated)) => online_cpus().and_then(|o| o.without(dedicated)),
+            (None, None) => None,
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -541,11 +558,51 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
             })?;
         }
+        let taken = self.claims_of_others(&spec.uuid);
         for (name, dev) in &spec.devices {
             devices::validate_name(name).map_err(device_invalid)?;
-            devices::resolve(name, dev, &self.allowlist).map_err(device_invalid)?;
+            devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
+                .map_err(device_invalid)?;
         }
         Ok(())
+    }
+
+    /// The devices other instances hold exclusively (their `claims.json`).
+    fn claims_of_others(&self, uuid: &str) -> BTreeSet<String> {
+        let mut taken = BTreeSet::new();
+        let Ok(rd) = std::fs::read_dir(self.cfg.instances_dir()) else {
+            return taken;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_str() == Some(uuid) {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(e.path().join(CLAIMS_FILE)) {
+                if let Ok(list) = serde_json::from_slice::<Vec<String>>(&bytes) {
+                    taken.extend(list);
+                }
+            }
+        }
+        taken
+    }
+
+    /// The Placement resources of the exclusive and countable devices the
+    /// host has and the allowlist allows (`CUSTOM_CORRAL_*`).
+    /// Interfaces moved into instances are no longer on the host: they are
+    /// counted from the instances' claims, so the total does not change
+    /// while they are in use.
+    pub fn device_inventory(&self) -> std::collections::BTreeMap<String, u32> {
+        let mut inv = devices::inventory(&self.host, &self.allowlist);
+        for claim in self.claims_of_others("") {
+            let Some(ifname) = claim.strip_prefix("nic:") else {
+                continue;
+            };
+            let on_host = self.host.sys.join("class/net").join(ifname).exists();
+            if !on_host && self.allowlist.allows_str("nic", ifname) {
+                *inv.entry(devices::NIC_CLASS.to_string()).or_insert(0) += 1;
+            }
+        }
+        inv
     }
 
     /// Free CPUs of `[compute] cpu_dedicated_set` for a new dedicated
@@ -671,12 +728,7 @@ impl ContainerDriver {
         }
         let cpuset_cpus = match &spec.pinned_cpus {
             Some(set) => Some(set.to_string()),
-            None => self
-                .cfg
-                .compute
-                .cpu_shared_set
-                .as_ref()
-                .map(|s| s.to_string()),
+            None => self.shared_cpus().map(|s| s.to_string()),
         };
         let memory_swap = match (spec.limits.memory_bytes, spec.limits.swap_bytes) {
             (Some(m), Some(s)) if self.swap_accounting() => Some((m + s) as i64),
@@ -702,23 +754,61 @@ impl ContainerDriver {
         };
         let mut binds = Vec::new();
         let mut device_rules = Vec::new();
+        let mut device_env = Vec::new();
         let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
-        for (name, dev) in &spec.devices {
-            let resolved = devices::resolve(name, dev, &self.allowlist).map_err(device_invalid)?;
-            let p = devices::setup(&dir, &resolved, root_id).map_err(DriverError::Device)?;
-            if let Some(d) = p.allow {
+        {
+            // One instance at a time picks among free GPUs and NICs.
+            let _pick = self.cpu_alloc.lock().await;
+            let taken = self.claims_of_others(&rec.uuid);
+            let mut claims = Vec::new();
+            let mut nics = Vec::new();
+            for (name, dev) in &spec.devices {
+                let resolved = devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
+                    .map_err(device_invalid)?;
+                if let Some(c) = resolved.claim() {
+                    claims.push(c.to_string());
+                }
+                let set =
+                    devices::setup_on(&dir, &resolved, root_id).map_err(DriverError::Device)?;
+                for p in set.mounts {
+                    if let Some(d) = p.allow {
+                        device_rules.push(DeviceRule {
+                            block: d.block,
+                            major: d.major as i64,
+                            minor: d.minor as i64,
+                        });
+                    }
+                    binds.push(BindMount {
+                        source: p.source,
+                        target: p.target,
+                        readonly: p.readonly,
+                    });
+                }
+                device_env.extend(set.env);
+                nics.extend(set.nic);
+            }
+            let claims_path = dir.join(CLAIMS_FILE);
+            let text = serde_json::to_vec(&claims)
+                .map_err(|e| DriverError::Invalid(format!("cannot encode claims: {e}")))?;
+            std::fs::write(&claims_path, text).map_err(io_err(&claims_path))?;
+            nic::save(&dir, &nics)?;
+        }
+        // Nova's PCI passthrough: the functions' device nodes, and their addresses.
+        for addr in &spec.pci_devices {
+            for n in super::pci::device_nodes(&self.host.sys, &self.host.dev, addr)? {
                 device_rules.push(DeviceRule {
-                    block: d.block,
-                    major: d.major as i64,
-                    minor: d.minor as i64,
+                    block: n.block,
+                    major: n.major as i64,
+                    minor: n.minor as i64,
+                });
+                binds.push(BindMount {
+                    source: n.path.clone(),
+                    target: n.path,
+                    readonly: false,
                 });
             }
-            binds.push(BindMount {
-                source: p.source,
-                target: p.target,
-                readonly: p.readonly,
-            });
         }
+        device_env.extend(super::pci::env(&spec.pci_devices));
         if !spec.nesting {
             binds.extend(self.lxcfs_binds());
         }
@@ -727,6 +817,7 @@ impl ContainerDriver {
             "container=corral".to_string(),
             "TERM=linux".to_string(),
         ];
+        env.extend(device_env);
         env.extend(spec.environment.iter().map(|(k, v)| format!("{k}={v}")));
         let cfg = BundleConfig {
             id: rec.uuid.clone(),
@@ -784,10 +875,59 @@ impl ContainerDriver {
         self.runtime
             .create(uuid, &dir, &self.console_path(uuid))
             .await?;
+        // Host interfaces go in before the init runs, so it finds them.
+        if let Err(e) = self.attach_nics(uuid).await {
+            let _ = self.runtime.delete(uuid, true).await;
+            return Err(e);
+        }
         if let Err(e) = self.runtime.start(uuid).await {
+            let _ = self.detach_nics(uuid).await;
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    async fn attach_nics(&self, uuid: &str) -> Result<(), DriverError> {
+        let nics = nic::load(&self.instance_dir(uuid))?;
+        if nics.is_empty() {
+            return Ok(());
+        }
+        let limits = Self::spec_of(&self.record(uuid).await?)?.limits;
+        let pid = self
+            .runtime
+            .state(uuid)
+            .await?
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                DriverError::Invalid(format!("container {uuid} has no init process for its NICs"))
+            })?;
+        let moved = nics.clone();
+        tokio::task::spawn_blocking(move || nic::attach(pid, &moved, &limits))
+            .await
+            .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
+        tracing::info!(uuid, count = nics.len(), "host interfaces moved in");
+        Ok(())
+    }
+
+    /// Brings the instance's host interfaces home: from its namespace while
+    /// the container lives, else (a physical one freed with the namespace)
+    /// under its own name again.
+    async fn detach_nics(&self, uuid: &str) -> Result<(), DriverError> {
+        let nics = nic::load(&self.instance_dir(uuid))?;
+        if nics.is_empty() {
+            return Ok(());
+        }
+        let pid = match self.runtime.state(uuid).await? {
+            Some(s) if matches!(s.status, Status::Running | Status::Paused | Status::Created) => {
+                s.pid.filter(|p| *p > 0)
+            }
+            _ => None,
+        };
+        tokio::task::spawn_blocking(move || nic::detach(pid, &nics))
+            .await
+            .map_err(|e| DriverError::Invalid(format!("NIC detach task: {e}")))??;
         Ok(())
     }
 
@@ -803,6 +943,9 @@ impl ContainerDriver {
         };
         if st.status == Status::Paused {
             self.runtime.resume(uuid).await?;
+        }
+        if let Err(e) = self.detach_nics(uuid).await {
+            tracing::warn!(uuid, error = %e, "host interfaces not brought back");
         }
         if matches!(st.status, Status::Running | Status::Paused) {
             let mut stopped = false;
@@ -829,6 +972,9 @@ impl ContainerDriver {
     /// Removes container, cgroups, root, files and the store record.
     async fn remove_everything(&self, uuid: &str) -> Result<(), DriverError> {
         self.store.set_phase(uuid, Phase::Deleting).await?;
+        if let Err(e) = self.detach_nics(uuid).await {
+            tracing::warn!(uuid, error = %e, "host interfaces not brought back");
+        }
         if self.runtime.state(uuid).await?.is_some() {
             self.runtime.delete(uuid, true).await?;
         }
@@ -996,6 +1142,9 @@ impl Driver for ContainerDriver {
         if let Some(st) = self.runtime.state(&rec.uuid).await? {
             if st.status == Status::Paused {
                 self.runtime.resume(&rec.uuid).await?;
+            }
+            if let Err(e) = self.detach_nics(&rec.uuid).await {
+                tracing::warn!(uuid, error = %e, "host interfaces not brought back");
             }
             if matches!(st.status, Status::Running | Status::Paused) {
                 let _ = self.runtime.signal(&rec.uuid, libc::SIGKILL).await;

@@ -52,6 +52,10 @@ pub const KEYS: &[&str] = &[
     "quota:disk_read_iops_sec",
     "quota:disk_write_iops_sec",
     "quota:disk_total_iops_sec",
+    "quota:vif_inbound_average",
+    "quota:vif_inbound_burst",
+    "quota:vif_outbound_average",
+    "quota:vif_outbound_burst",
     "corral:max_processes",
     "corral:privileged",
     "lxd:privileged_allowed",
@@ -183,6 +187,10 @@ pub fn apply(
                     m.limits.disk_write_iops_sec = t;
                 }
             }
+            "quota:vif_inbound_average" => m.limits.vif_inbound_average = throttle(key, v)?,
+            "quota:vif_inbound_burst" => m.limits.vif_inbound_burst = throttle(key, v)?,
+            "quota:vif_outbound_average" => m.limits.vif_outbound_average = throttle(key, v)?,
+            "quota:vif_outbound_burst" => m.limits.vif_outbound_burst = throttle(key, v)?,
             "corral:max_processes" => {
                 let p = unsigned(key, v)?;
                 check(
@@ -357,7 +365,7 @@ mod tests {
             ("lxd:privileged_allowed", ""),
             ("corral:nesting", "2"),
             ("lxd:nested_allowed", "True!"),
-            ("corral:device:fuse", "gpu,id=0"),
+            ("corral:device:fuse", "pci,address=0000:01:00.0"),
             ("corral:device:bad name", "unix-char,path=/dev/fuse"),
             ("corral:max_proceses", "10"),
         ] {
@@ -407,7 +415,7 @@ mod tests {
     fn unknown_keys() {
         let specs = map(&[
             ("hw:mem_page_size", "large"),
-            ("quota:vif_inbound_average", "10"),
+            ("quota:vif_inbound_peak", "10"),
         ]);
         assert!(apply(&specs, base(), Unknown::IgnoreForeign).is_ok());
         assert!(apply(&specs, base(), Unknown::Refuse).is_err());

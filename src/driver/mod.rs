@@ -5,6 +5,8 @@
 
 pub mod container;
 pub mod extra_specs;
+pub mod nic;
+pub mod pci;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,6 +41,8 @@ pub enum DriverError {
     Store(#[source] StoreError),
     #[error("device setup failed")]
     Device(#[source] crate::devices::DeviceError),
+    #[error(transparent)]
+    Nic(#[from] nic::NicError),
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,
@@ -102,6 +106,17 @@ pub struct Limits {
     pub disk_read_iops_sec: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_write_iops_sec: Option<u64>,
+    /// Rate limits on the instance's NICs (`quota:vif_*`), in kilobytes per
+    /// second (average) and kilobytes (burst), as Nova's flavors give them.
+    /// Inbound: traffic to the instance; outbound: traffic it sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vif_inbound_average: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vif_inbound_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vif_outbound_average: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vif_outbound_burst: Option<u64>,
 }
 
 /// The default CFS period.
@@ -191,7 +206,34 @@ impl Limits {
                 }
             }
         }
+        for (what, avg, burst) in [
+            ("inbound", self.vif_inbound_average, self.vif_inbound_burst),
+            (
+                "outbound",
+                self.vif_outbound_average,
+                self.vif_outbound_burst,
+            ),
+        ] {
+            if avg.is_some_and(|v| v == 0 || v > u32::MAX as u64)
+                || burst.is_some_and(|v| v == 0 || v > u32::MAX as u64)
+            {
+                return Err(DriverError::Invalid(format!(
+                    "NIC {what} rate limit out of range (1 to {} KB/s)",
+                    u32::MAX
+                )));
+            }
+            if burst.is_some() && avg.is_none() {
+                return Err(DriverError::Invalid(format!(
+                    "NIC {what} burst needs an {what} average"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether any NIC rate limit is set.
+    pub fn has_vif_limits(&self) -> bool {
+        self.vif_inbound_average.is_some() || self.vif_outbound_average.is_some()
     }
 
     /// Whether any block I/O throttle is set.
@@ -247,6 +289,10 @@ pub struct InstanceSpec {
     /// stored under their uuid but named after the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Host PCI devices given to the instance (`0000:00:05.0`), claimed by
+    /// Nova's PCI tracker (`pci_passthrough:alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci_devices: Vec<String>,
 }
 
 /// Nova's power states (`nova/compute/power_state.py`).

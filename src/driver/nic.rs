@@ -1,0 +1,308 @@
+//! Host network interfaces given to an instance (`nic` devices): moved into
+//! the container's network namespace after the runtime creates it and before
+//! its init runs, renamed there, rate limited with `tc` when the instance has
+//! `quota:vif_*` limits, and moved back to the host under their own name
+//! before the container stops (a virtual interface would otherwise die with
+//! the namespace). What was moved is kept in `nics.json` in the instance
+//! directory, so a restarted daemon still brings the interfaces home.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::devices::NicMove;
+use crate::driver::Limits;
+
+/// Errors of moving interfaces.
+#[derive(Debug, thiserror::Error)]
+pub enum NicError {
+    #[error("NIC {name}: `{command}` failed: {reason}")]
+    Command {
+        name: String,
+        command: String,
+        reason: String,
+    },
+    #[error("NIC record {path}: {reason}")]
+    Record { path: PathBuf, reason: String },
+}
+
+const RECORD: &str = "nics.json";
+
+/// One moved interface as kept on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Moved {
+    host_name: String,
+    inside_name: String,
+}
+
+fn record_path(instance_dir: &Path) -> PathBuf {
+    instance_dir.join(RECORD)
+}
+
+/// Writes what is to be moved, before the first move.
+pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
+    let path = record_path(instance_dir);
+    if nics.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let fail = |reason: String| NicError::Record {
+        path: path.clone(),
+        reason,
+    };
+    let moved: Vec<Moved> = nics
+        .iter()
+        .map(|n| Moved {
+            host_name: n.host_name.clone(),
+            inside_name: n.inside_name.clone(),
+        })
+        .collect();
+    let text = serde_json::to_vec(&moved).map_err(|e| fail(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The interfaces recorded for an instance (none when there is no record).
+pub fn load(instance_dir: &Path) -> Result<Vec<NicMove>, NicError> {
+    let path = record_path(instance_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<Vec<Moved>>(&bytes)
+            .map(|v| {
+                v.into_iter()
+                    .map(|m| NicMove {
+                        host_name: m.host_name,
+                        inside_name: m.inside_name,
+                    })
+                    .collect()
+            })
+            .map_err(|e| NicError::Record {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(NicError::Record {
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Runs `ip`/`tc` on the host (`pid` None) or in the network namespace of
+/// `pid`.
+fn run(name: &str, pid: Option<i32>, argv: &[&str]) -> Result<(), NicError> {
+    let mut cmd = match pid {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg("-t").arg(pid.to_string()).arg("-n").arg("--");
+            c.args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let shown = match pid {
+        Some(pid) => format!("nsenter -t {pid} -n {}", argv.join(" ")),
+        None => argv.join(" "),
+    };
+    let out = cmd.output().map_err(|e| NicError::Command {
+        name: name.to_string(),
+        command: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NicError::Command {
+            name: name.to_string(),
+            command: shown,
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn host_has(ifname: &str) -> bool {
+    Path::new("/sys/class/net").join(ifname).exists()
+}
+
+/// Moves each interface into the namespace of `pid` (the container's init,
+/// created but not started), names it, brings it up and applies the rate
+/// limits. On a failure the interfaces already moved are brought back.
+pub fn attach(pid: i32, nics: &[NicMove], limits: &Limits) -> Result<(), NicError> {
+    for (i, n) in nics.iter().enumerate() {
+        if let Err(e) = attach_one(pid, n, limits) {
+            for done in nics[..=i].iter().rev() {
+                if let Err(undo) = detach_one(pid, done) {
+                    tracing::warn!(nic = %done.host_name, error = %undo, "cannot bring the interface back");
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn attach_one(pid: i32, n: &NicMove, limits: &Limits) -> Result<(), NicError> {
+    let name = n.inside_name.as_str();
+    let pid_s = pid.to_string();
+    run(
+        name,
+        None,
+        &["ip", "link", "set", "dev", &n.host_name, "down"],
+    )?;
+    run(
+        name,
+        None,
+        &["ip", "link", "set", "dev", &n.host_name, "netns", &pid_s],
+    )?;
+    if n.inside_name != n.host_name {
+        run(
+            name,
+            Some(pid),
+            &["ip", "link", "set", "dev", &n.host_name, "name", name],
+        )?;
+    }
+    run(name, Some(pid), &["ip", "link", "set", "dev", name, "up"])?;
+    apply_limits(pid, name, limits)
+}
+
+/// `tc` rate limits, as libvirt applies Nova's `quota:vif_*` (KB/s and KB):
+/// outbound (what the instance sends: its interface's egress) by a token
+/// bucket, inbound (what it receives: the ingress) by a policer.
+fn apply_limits(pid: i32, ifname: &str, limits: &Limits) -> Result<(), NicError> {
+    if let Some(avg) = limits.vif_outbound_average {
+        let rate = format!("{avg}kbps");
+        let burst = format!("{}kb", limits.vif_outbound_burst.unwrap_or(avg).max(2));
+        run(
+            ifname,
+            Some(pid),
+            &[
+                "tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate", &rate, "burst",
+                &burst, "latency", "50ms",
+            ],
+        )?;
+    }
+    if let Some(avg) = limits.vif_inbound_average {
+        let rate = format!("{avg}kbps");
+        let burst = format!("{}kb", limits.vif_inbound_burst.unwrap_or(avg).max(2));
+        run(
+            ifname,
+            Some(pid),
+            &[
+                "tc", "qdisc", "replace", "dev", ifname, "handle", "ffff:", "ingress",
+            ],
+        )?;
+        run(
+            ifname,
+            Some(pid),
+            &[
+                "tc", "filter", "replace", "dev", ifname, "parent", "ffff:", "protocol", "all",
+                "prio", "1", "u32", "match", "u32", "0", "0", "police", "rate", &rate, "burst",
+                &burst, "drop", "flowid", ":1",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Brings every interface of `nics` home from the namespace of `pid` under
+/// its host name. An interface already on the host is left as it is.
+pub fn detach(pid: Option<i32>, nics: &[NicMove]) -> Result<(), NicError> {
+    let mut first_err = None;
+    for n in nics {
+        let r = match pid {
+            Some(pid) => detach_one(pid, n),
+            None => Ok(()),
+        };
+        if let Err(e) = r {
+            if !host_has(&n.host_name) {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        }
+        // A physical interface freed with its namespace comes back under its
+        // inside name: give it its own name again.
+        if !host_has(&n.host_name) && host_has(&n.inside_name) && pid.is_none() {
+            let _ = run(
+                &n.inside_name,
+                None,
+                &["ip", "link", "set", "dev", &n.inside_name, "down"],
+            );
+            if let Err(e) = run(
+                &n.inside_name,
+                None,
+                &[
+                    "ip",
+                    "link",
+                    "set",
+                    "dev",
+                    &n.inside_name,
+                    "name",
+                    &n.host_name,
+                ],
+            ) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn detach_one(pid: i32, n: &NicMove) -> Result<(), NicError> {
+    if host_has(&n.host_name) {
+        return Ok(());
+    }
+    let name = n.inside_name.as_str();
+    // Rename inside first: the inside name may be taken on the host (eth0).
+    let _ = run(name, Some(pid), &["ip", "link", "set", "dev", name, "down"]);
+    if n.inside_name != n.host_name {
+        run(
+            name,
+            Some(pid),
+            &["ip", "link", "set", "dev", name, "name", &n.host_name],
+        )?;
+    }
+    let _ = run(
+        &n.host_name,
+        Some(pid),
+        &["tc", "qdisc", "del", "dev", &n.host_name, "root"],
+    );
+    let _ = run(
+        &n.host_name,
+        Some(pid),
+        &["tc", "qdisc", "del", "dev", &n.host_name, "ingress"],
+    );
+    // PID 1's namespace: the host's (nsenter enters only the network one).
+    run(
+        &n.host_name,
+        Some(pid),
+        &["ip", "link", "set", "dev", &n.host_name, "netns", "1"],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(load(d.path()).unwrap().is_empty());
+        let nics = vec![NicMove {
+            host_name: "dummy0".into(),
+            inside_name: "eth1".into(),
+        }];
+        save(d.path(), &nics).unwrap();
+        assert_eq!(load(d.path()).unwrap(), nics);
+        save(d.path(), &[]).unwrap();
+        assert!(!d.path().join(RECORD).exists());
+        std::fs::write(d.path().join(RECORD), "{").unwrap();
+        assert!(load(d.path()).is_err());
+    }
+}
