@@ -185,16 +185,18 @@ class Hosts:
     def name(self, kind, tag):
         return "%s%s-%s" % (nh.HOST_PREFIX[kind], self.run_id, tag)
 
-    def start(self, kind, tag=None):
-        """Starts one host and waits until it is up and schedulable; pytest.fail otherwise."""
-        return self.start_many(kind, 1, tag)[0]
+    def start(self, kind, tag=None, conf=None):
+        """Starts one host and waits until it is up and schedulable; pytest.fail otherwise.
+        `conf` (corral only): extra nova.conf options, {section: {option: value}}."""
+        return self.start_many(kind, 1, tag, conf)[0]
 
-    def start_many(self, kind, n, tag=None):
+    def start_many(self, kind, n, tag=None, conf=None):
         hs = []
+        kw = {"extra_conf": conf} if conf else {}
         for _ in range(n):
             self._seq += 1
             h = nh.HOST_CLASSES[kind](self.stack, self.nova, self.placement,
-                                      self.name(kind, tag or "h%d" % self._seq))
+                                      self.name(kind, tag or "h%d" % self._seq), **kw)
             self.hosts.append(h)
             hs.append(h)
         try:

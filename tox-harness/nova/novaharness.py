@@ -473,15 +473,19 @@ class CorralHost(ComputeHost):
 
     kind = "corral"
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a, extra_conf=None, **kw):
         super().__init__(*a, **kw)
         self.runtime_root = os.path.join(RUNTIME_ROOT_BASE, self.name)
         self.socket = os.path.join(self.dir, "corral.sock")
+        # {section: {option: value}} added to its nova.conf, e.g.
+        # {"corral": {"allow_privileged": "false"}, "compute": {"cpu_dedicated_set": "1"}}
+        self.extra_conf = extra_conf or {}
 
     def write_conf(self):
         common, services = self._common_conf()
         with open(self.conf, "w") as f:
-            f.write(corral_nova_conf(self.name, common, services, self.state_dir, self.runtime_root))
+            f.write(corral_nova_conf(self.name, common, services, self.state_dir, self.runtime_root,
+                                     self.extra_conf))
 
     def env(self):
         e = dict(os.environ)
@@ -527,11 +531,20 @@ class CorralHost(ComputeHost):
         super().cleanup_state()
 
 
-def corral_nova_conf(name, common, services, state_dir, runtime_root):
+def corral_nova_conf(name, common, services, state_dir, runtime_root, extra=None):
     """The nova.conf a corral compute host gets (the Rust side reads these options).
     No [database]/[api_database]: like nova-compute, corral reaches the DB only through
-    the conductor."""
-    return """[DEFAULT]
+    the conductor. `extra` ({section: {option: value}}): more options; those of [corral]
+    join its [corral] block, other sections are appended."""
+    extra = dict(extra or {})
+    more_corral = "".join("%s = %s\n" % kv for kv in extra.pop("corral", {}).items())
+    more = "".join("\n[%s]\n%s" % (sec, "".join("%s = %s\n" % kv for kv in opts.items()))
+                   for sec, opts in extra.items())
+    return _CORRAL_CONF.format(name=name, common=common, state=state_dir, services=services,
+                               root=runtime_root, cg=CGROUP_PARENT) + more_corral + more
+
+
+_CORRAL_CONF = """[DEFAULT]
 debug = True
 host = {name}
 {common}
@@ -547,7 +560,7 @@ lock_path = {state}/locks
 oci_runtime = runc
 runtime_root = {root}
 cgroup_parent = {cg}
-""".format(name=name, common=common, state=state_dir, services=services, root=runtime_root, cg=CGROUP_PARENT)
+"""
 
 
 HOST_CLASSES = {"reference": ReferenceHost, "corral": CorralHost}
