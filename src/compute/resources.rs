@@ -515,12 +515,23 @@ impl ResourceTracker {
         }
         let current = p.get_inventories(self.inner.node_uuid).await?;
         if current.inventories != inv {
-            p.set_inventories(
-                self.inner.node_uuid,
-                current.resource_provider_generation.max(rp.generation),
-                &inv,
-            )
-            .await?;
+            match p
+                .set_inventories(
+                    self.inner.node_uuid,
+                    current.resource_provider_generation.max(rp.generation),
+                    &inv,
+                )
+                .await
+            {
+                Ok(_) => {}
+                // A class still allocated to instances cannot shrink below
+                // their use (a device gone while held): the rest of the pass
+                // (traits, PCI records) still runs.
+                Err(e @ crate::placement::PlacementError::InventoryInUse { .. }) => {
+                    tracing::warn!(error = %e, "inventory not updated: in use by instances");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let add: BTreeSet<String> = ["COMPUTE_NODE", "OWNER_NOVA", "COMPUTE_IMAGE_TYPE_RAW"]
             .iter()
