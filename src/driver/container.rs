@@ -558,7 +558,7 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
             })?;
         }
-        let taken = self.claims_of_others(&spec.uuid);
+        let taken = self.held_claims(Some(&spec.uuid));
         for (name, dev) in &spec.devices {
             devices::validate_name(name).map_err(device_invalid)?;
             devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
@@ -567,14 +567,15 @@ impl ContainerDriver {
         Ok(())
     }
 
-    /// The devices other instances hold exclusively (their `claims.json`).
-    fn claims_of_others(&self, uuid: &str) -> BTreeSet<String> {
+    /// The devices instances hold exclusively (their `claims.json`), but
+    /// for those of `except`.
+    fn held_claims(&self, except: Option<&str>) -> BTreeSet<String> {
         let mut taken = BTreeSet::new();
         let Ok(rd) = std::fs::read_dir(self.cfg.instances_dir()) else {
             return taken;
         };
         for e in rd.flatten() {
-            if e.file_name().to_str() == Some(uuid) {
+            if except.is_some() && e.file_name().to_str() == except {
                 continue;
             }
             if let Ok(bytes) = std::fs::read(e.path().join(CLAIMS_FILE)) {
@@ -593,7 +594,7 @@ impl ContainerDriver {
     /// while they are in use.
     pub fn device_inventory(&self) -> std::collections::BTreeMap<String, u32> {
         let mut inv = devices::inventory(&self.host, &self.allowlist);
-        for claim in self.claims_of_others("") {
+        for claim in self.held_claims(None) {
             let Some(ifname) = claim.strip_prefix("nic:") else {
                 continue;
             };
@@ -759,7 +760,7 @@ impl ContainerDriver {
         {
             // One instance at a time picks among free GPUs and NICs.
             let _pick = self.cpu_alloc.lock().await;
-            let taken = self.claims_of_others(&rec.uuid);
+            let taken = self.held_claims(Some(&rec.uuid));
             let mut claims = Vec::new();
             let mut nics = Vec::new();
             for (name, dev) in &spec.devices {
@@ -904,9 +905,13 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("container {uuid} has no init process for its NICs"))
             })?;
         let moved = nics.clone();
-        tokio::task::spawn_blocking(move || nic::attach(pid, &moved, &limits))
-            .await
-            .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            // One the kernel handed back under another name comes home first.
+            nic::detach(None, &moved)?;
+            nic::attach(pid, &moved, &limits)
+        })
+        .await
+        .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
         tracing::info!(uuid, count = nics.len(), "host interfaces moved in");
         Ok(())
     }

@@ -26,19 +26,32 @@ pub enum NicError {
 }
 
 const RECORD: &str = "nics.json";
+const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// One moved interface as kept on disk.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Moved {
-    host_name: String,
-    inside_name: String,
+/// One interface given to an instance, as kept in `nics.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NicRecord {
+    pub host_name: String,
+    pub inside_name: String,
+    /// Its MAC address when it was last on the host: how it is found again
+    /// if the kernel hands it back under another name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 fn record_path(instance_dir: &Path) -> PathBuf {
     instance_dir.join(RECORD)
 }
 
-/// Writes what is to be moved, before the first move.
+fn address_of(net: &Path, ifname: &str) -> Option<String> {
+    std::fs::read_to_string(net.join(ifname).join("address"))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+}
+
+/// Writes what is to be moved, before the first move, with the addresses
+/// the interfaces have on the host now.
 pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
     let path = record_path(instance_dir);
     if nics.is_empty() {
@@ -49,14 +62,15 @@ pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
         path: path.clone(),
         reason,
     };
-    let moved: Vec<Moved> = nics
+    let records: Vec<NicRecord> = nics
         .iter()
-        .map(|n| Moved {
+        .map(|n| NicRecord {
             host_name: n.host_name.clone(),
             inside_name: n.inside_name.clone(),
+            address: address_of(Path::new(SYS_CLASS_NET), &n.host_name),
         })
         .collect();
-    let text = serde_json::to_vec(&moved).map_err(|e| fail(e.to_string()))?;
+    let text = serde_json::to_vec(&records).map_err(|e| fail(e.to_string()))?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, &path))
@@ -64,22 +78,13 @@ pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
 }
 
 /// The interfaces recorded for an instance (none when there is no record).
-pub fn load(instance_dir: &Path) -> Result<Vec<NicMove>, NicError> {
+pub fn load(instance_dir: &Path) -> Result<Vec<NicRecord>, NicError> {
     let path = record_path(instance_dir);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<Vec<Moved>>(&bytes)
-            .map(|v| {
-                v.into_iter()
-                    .map(|m| NicMove {
-                        host_name: m.host_name,
-                        inside_name: m.inside_name,
-                    })
-                    .collect()
-            })
-            .map_err(|e| NicError::Record {
-                path: path.clone(),
-                reason: e.to_string(),
-            }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| NicError::Record {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(NicError::Record {
             path,
@@ -125,13 +130,22 @@ fn run(name: &str, pid: Option<i32>, argv: &[&str]) -> Result<(), NicError> {
 }
 
 fn host_has(ifname: &str) -> bool {
-    Path::new("/sys/class/net").join(ifname).exists()
+    Path::new(SYS_CLASS_NET).join(ifname).exists()
+}
+
+/// The host interface with MAC `address` under a name other than `not`.
+fn renamed(net: &Path, address: &str, not: &str) -> Option<String> {
+    std::fs::read_dir(net)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .find(|name| name != not && address_of(net, name).as_deref() == Some(address))
 }
 
 /// Moves each interface into the namespace of `pid` (the container's init,
 /// created but not started), names it, brings it up and applies the rate
 /// limits. On a failure the interfaces already moved are brought back.
-pub fn attach(pid: i32, nics: &[NicMove], limits: &Limits) -> Result<(), NicError> {
+pub fn attach(pid: i32, nics: &[NicRecord], limits: &Limits) -> Result<(), NicError> {
     for (i, n) in nics.iter().enumerate() {
         if let Err(e) = attach_one(pid, n, limits) {
             for done in nics[..=i].iter().rev() {
@@ -145,7 +159,7 @@ pub fn attach(pid: i32, nics: &[NicMove], limits: &Limits) -> Result<(), NicErro
     Ok(())
 }
 
-fn attach_one(pid: i32, n: &NicMove, limits: &Limits) -> Result<(), NicError> {
+fn attach_one(pid: i32, n: &NicRecord, limits: &Limits) -> Result<(), NicError> {
     let name = n.inside_name.as_str();
     let pid_s = pid.to_string();
     run(
@@ -208,44 +222,35 @@ fn apply_limits(pid: i32, ifname: &str, limits: &Limits) -> Result<(), NicError>
     Ok(())
 }
 
-/// Brings every interface of `nics` home from the namespace of `pid` under
-/// its host name. An interface already on the host is left as it is.
-pub fn detach(pid: Option<i32>, nics: &[NicMove]) -> Result<(), NicError> {
+/// Brings every interface of `nics` home under its host name: from the
+/// namespace of `pid` while the container lives; else (a physical interface
+/// the kernel handed back when the namespace died, maybe as `devN`) found by
+/// its address and renamed. An interface already home is left as it is.
+pub fn detach(pid: Option<i32>, nics: &[NicRecord]) -> Result<(), NicError> {
     let mut first_err = None;
-    for n in nics {
-        let r = match pid {
-            Some(pid) => detach_one(pid, n),
-            None => Ok(()),
+    for n in nics.iter().filter(|n| !host_has(&n.host_name)) {
+        let r = match (pid, &n.address) {
+            (Some(pid), _) => detach_one(pid, n),
+            (None, Some(address)) => match renamed(Path::new(SYS_CLASS_NET), address, &n.host_name)
+            {
+                Some(current) => {
+                    let _ = run(
+                        &current,
+                        None,
+                        &["ip", "link", "set", "dev", &current, "down"],
+                    );
+                    run(
+                        &current,
+                        None,
+                        &["ip", "link", "set", "dev", &current, "name", &n.host_name],
+                    )
+                }
+                None => Ok(()),
+            },
+            (None, None) => Ok(()),
         };
         if let Err(e) = r {
-            if !host_has(&n.host_name) {
-                first_err.get_or_insert(e);
-                continue;
-            }
-        }
-        // A physical interface freed with its namespace comes back under its
-        // inside name: give it its own name again.
-        if !host_has(&n.host_name) && host_has(&n.inside_name) && pid.is_none() {
-            let _ = run(
-                &n.inside_name,
-                None,
-                &["ip", "link", "set", "dev", &n.inside_name, "down"],
-            );
-            if let Err(e) = run(
-                &n.inside_name,
-                None,
-                &[
-                    "ip",
-                    "link",
-                    "set",
-                    "dev",
-                    &n.inside_name,
-                    "name",
-                    &n.host_name,
-                ],
-            ) {
-                first_err.get_or_insert(e);
-            }
+            first_err.get_or_insert(e);
         }
     }
     match first_err {
@@ -254,7 +259,7 @@ pub fn detach(pid: Option<i32>, nics: &[NicMove]) -> Result<(), NicError> {
     }
 }
 
-fn detach_one(pid: i32, n: &NicMove) -> Result<(), NicError> {
+fn detach_one(pid: i32, n: &NicRecord) -> Result<(), NicError> {
     if host_has(&n.host_name) {
         return Ok(());
     }
@@ -295,14 +300,37 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(load(d.path()).unwrap().is_empty());
         let nics = vec![NicMove {
-            host_name: "dummy0".into(),
+            host_name: "crl-none0".into(),
             inside_name: "eth1".into(),
         }];
         save(d.path(), &nics).unwrap();
-        assert_eq!(load(d.path()).unwrap(), nics);
+        assert_eq!(
+            load(d.path()).unwrap(),
+            vec![NicRecord {
+                host_name: "crl-none0".into(),
+                inside_name: "eth1".into(),
+                address: None,
+            }]
+        );
         save(d.path(), &[]).unwrap();
         assert!(!d.path().join(RECORD).exists());
         std::fs::write(d.path().join(RECORD), "{").unwrap();
         assert!(load(d.path()).is_err());
+    }
+
+    #[test]
+    fn an_interface_handed_back_is_found_by_its_address() {
+        let net = tempfile::tempdir().unwrap();
+        for (name, mac) in [("eth0", "52:54:00:00:00:01"), ("dev7", "52:54:00:00:00:02")] {
+            std::fs::create_dir(net.path().join(name)).unwrap();
+            std::fs::write(net.path().join(name).join("address"), format!("{mac}\n")).unwrap();
+        }
+        assert_eq!(
+            renamed(net.path(), "52:54:00:00:00:02", "enp5s0").as_deref(),
+            Some("dev7")
+        );
+        // The host's own eth0 is never taken for it.
+        assert_eq!(renamed(net.path(), "52:54:00:00:00:09", "enp5s0"), None);
+        assert_eq!(renamed(net.path(), "52:54:00:00:00:02", "dev7"), None);
     }
 }
