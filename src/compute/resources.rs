@@ -507,9 +507,9 @@ impl ResourceTracker {
         }
         // Countable host devices (GPUs, USB ids, NICs) the allowlist gives
         // out: flavors ask for them with `resources:CUSTOM_CORRAL_...=N`.
+        // (`set_inventories` creates the custom classes.)
         for (class, count) in self.inner.driver.device_inventory() {
             if count > 0 {
-                p.ensure_resource_class(&class).await?;
                 inv.insert(class, Inventory::simple(count as u64, 0, 1.0));
             }
         }
