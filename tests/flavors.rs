@@ -361,7 +361,19 @@ fn dedicated_instances_get_disjoint_cpus() {
 #[test]
 fn security_defaults_and_nesting() {
     require_host!();
-    let d = Daemon::start();
+    {
+        // By default neither is allowed: an operator opts in.
+        let plain = Daemon::start();
+        plain.import_busybox();
+        for (flag, option) in [
+            ("--privileged", "allow_privileged"),
+            ("--nesting", "allow_nesting"),
+        ] {
+            let err = plain.fails(&["launch", "busybox", "refused", flag]);
+            assert!(err.contains(option), "{flag}: {err}");
+        }
+    }
+    let d = Daemon::start_with("allow_nesting = true");
     d.import_busybox();
     d.ok(&["launch", "busybox", "plain"]);
     d.ok(&["launch", "busybox", "nest", "--nesting"]);
@@ -430,7 +442,10 @@ fn lxcfs_files_are_bound_over_proc() {
     )
     .unwrap();
     std::fs::write(fake.path().join("proc/uptime"), "42.00 40.00\n").unwrap();
-    let d = Daemon::start_with(&format!("lxcfs_path = {}", fake.path().display()));
+    let d = Daemon::start_with(&format!(
+        "lxcfs_path = {}\nallow_nesting = true",
+        fake.path().display()
+    ));
     d.import_busybox();
     d.ok(&["launch", "busybox", "lx"]);
     assert!(d.exec("lx", "cat /proc/meminfo").contains("12345 kB"));
@@ -444,7 +459,7 @@ fn lxcfs_files_are_bound_over_proc() {
 
 fn device_daemon(extra_dir: &Path) -> Daemon {
     Daemon::start_with(&format!(
-        "device_allowlist = unix-char:/dev/fuse, unix-block:/dev/loop*, disk:/dev/loop*, disk:{}/*",
+        "allow_privileged = true\ndevice_allowlist = unix-char:/dev/fuse, unix-block:/dev/loop*, disk:/dev/loop*, disk:{}/*",
         extra_dir.display()
     ))
 }

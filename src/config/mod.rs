@@ -268,8 +268,8 @@ impl Config {
                     ))
                 }
             },
-            allow_privileged: boolean(ini, "corral", "allow_privileged", true)?,
-            allow_nesting: boolean(ini, "corral", "allow_nesting", true)?,
+            allow_privileged: boolean(ini, "corral", "allow_privileged", false)?,
+            allow_nesting: boolean(ini, "corral", "allow_nesting", false)?,
             no_new_privileges: boolean(ini, "corral", "no_new_privileges", false)?,
             device_allowlist: get(ini, "corral", "device_allowlist")
                 .map(|v| {
@@ -604,13 +604,14 @@ mod tests {
     fn security_cpu_and_device_options() {
         let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
         assert_eq!(c.corral.cpu_limit_mode, CpuLimitMode::Hard);
-        assert!(c.corral.allow_privileged && c.corral.allow_nesting);
+        // Privileged and nesting instances are an operator's explicit choice.
+        assert!(!c.corral.allow_privileged && !c.corral.allow_nesting);
         assert!(!c.corral.no_new_privileges);
         assert!(c.corral.device_allowlist.is_empty());
         assert_eq!(c.compute.cpu_dedicated_set, None);
         let mut ini = Ini::default();
         ini.merge_str(
-            "[corral]\ncpu_limit_mode = shares\nallow_privileged = no\n\
+            "[corral]\ncpu_limit_mode = shares\nallow_privileged = no\nallow_nesting = yes\n\
              device_allowlist = unix-char:/dev/fuse, disk:/srv/*\n\
              [compute]\ncpu_dedicated_set = 2-5,^3\ncpu_shared_set = 0-1\n",
             "t",
@@ -619,6 +620,7 @@ mod tests {
         let c = Config::from_ini(&ini, &Overrides::default()).unwrap();
         assert_eq!(c.corral.cpu_limit_mode, CpuLimitMode::Shares);
         assert!(!c.corral.allow_privileged);
+        assert!(c.corral.allow_nesting);
         assert_eq!(c.corral.device_allowlist.len(), 2);
         assert_eq!(c.compute.cpu_dedicated_set.unwrap().to_string(), "2,4-5");
         for bad in [
