@@ -1,9 +1,98 @@
-//! File-tree helpers shared by the image cache and the storage layer.
+//! File-tree helpers shared by the image cache, the storage layer, the
+//! devices and the driver: tree copy and removal, the one reader of
+//! `/proc/self/mountinfo`, and the one atomic writer of small state files.
 
+use std::ffi::OsString;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Writes `data` to `path` so that a crash leaves either the old file or the
+/// new one, never a truncated one: a temporary file in the same directory
+/// (created with `mode`), fsynced, renamed over `path`, then the directory
+/// fsynced so the rename itself is durable.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have taken bits the caller asked for; never more.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Undoes the kernel's octal escapes in a `/proc/*/mountinfo` field (`\040`
+/// for a space, `\011` tab, `\012` newline, `\134` backslash).
+pub fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The mount points of a mountinfo text (its fifth field), unescaped.
+pub fn mount_points_in(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(OsString::from_vec(unescape_mountinfo(mp))))
+        .collect()
+}
+
+/// Whether `path` is a mount point in this process's mount namespace, by
+/// `/proc/self/mountinfo`. Compared byte for byte with the unescaped mount
+/// points, so paths with spaces or other escaped bytes are found.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    mount_points_in(&info)
+        .iter()
+        .any(|mp| mp.as_os_str().as_bytes() == want)
+}
 
 /// Copies the tree `src` to `dst` (which must not exist), adding `shift` to
 /// every owner and group id. Symlinks are copied as links, never followed;
@@ -91,6 +180,36 @@ pub fn tree_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_fields_are_unescaped() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c\\134d"), b"/a b\tc\\d");
+        assert_eq!(unescape_mountinfo("/x\\04"), b"/x\\04");
+        let text = "36 35 98:0 / /srv/state\\040dir/disks/d rw,noatime master:1 - ext4 /dev/x rw\n\
+                    37 35 98:0 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            mount_points_in(text),
+            vec![
+                PathBuf::from("/srv/state dir/disks/d"),
+                PathBuf::from("/proc")
+            ]
+        );
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/definitely/not/mounted")));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_with_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("claims.json");
+        write_atomic(&p, b"[\"nic:a\"]", 0o600).unwrap();
+        write_atomic(&p, b"[]", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"[]");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        // Nothing else is left in the directory.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(write_atomic(&dir.path().join("no/such/dir/f"), b"x", 0o600).is_err());
+    }
 
     #[test]
     fn copy_shifts_owners_and_keeps_modes_and_links() {

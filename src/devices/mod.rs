@@ -828,15 +828,10 @@ fn mkdir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Whether `path` is a mount point (per /proc/self/mountinfo).
+/// Whether `path` is a mount point (per /proc/self/mountinfo, unescaped:
+/// a state path with a space in it is found too).
 fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|mp| mp == want)
+    crate::fsutil::is_mount_point(path)
 }
 
 /// The filesystem on a block device, by `blkid`.
@@ -1259,5 +1254,45 @@ mod tests {
         assert_eq!(meta.rdev(), libc::makedev(1, 3));
         release(dir.path()).unwrap();
         assert!(!p.source.exists());
+    }
+
+    /// A disk mounted into an instance whose state path has a space in it
+    /// is unmounted by `release`, so removing the instance directory never
+    /// reaches into the disk's files.
+    #[test]
+    fn release_unmounts_disks_under_a_path_with_a_space() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: mounting needs root");
+            return;
+        }
+        let state = tempfile::Builder::new()
+            .prefix("corral state ")
+            .tempdir()
+            .unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("precious"), b"keep me").unwrap();
+        let inst = state.path().join("instances/u 1");
+        let mp = disks_dir(&inst).join("data");
+        mkdir(&mp).unwrap();
+        nix::mount::mount(
+            Some(host.path()),
+            &mp,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        assert!(is_mounted(&mp), "a mount point with a space is found");
+        let released = release(&inst);
+        if is_mounted(&mp) {
+            let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+            panic!("release left the disk mounted: {released:?}");
+        }
+        released.unwrap();
+        crate::fsutil::remove_tree(&inst).unwrap();
+        assert_eq!(
+            std::fs::read(host.path().join("precious")).unwrap(),
+            b"keep me"
+        );
     }
 }

@@ -68,23 +68,7 @@ fn overlay_available() -> bool {
 
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| {
-        l.split_whitespace()
-            .nth(4)
-            .map(|m| unescape_mount(m) == want)
-            .unwrap_or(false)
-    })
-}
-
-fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    fsutil::is_mount_point(path)
 }
 
 impl Storage {
@@ -229,7 +213,6 @@ mod tests {
 
     #[test]
     fn mountinfo_unescape() {
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
         assert!(is_mounted(Path::new("/proc")));
         assert!(!is_mounted(Path::new("/definitely/not/mounted")));
     }
