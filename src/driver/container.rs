@@ -158,6 +158,58 @@ fn tail_lines(text: &str, lines: usize) -> String {
     out
 }
 
+/// An instance's `claims.json` that cannot be read or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("device claims of instance {instance} ({path}) are unreadable ({reason}): exclusive devices count as held until the file is fixed or the instance is deleted")]
+pub struct ClaimsError {
+    pub instance: String,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The claims of every instance directory under `instances_dir` but
+/// `except`'s, and the claims files that could not be read or decoded. A
+/// missing file holds nothing (an instance without exclusive devices).
+pub fn claims_in(
+    instances_dir: &Path,
+    except: Option<&str>,
+) -> (BTreeSet<String>, Vec<ClaimsError>) {
+    let mut taken = BTreeSet::new();
+    let mut errors = Vec::new();
+    let Ok(rd) = std::fs::read_dir(instances_dir) else {
+        return (taken, errors);
+    };
+    for e in rd.flatten() {
+        let instance = e.file_name().to_string_lossy().into_owned();
+        if except == Some(instance.as_str()) {
+            continue;
+        }
+        let path = e.path().join(CLAIMS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(err) => {
+                errors.push(ClaimsError {
+                    instance,
+                    path,
+                    reason: err.to_string(),
+                });
+                continue;
+            }
+        };
+        match serde_json::from_slice::<Vec<String>>(&bytes) {
+            Ok(list) => taken.extend(list),
+            Err(err) => errors.push(ClaimsError {
+                instance,
+                path,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    (taken, errors)
+}
+
 impl ContainerDriver {
     pub fn new(
         cfg: Arc<Config>,
@@ -558,7 +610,11 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
             })?;
         }
-        let taken = self.held_claims(Some(&spec.uuid));
+        let taken = if spec.devices.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.held_claims(Some(&spec.uuid))?
+        };
         for (name, dev) in &spec.devices {
             devices::validate_name(name).map_err(device_invalid)?;
             devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
@@ -568,23 +624,19 @@ impl ContainerDriver {
     }
 
     /// The devices instances hold exclusively (their `claims.json`), but
-    /// for those of `except`.
-    fn held_claims(&self, except: Option<&str>) -> BTreeSet<String> {
-        let mut taken = BTreeSet::new();
-        let Ok(rd) = std::fs::read_dir(self.cfg.instances_dir()) else {
-            return taken;
-        };
-        for e in rd.flatten() {
-            if except.is_some() && e.file_name().to_str() == except {
-                continue;
-            }
-            if let Ok(bytes) = std::fs::read(e.path().join(CLAIMS_FILE)) {
-                if let Ok(list) = serde_json::from_slice::<Vec<String>>(&bytes) {
-                    taken.extend(list);
-                }
+    /// for those of `except`. Fails closed: when an instance's claims file
+    /// cannot be read or decoded, nothing exclusive is handed out (its
+    /// devices might be any of them) until it is fixed or the instance is
+    /// deleted.
+    fn held_claims(&self, except: Option<&str>) -> Result<BTreeSet<String>, DriverError> {
+        let (taken, errors) = claims_in(&self.cfg.instances_dir(), except);
+        match errors.into_iter().next() {
+            None => Ok(taken),
+            Some(e) => {
+                tracing::error!(error = %e, "device claims unreadable: exclusive devices are held");
+                Err(DriverError::Conflict(e.to_string()))
             }
         }
-        taken
     }
 
     /// The Placement resources of the exclusive and countable devices the
@@ -594,7 +646,11 @@ impl ContainerDriver {
     /// while they are in use.
     pub fn device_inventory(&self) -> std::collections::BTreeMap<String, u32> {
         let mut inv = devices::inventory(&self.host, &self.allowlist);
-        for claim in self.held_claims(None) {
+        let (held, errors) = claims_in(&self.cfg.instances_dir(), None);
+        for e in errors {
+            tracing::error!(error = %e, "device claims unreadable");
+        }
+        for claim in held {
             let Some(ifname) = claim.strip_prefix("nic:") else {
                 continue;
             };
@@ -760,7 +816,11 @@ impl ContainerDriver {
         {
             // One instance at a time picks among free GPUs and NICs.
             let _pick = self.cpu_alloc.lock().await;
-            let taken = self.held_claims(Some(&rec.uuid));
+            let taken = if spec.devices.is_empty() {
+                BTreeSet::new()
+            } else {
+                self.held_claims(Some(&rec.uuid))?
+            };
             let mut claims = Vec::new();
             let mut nics = Vec::new();
             for (name, dev) in &spec.devices {
@@ -791,7 +851,7 @@ impl ContainerDriver {
             let claims_path = dir.join(CLAIMS_FILE);
             let text = serde_json::to_vec(&claims)
                 .map_err(|e| DriverError::Invalid(format!("cannot encode claims: {e}")))?;
-            std::fs::write(&claims_path, text).map_err(io_err(&claims_path))?;
+            fsutil::write_atomic(&claims_path, &text, 0o600).map_err(io_err(&claims_path))?;
             nic::save(&dir, &nics)?;
         }
         // Nova's PCI passthrough: the functions' device nodes, and their addresses.
@@ -1387,6 +1447,34 @@ mod tests {
         );
         // No block device.
         assert!(block_device_of(dir.path(), &dir.path().join("none")).is_err());
+    }
+
+    #[test]
+    fn corrupt_claims_are_reported_never_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = |u: &str| {
+            let d = dir.path().join(u);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        fsutil::write_atomic(
+            &inst("a").join(CLAIMS_FILE),
+            br#"["gpu:0000:01:00.0"]"#,
+            0o600,
+        )
+        .unwrap();
+        inst("nodevices");
+        // A claims file cut short by a crash (the old, non-atomic write).
+        std::fs::write(inst("b").join(CLAIMS_FILE), br#"["nic:en"#).unwrap();
+        std::fs::write(inst("c").join(CLAIMS_FILE), b"").unwrap();
+        let (held, errors) = claims_in(dir.path(), None);
+        assert_eq!(held, BTreeSet::from(["gpu:0000:01:00.0".to_string()]));
+        let mut bad: Vec<_> = errors.iter().map(|e| e.instance.as_str()).collect();
+        bad.sort();
+        assert_eq!(bad, ["b", "c"]);
+        assert!(errors[0].to_string().contains("count as held"));
+        let (_, errors) = claims_in(dir.path(), Some("b"));
+        assert_eq!(errors.len(), 1);
     }
 
     #[test]

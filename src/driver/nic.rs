@@ -71,10 +71,7 @@ pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
         })
         .collect();
     let text = serde_json::to_vec(&records).map_err(|e| fail(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| fail(e.to_string()))
+    crate::fsutil::write_atomic(&path, &text, 0o600).map_err(|e| fail(e.to_string()))
 }
 
 /// The interfaces recorded for an instance (none when there is no record).

@@ -443,13 +443,11 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
 pub fn write(bundle: &Path, cfg: &BundleConfig) -> Result<(), RuntimeError> {
     let spec = spec(cfg).map_err(RuntimeError::Spec)?;
     let path = bundle.join("config.json");
-    let tmp = bundle.join("config.json.tmp");
     let json = serde_json::to_vec_pretty(&spec).map_err(RuntimeError::SpecEncode)?;
-    std::fs::write(&tmp, json).map_err(|source| RuntimeError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| RuntimeError::Io { path, source })
+    // The environment may hold a tenant's secrets: the runtime (root) reads
+    // it, nobody else.
+    crate::fsutil::write_atomic(&path, &json, 0o600)
+        .map_err(|source| RuntimeError::Io { path, source })
 }
 
 #[cfg(test)]
