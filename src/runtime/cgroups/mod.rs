@@ -357,8 +357,26 @@ mod tests {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let path = CgroupPath::from_proc_cgroup(&own).unwrap();
         let stats = read_stats(mode, root, &path).unwrap();
-        // Our own cgroup holds at least this test's memory.
-        assert!(stats.memory_usage_bytes.unwrap_or(1) > 0);
+        // Our own cgroup holds at least this test's memory, where the host
+        // accounts it (a v2 root cgroup has no memory.current).
+        let usage_file = match mode {
+            CgroupMode::V1 => root
+                .join("memory")
+                .join(path.for_controller("memory"))
+                .join("memory.usage_in_bytes"),
+            CgroupMode::V2 => root.join(path.default_path()).join("memory.current"),
+        };
+        match std::fs::read_to_string(&usage_file) {
+            Ok(text) => {
+                let direct: u64 = text.trim().parse().unwrap();
+                assert!(direct > 0, "{}: {direct}", usage_file.display());
+                let read = stats.memory_usage_bytes.unwrap_or_else(|| {
+                    panic!("{} exists but no usage was read", usage_file.display())
+                });
+                assert!(read > 0);
+            }
+            Err(_) => assert_eq!(stats.memory_usage_bytes, None),
+        }
         freezer_state(mode, root, &path).unwrap();
         assert!(exists(mode, root, &path).unwrap());
     }
