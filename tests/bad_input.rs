@@ -176,6 +176,70 @@ fn hostile_tarballs_are_refused() {
     assert!(left.is_empty(), "image cache not clean: {left:?}");
 }
 
+/// Sends a JSON request and returns the status and the decoded body.
+fn send(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let bytes = body.to_string().into_bytes();
+    let mut cur = std::io::Cursor::new(bytes.as_slice());
+    let resp = d
+        .client()
+        .request(
+            method,
+            path,
+            Some(("application/json", &mut cur, bytes.len() as u64)),
+            &[],
+        )
+        .unwrap();
+    let v = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+    (resp.status, v)
+}
+
+#[test]
+fn inputs_that_used_to_panic_get_answers() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "calm"]);
+    let uuid = d.uuid("calm");
+
+    // A stop with a timeout past what the clock can hold (Instant + Duration
+    // overflowed in the operation's task, which then never finished).
+    let (status, env) = send(
+        &d,
+        "PUT",
+        "/1.0/instances/calm/state",
+        &serde_json::json!({"action": "stop", "timeout": i64::MAX}),
+    );
+    assert_eq!(status, 202, "{env}");
+    let op_url = env["operation"].as_str().unwrap().to_string();
+    let op: serde_json::Value = d
+        .client()
+        .get(&format!("{op_url}/wait?timeout=60"))
+        .unwrap();
+    assert_eq!(op["status"], "Success", "{op}\n{}", d.log());
+    assert_eq!(d.instance("calm")["status"], "Stopped");
+    // Waiting on it with a huge timeout answers too.
+    let op: serde_json::Value = d
+        .client()
+        .get(&format!("{op_url}/wait?timeout={}", i64::MAX))
+        .unwrap();
+    assert_eq!(op["status"], "Success");
+
+    // A uuid-shaped name would make a uuid name two instances.
+    let err = d.fails(&["launch", "busybox", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"]);
+    assert!(err.contains("must not be a UUID"), "{err}");
+    let err = d.fails(&["info", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"]);
+    assert!(err.contains("not found"), "{err}");
+    // An instance is still found by its uuid, and by its name.
+    assert_eq!(d.instance(&uuid)["name"], "calm");
+    d.ok(&["start", "calm"]);
+    assert_eq!(d.instance("calm")["status"], "Running");
+}
+
 #[test]
 fn missing_runtime_binary_stops_the_daemon_with_a_clear_error() {
     require_host!();

@@ -13,6 +13,8 @@ use crate::nova::objects::instance::Instance;
 pub enum SpecError {
     #[error("the instance has no uuid")]
     NoUuid,
+    #[error("the instance uuid {0} is not a UUID")]
+    BadUuid(String),
     #[error("the instance has no flavor")]
     NoFlavor,
     #[error("flavor extra spec {key}={value:?} is invalid: {reason}")]
@@ -39,7 +41,7 @@ fn hostname(inst: &Instance, uuid: &str) -> String {
         .collect();
     let clean = clean.trim_matches('-').to_string();
     if clean.is_empty() {
-        format!("instance-{}", &uuid[..uuid.len().min(8)])
+        format!("instance-{}", uuid.chars().take(8).collect::<String>())
     } else {
         clean
     }
@@ -85,6 +87,10 @@ pub fn limits(flavor: &Flavor) -> Result<Limits, SpecError> {
 /// The spec of a Nova instance whose image is cached as `image_alias`.
 pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec, SpecError> {
     let uuid = inst.uuid().ok_or(SpecError::NoUuid)?.to_string();
+    if !crate::driver::is_uuid(&uuid) {
+        // Shown escaped: it came off the wire.
+        return Err(SpecError::BadUuid(format!("{uuid:?}")));
+    }
     let flavor = inst.flavor.get().ok_or(SpecError::NoFlavor)?;
     let m = mapped(flavor)?;
     Ok(InstanceSpec {
@@ -177,5 +183,25 @@ mod tests {
         assert_eq!(hostname(&i, "abcdef12-0000"), "web-01-example");
         i.hostname = Field::Set("__".into());
         assert_eq!(hostname(&i, "abcdef12-0000"), "instance-abcdef12");
+        // Off the wire a uuid may be anything: never sliced inside a character.
+        assert_eq!(hostname(&i, "abcdéf12-0000"), "instance-abcdéf12");
+    }
+
+    #[test]
+    fn instance_uuids_must_be_uuids() {
+        let mut i = Instance {
+            flavor: Field::Set(flavor(&[])),
+            ..Instance::default()
+        };
+        for bad in ["abcdéf12-0000", "../../etc", "", "x"] {
+            i.uuid = Field::Set(bad.into());
+            assert!(
+                matches!(from_instance(&i, "img"), Err(SpecError::BadUuid(_))),
+                "{bad}"
+            );
+        }
+        i.uuid = Field::Set("0d5c4e4e-7a3b-4a57-9e0b-2f0c9a1d1c11".into());
+        let spec = from_instance(&i, "img").unwrap();
+        assert_eq!(spec.uuid, "0d5c4e4e-7a3b-4a57-9e0b-2f0c9a1d1c11");
     }
 }

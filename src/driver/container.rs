@@ -131,8 +131,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
 }
 
 /// Instance names are hostnames: 1-63 letters, digits and dashes, starting
-/// with a letter and not ending with a dash.
+/// with a letter and not ending with a dash, and never a UUID (a key that
+/// is a UUID names an instance by its uuid).
 pub fn validate_name(name: &str) -> Result<(), DriverError> {
+    if super::is_uuid(name) {
+        return Err(DriverError::Invalid(format!(
+            "invalid instance name {name:?}: a name must not be a UUID"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -323,11 +329,24 @@ impl ContainerDriver {
         })
     }
 
+    /// The instance a frontend names: by uuid when the key is a UUID, else
+    /// by name (a name is never a UUID, so a key names one instance only).
     async fn record(&self, key: &str) -> Result<InstanceRecord, DriverError> {
+        if super::is_uuid(key) {
+            return self.record_by_uuid(key).await;
+        }
         self.store
-            .find_instance(key)
+            .find_instance_by_name(key)
             .await?
             .ok_or_else(|| DriverError::NotFound(key.to_string()))
+    }
+
+    /// The instance of a uuid, never one that happens to be named so.
+    async fn record_by_uuid(&self, uuid: &str) -> Result<InstanceRecord, DriverError> {
+        self.store
+            .find_instance_by_uuid(uuid)
+            .await?
+            .ok_or_else(|| DriverError::NotFound(uuid.to_string()))
     }
 
     fn spec_of(rec: &InstanceRecord) -> Result<InstanceSpec, DriverError> {
@@ -513,6 +532,12 @@ impl ContainerDriver {
 
     /// Creates a new instance from a spec whose uuid is fresh.
     async fn create(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+        if !super::is_uuid(&spec.uuid) {
+            return Err(DriverError::Invalid(format!(
+                "invalid instance uuid {:?}: not a UUID",
+                spec.uuid
+            )));
+        }
         validate_name(&spec.name)?;
         self.check(spec)?;
         if let Some(cmd) = &spec.command {
@@ -954,7 +979,7 @@ impl ContainerDriver {
         if nics.is_empty() {
             return Ok(());
         }
-        let limits = Self::spec_of(&self.record(uuid).await?)?.limits;
+        let limits = Self::spec_of(&self.record_by_uuid(uuid).await?)?.limits;
         let pid = self
             .runtime
             .state(uuid)
@@ -1201,7 +1226,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         if let Some(st) = self.runtime.state(&rec.uuid).await? {
@@ -1222,7 +1247,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn power_on(&self, uuid: &str) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.boot(&rec).await
@@ -1234,7 +1259,7 @@ impl Driver for ContainerDriver {
         timeout: Duration,
         force: bool,
     ) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.stop_container(&rec.uuid, timeout, force).await?;
@@ -1243,7 +1268,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn reboot(&self, uuid: &str, hard: bool, timeout: Duration) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.stop_container(&rec.uuid, timeout, hard).await?;
@@ -1251,7 +1276,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn pause(&self, uuid: &str) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
@@ -1269,7 +1294,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn unpause(&self, uuid: &str) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
@@ -1288,7 +1313,7 @@ impl Driver for ContainerDriver {
 
     async fn suspend(&self, uuid: &str) -> Result<(), DriverError> {
         self.pause(uuid).await?;
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         self.store.set_desired(&rec.uuid, "suspended").await?;
         Ok(())
     }
@@ -1298,7 +1323,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         let img = self.get_image(image).await?;
@@ -1313,7 +1338,7 @@ impl Driver for ContainerDriver {
             .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
         self.store.set_spec(&rec.uuid, &json).await?;
         self.store.set_image(&rec.uuid, &img.fingerprint).await?;
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let args = self.init_args(&spec, &img)?;
         self.prepare(&rec, &spec, &args).await?;
         if was_running || rec.desired == "running" {
@@ -1324,7 +1349,7 @@ impl Driver for ContainerDriver {
     }
 
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         self.info_of(&rec).await
     }
 
@@ -1333,7 +1358,7 @@ impl Driver for ContainerDriver {
         uuid: &str,
         lines: Option<usize>,
     ) -> Result<String, DriverError> {
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         let path = self.console_path(&rec.uuid);
         let mut text = std::fs::read_to_string(path.with_extension("log.1")).unwrap_or_default();
         match std::fs::read(&path) {
@@ -1358,7 +1383,7 @@ impl Driver for ContainerDriver {
         if argv.is_empty() {
             return Err(DriverError::Invalid("exec needs a command".into()));
         }
-        let rec = self.record(uuid).await?;
+        let rec = self.record_by_uuid(uuid).await?;
         match self.runtime.state(&rec.uuid).await?.map(|s| s.status) {
             Some(Status::Running) => {}
             Some(Status::Paused) => {
@@ -1411,8 +1436,20 @@ mod tests {
             "a.b",
             &"x".repeat(64),
             "../x",
+            // A UUID-shaped name would be taken for another instance's uuid.
+            "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert!(super::super::is_uuid(
+            "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+        ));
+        for not in [
+            "aaaaaaaabbbb4ccc8dddeeeeeeeeeeee",
+            "nova-x",
+            "abcdéf12-0000",
+        ] {
+            assert!(!super::super::is_uuid(not), "{not}");
         }
         validate_alias("busybox").unwrap();
         validate_alias("debian/12").unwrap();

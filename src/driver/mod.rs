@@ -51,6 +51,12 @@ pub enum DriverError {
     },
 }
 
+/// Whether `s` is a UUID in its hyphenated form (`8-4-4-4-12` hex digits),
+/// the only form instance uuids take: Nova's, and those corral makes.
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
 impl From<RuntimeError> for DriverError {
     fn from(e: RuntimeError) -> Self {
         match e {

@@ -452,16 +452,17 @@ impl Runtime {
         })
     }
 
-    /// Polls until the container is stopped or gone, up to `timeout`.
+    /// Polls until the container is stopped or gone, up to `timeout` (a
+    /// timeout past what the clock can hold waits without end).
     pub async fn wait_stopped(&self, id: &str, timeout: Duration) -> Result<bool, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             match self.state(id).await? {
                 None => return Ok(true),
                 Some(s) if s.status == Status::Stopped => return Ok(true),
                 Some(_) => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

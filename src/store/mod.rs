@@ -318,11 +318,25 @@ impl Store {
         })
     }
 
-    /// Finds an instance by name or uuid.
-    pub async fn find_instance(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM instances WHERE name = ? OR uuid = ?")
-            .bind(key)
-            .bind(key)
+    /// Finds an instance by its uuid (only).
+    pub async fn find_instance_by_uuid(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE uuid = ?")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::instance_from_row).transpose()
+    }
+
+    /// Finds an instance by its name (only).
+    pub async fn find_instance_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM instances WHERE name = ?")
+            .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Self::instance_from_row).transpose()
@@ -435,7 +449,17 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }));
         assert_eq!(s.list_instances().await.unwrap().len(), 5);
-        assert_eq!(s.find_instance("u2").await.unwrap().unwrap().name, "b");
+        assert_eq!(
+            s.find_instance_by_uuid("u2").await.unwrap().unwrap().name,
+            "b"
+        );
+        assert_eq!(
+            s.find_instance_by_name("b").await.unwrap().unwrap().uuid,
+            "u2"
+        );
+        // A uuid is never taken for a name, nor a name for a uuid.
+        assert!(s.find_instance_by_name("u2").await.unwrap().is_none());
+        assert!(s.find_instance_by_uuid("b").await.unwrap().is_none());
         assert_eq!(s.image_users("img").await.unwrap().len(), 5);
     }
 
