@@ -152,21 +152,31 @@ fn hostile_tarballs_are_refused() {
     });
     let garbage = work.path().join("garbage.tar.gz");
     std::fs::write(&garbage, b"this is not a tarball at all").unwrap();
-    let not_root = hostile(work.path(), "notroot.tar", |_| {});
-    std::fs::write(work.path().join("x"), b"").unwrap();
+    // Files, but no root filesystem (no bin/, sbin/ or usr/).
+    let not_root = work.path().join("notroot.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&not_root).unwrap());
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(5);
+        b.append_data(&mut h, "etc/hostname", &b"evil\n"[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
 
     for (file, want) in [
         (&traversal, ".."),
         (&device, "device node"),
         (&escape, "symlink"),
         (&garbage, "archive"),
+        (&not_root, "no root filesystem"),
     ] {
         let err = d.fails(&["image", "import", file.to_str().unwrap(), "--alias", "evil"]);
         assert!(err.contains(want), "{}: {err}", file.display());
     }
     assert!(!Path::new("/etc/corral-escape").exists());
     assert!(!Path::new("/etc/evil").exists());
-    let _ = not_root;
     let images: Vec<serde_json::Value> = d.client().get("/1.0/images?recursion=1").unwrap();
     assert!(images.is_empty());
     let left: Vec<_> = std::fs::read_dir(d.state.join("images"))
