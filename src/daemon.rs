@@ -1,7 +1,7 @@
 //! `corral daemon`: wires config, runtime, storage, store and driver, then
 //! serves the API until SIGTERM or SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,11 +37,76 @@ pub enum DaemonError {
     },
     #[error("the API server failed")]
     Serve(#[source] std::io::Error),
+    #[error("another corral daemon{holder} uses the state path {state}: stop it, or give this daemon its own state_path (--state-dir); the lock is {lock}")]
+    Locked {
+        state: PathBuf,
+        lock: PathBuf,
+        /// " (pid N)" when the lock file names it.
+        holder: String,
+    },
+    #[error("cannot lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The lock file that keeps a state path to one daemon.
+pub const LOCK_FILE: &str = "corral.lock";
+
+/// Takes the state path's lock for this daemon's life (released when the
+/// returned file is dropped or the process ends), and writes our pid in it.
+fn lock_state(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.join(LOCK_FILE);
+    let fail = |source: std::io::Error| DaemonError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(fail)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            lock.set_len(0).map_err(fail)?;
+            (&*lock)
+                .write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(fail)?;
+            Ok(lock)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            Err(DaemonError::Locked {
+                state: state.to_path_buf(),
+                lock: path.clone(),
+                holder: if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                    format!(" (pid {pid})")
+                } else {
+                    String::new()
+                },
+            })
+        }
+        Err((_, e)) => Err(fail(std::io::Error::from(e))),
+    }
 }
 
 /// Runs the daemon until a shutdown signal.
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let cfg = Arc::new(cfg);
+    std::fs::create_dir_all(&cfg.state_path).map_err(|source| DaemonError::Dir {
+        path: cfg.state_path.clone(),
+        source,
+    })?;
+    // One daemon per state path, for as long as this one runs.
+    let _state_lock = lock_state(&cfg.state_path)?;
     let cgroup_root = PathBuf::from(cgroups::DEFAULT_ROOT);
     let runtime = Runtime::select(
         cfg.corral.oci_runtime,
@@ -53,10 +118,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         source,
     })?;
     let storage = Storage::select(cfg.corral.storage)?;
-    std::fs::create_dir_all(&cfg.state_path).map_err(|source| DaemonError::Dir {
-        path: cfg.state_path.clone(),
-        source,
-    })?;
     let store = Store::open(&cfg.store_path()).await?;
     tracing::info!(
         runtime = runtime.kind.name(),

@@ -175,6 +175,53 @@ pub struct CorralConfig {
     pub lxcfs_path: PathBuf,
 }
 
+/// The state path of the embedded default.
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/corral";
+
+/// Defaults of the paths each daemon needs for itself. With the default
+/// state path they are the embedded default's (`/run/corral/corral.sock`,
+/// `/run/corral/runc`, cgroup `corral`); a daemon given another state path
+/// gets its own, so that two daemons with their own state paths never share
+/// a socket, a runtime root or a cgroup: the socket in the state directory,
+/// the runtime root and the cgroup parent named by a tag of the state path
+/// (`/run/corral/<tag>/runc`, `corral-<tag>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerDaemon {
+    pub socket: String,
+    pub runtime_root: String,
+    pub cgroup_parent: String,
+}
+
+impl PerDaemon {
+    pub fn of(state_path: &Path) -> PerDaemon {
+        if state_path == Path::new(DEFAULT_STATE_PATH) {
+            return PerDaemon {
+                socket: "/run/corral/corral.sock".into(),
+                runtime_root: "/run/corral/runc".into(),
+                cgroup_parent: "corral".into(),
+            };
+        }
+        let tag = state_tag(state_path);
+        PerDaemon {
+            socket: state_path
+                .join("corral.sock")
+                .to_string_lossy()
+                .into_owned(),
+            runtime_root: format!("/run/corral/{tag}/runc"),
+            cgroup_parent: format!("corral-{tag}"),
+        }
+    }
+}
+
+/// 12 hex digits of the SHA-256 of the state path: stable for one path,
+/// distinct for two.
+pub fn state_tag(state_path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(state_path.as_os_str().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Command-line overrides, applied after the files.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -203,9 +250,13 @@ impl Config {
                 .unwrap_or_else(|| "localhost".to_string()),
         };
         let state_path = match &overrides.state_dir {
+            Some(p) if p.is_relative() => std::env::current_dir()
+                .map(|cwd| cwd.join(p))
+                .unwrap_or_else(|_| p.clone()),
             Some(p) => p.clone(),
-            None => abs_path(ini, "DEFAULT", "state_path", "/var/lib/corral")?,
+            None => abs_path(ini, "DEFAULT", "state_path", DEFAULT_STATE_PATH)?,
         };
+        let paths = PerDaemon::of(&state_path);
         let corral = CorralConfig {
             oci_runtime: match get(ini, "corral", "oci_runtime").unwrap_or("auto") {
                 "auto" => RuntimeChoice::Auto,
@@ -220,10 +271,10 @@ impl Config {
                     ))
                 }
             },
-            runtime_root: abs_path(ini, "corral", "runtime_root", "/run/corral/runc")?,
+            runtime_root: abs_path(ini, "corral", "runtime_root", &paths.runtime_root)?,
             socket: match &overrides.socket {
                 Some(p) => p.clone(),
-                None => abs_path(ini, "corral", "socket", "/run/corral/corral.sock")?,
+                None => abs_path(ini, "corral", "socket", &paths.socket)?,
             },
             socket_group: get(ini, "corral", "socket_group").map(str::to_string),
             default_pids_limit: num(ini, "corral", "default_pids_limit", 1024u64)?,
@@ -253,7 +304,7 @@ impl Config {
                 .to_string(),
             max_image_bytes: size(ini, "corral", "max_image_bytes", 8 << 30)?,
             cgroup_parent: get(ini, "corral", "cgroup_parent")
-                .unwrap_or("corral")
+                .unwrap_or(paths.cgroup_parent.as_str())
                 .to_string(),
             exec_timeout: num(ini, "corral", "exec_timeout", 300u64)?,
             cpu_limit_mode: match get(ini, "corral", "cpu_limit_mode").unwrap_or("hard") {
@@ -647,6 +698,50 @@ mod tests {
         assert_eq!(c.corral.runtime_root, PathBuf::from("/run/corral/runc"));
         assert_eq!(c.corral.oci_runtime, RuntimeChoice::Auto);
         assert_eq!(c.corral.default_pids_limit, 1024);
+    }
+
+    #[test]
+    fn per_daemon_paths_follow_the_state_path() {
+        let load = |text: &str, state: Option<&str>| {
+            let mut ini = Ini::default();
+            ini.merge_str(text, "t").unwrap();
+            let o = Overrides {
+                state_dir: state.map(PathBuf::from),
+                socket: None,
+            };
+            Config::from_ini(&ini, &o).unwrap()
+        };
+        // The default state path keeps the embedded default's paths, even
+        // when named.
+        let c = load("[DEFAULT]\nstate_path = /var/lib/corral\n", None);
+        assert_eq!(c.corral.socket, PathBuf::from("/run/corral/corral.sock"));
+        assert_eq!(c.corral.runtime_root, PathBuf::from("/run/corral/runc"));
+        assert_eq!(c.corral.cgroup_parent, "corral");
+        // Two hosts on one machine: nothing shared.
+        let a = load("[DEFAULT]\nhost = a\nstate_path = /srv/corral-a\n", None);
+        let b = load("[DEFAULT]\nhost = b\nstate_path = /srv/corral-b\n", None);
+        assert_eq!(a.corral.socket, PathBuf::from("/srv/corral-a/corral.sock"));
+        let tag = state_tag(Path::new("/srv/corral-a"));
+        assert_eq!(tag.len(), 12);
+        assert_eq!(
+            a.corral.runtime_root,
+            PathBuf::from(format!("/run/corral/{tag}/runc"))
+        );
+        assert_eq!(a.corral.cgroup_parent, format!("corral-{tag}"));
+        assert_ne!(a.corral.socket, b.corral.socket);
+        assert_ne!(a.corral.runtime_root, b.corral.runtime_root);
+        assert_ne!(a.corral.cgroup_parent, b.corral.cgroup_parent);
+        // --state-dir counts as a state path; options set by hand still win.
+        let c = load(
+            "[corral]\nsocket = /tmp/s.sock\ncgroup_parent = mine\n",
+            Some("/x"),
+        );
+        assert_eq!(c.corral.socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(c.corral.cgroup_parent, "mine");
+        assert_eq!(
+            c.corral.runtime_root,
+            PathBuf::from(format!("/run/corral/{}/runc", state_tag(Path::new("/x"))))
+        );
     }
 
     #[test]

@@ -164,6 +164,18 @@ fn tail_lines(text: &str, lines: usize) -> String {
     out
 }
 
+/// The first directory from `/` down to `dir` that other users may not
+/// traverse (no `o+x`), with its mode.
+pub fn untraversable_ancestor(dir: &Path) -> Option<(PathBuf, u32)> {
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut chain: Vec<&Path> = real.ancestors().collect();
+    chain.reverse();
+    chain.into_iter().find_map(|d| {
+        let mode = std::fs::metadata(d).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o001 == 0).then(|| (d.to_path_buf(), mode))
+    })
+}
+
 /// An instance's `claims.json` that cannot be read or decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("device claims of instance {instance} ({path}) are unreadable ({reason}): exclusive devices count as held until the file is fixed or the instance is deleted")]
@@ -242,6 +254,22 @@ impl ContainerDriver {
             // Containers' mapped roots must traverse down to their rootfs.
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(io_err(&dir))?;
+        }
+        // The runtime mounts an unprivileged container's root (and its device
+        // nodes, console ...) as the container's mapped root, a host id
+        // that is neither owner nor group of the directories above: each must
+        // let others traverse it, else every launch fails in runc with
+        // "mount ...: permission denied". Refuse now, naming the fix.
+        if let Some((dir, mode)) = untraversable_ancestor(&cfg.instances_dir()) {
+            return Err(DriverError::Invalid(format!(
+                "state_path {state}: the directory {dir} (mode {mode:04o}) does not let other users \
+                 traverse it, and unprivileged containers' ids must, to reach their root \
+                 filesystems (every launch would fail with 'mount ...: permission denied'). \
+                 Allow traversal without listing (chmod o+x {dir}), or choose a state_path \
+                 whose parent directories all allow it (e.g. /var/lib/corral)",
+                state = cfg.state_path.display(),
+                dir = dir.display(),
+            )));
         }
         let allowlist = Allowlist::parse(&cfg.corral.device_allowlist)
             .map_err(|e| DriverError::Invalid(format!("[corral] device_allowlist: {e}")))?;

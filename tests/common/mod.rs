@@ -80,6 +80,17 @@ pub struct Daemon {
     pub runtime_root: PathBuf,
     pub config: PathBuf,
     child: Option<Child>,
+    /// Whether `spawn` passes `--socket` (else the socket is the daemon's
+    /// own default for its state path).
+    pass_socket: bool,
+}
+
+/// A number for each daemon of this test binary, and a distinct id range
+/// base for it, so tests running side by side never share host ids.
+fn next_daemon() -> (u32, u64) {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let slot = (std::process::id() % 500) * 8 + n;
+    (n, 10_000_000u64 + u64::from(slot) * 65536 * 8)
 }
 
 impl Daemon {
@@ -89,11 +100,14 @@ impl Daemon {
             .prefix("corral-test-")
             .tempdir()
             .unwrap();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        // Distinct id ranges per daemon, so tests running side by side never
-        // share host ids.
-        let slot = (std::process::id() % 500) * 8 + n;
-        let base = 10_000_000u64 + u64::from(slot) * 65536 * 8;
+        let state = dir.path().join("state");
+        Daemon::start_in(dir, state, extra)
+    }
+
+    /// Starts a daemon with extra `[corral]` options on the state path
+    /// `state`; `dir` holds its socket, config and log.
+    pub fn start_in(dir: tempfile::TempDir, state: PathBuf, extra: &str) -> Daemon {
+        let (n, base) = next_daemon();
         let runtime_root = PathBuf::from(format!("/run/corral-test/{}-{}", std::process::id(), n));
         let config = dir.path().join("corral.conf");
         std::fs::write(
@@ -105,7 +119,6 @@ impl Daemon {
         )
         .unwrap();
         let socket = dir.path().join("corral.sock");
-        let state = dir.path().join("state");
         let mut d = Daemon {
             dir,
             socket,
@@ -113,6 +126,45 @@ impl Daemon {
             runtime_root,
             config,
             child: None,
+            pass_socket: true,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon as an operator would start a second host on one
+    /// machine: only `host` and the state path given, so its socket,
+    /// runtime root and cgroup parent are its own defaults.
+    pub fn start_own(host: &str, state: PathBuf) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-test-")
+            .tempdir()
+            .unwrap();
+        let (_, base) = next_daemon();
+        let config = dir.path().join("corral.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "[DEFAULT]\nhost = {host}\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nidmap_base = {base}\nidmap_max_instances = 8\n"
+            ),
+        )
+        .unwrap();
+        let cfg = corral::config::Config::load(
+            std::slice::from_ref(&config),
+            &corral::config::Overrides {
+                state_dir: Some(state.clone()),
+                socket: None,
+            },
+        )
+        .unwrap();
+        let mut d = Daemon {
+            dir,
+            socket: cfg.corral.socket,
+            state,
+            runtime_root: cfg.corral.runtime_root,
+            config,
+            child: None,
+            pass_socket: false,
         };
         d.spawn();
         d
@@ -129,14 +181,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(BIN)
-            .arg("daemon")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("daemon")
             .arg("--config-file")
             .arg(&self.config)
             .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--socket")
-            .arg(&self.socket)
+            .arg(&self.state);
+        if self.pass_socket {
+            cmd.arg("--socket").arg(&self.socket);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
