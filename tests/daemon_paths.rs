@@ -130,3 +130,84 @@ fn two_daemons_with_their_own_state_paths_both_launch() {
         let _ = std::fs::remove_dir_all(Path::new("/run/corral").join(&tag));
     }
 }
+
+/// Runs `argv` as the host user nobody (65534), no groups; its success.
+fn as_nobody(argv: &[&str]) -> bool {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn host_users_reach_nothing_of_a_tenant() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "secret",
+        "--env",
+        "DB_PASSWORD=hunter2",
+    ]);
+    assert_eq!(d.exec("secret", "echo $DB_PASSWORD").trim(), "hunter2");
+    let uuid = d.uuid("secret");
+    let inst = d.state.join("instances").join(&uuid);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // The check itself works: nobody can read what everyone may.
+    assert!(as_nobody(&["cat", "/etc/hostname"]));
+    assert!(as_nobody(&["stat", &s(&d.state)]));
+    for path in [
+        inst.join("config.json"),
+        inst.join("console.log"),
+        inst.join("rootfs/bin/busybox"),
+        inst.join("rootfs/etc/passwd"),
+    ] {
+        assert!(path.exists(), "{}", path.display());
+        assert!(
+            !as_nobody(&["cat", &s(&path)]),
+            "a host user reads {}",
+            path.display()
+        );
+        assert!(
+            !as_nobody(&["stat", &s(&path)]),
+            "a host user reaches {}",
+            path.display()
+        );
+    }
+    assert!(!as_nobody(&["ls", &s(&d.state.join("instances"))]));
+    // Images, and their setuid files, are the daemon's alone.
+    let images = d.state.join("images");
+    let busybox: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("rootfs/bin/busybox"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(!busybox.is_empty());
+    for p in &busybox {
+        assert!(!as_nobody(&["stat", &s(p)]), "{}", p.display());
+    }
+    assert!(!as_nobody(&["ls", &s(&images)]));
+    // config.json is root's alone even with the directory open.
+    let mode = std::fs::metadata(inst.join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "config.json mode {mode:o}");
+    // And the instance still works after a stop and start.
+    d.ok(&["restart", "secret"]);
+    assert_eq!(d.exec("secret", "echo $DB_PASSWORD").trim(), "hunter2");
+}

@@ -241,18 +241,22 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal))
             })?;
         let images = ImageCache::new(cfg.images_dir(), cfg.corral.max_image_bytes);
-        for dir in [
-            cfg.state_path.clone(),
-            cfg.images_dir(),
-            cfg.instances_dir(),
+        // Containers' mapped roots must traverse the state path and the
+        // instances directory down to their own directory (traverse only:
+        // nobody lists them). The image cache is the daemon's alone: overlay
+        // reads its lower layers with the daemon's credentials, and a host
+        // user must never reach an image's setuid files.
+        for (dir, mode) in [
+            (cfg.state_path.clone(), 0o711),
+            (cfg.images_dir(), 0o700),
+            (cfg.instances_dir(), 0o711),
         ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o711)
+                .mode(mode)
                 .create(&dir)
                 .map_err(io_err(&dir))?;
-            // Containers' mapped roots must traverse down to their rootfs.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err(&dir))?;
         }
         // The runtime mounts an unprivileged container's root (and its device
@@ -802,10 +806,21 @@ impl ContainerDriver {
         let dir = self.instance_dir(&rec.uuid);
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o711)
+            .mode(0o700)
             .create(&dir)
             .map_err(io_err(&dir))?;
         let idmap = self.idmap_of(rec);
+        // The instance's files are its own: only the runtime (root) and the
+        // container's ids (its root's group, to traverse to its root, device
+        // nodes and disks) may enter; other host users never see its setuid
+        // files, environment or console.
+        let (dir_gid, dir_mode) = match idmap {
+            Some(m) => (m.host_base, 0o710),
+            None => (0, 0o700),
+        };
+        std::os::unix::fs::chown(&dir, Some(0), Some(dir_gid)).map_err(io_err(&dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode))
+            .map_err(io_err(&dir))?;
         let lower = match idmap {
             Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
             None => self.images.rootfs(&rec.image),
