@@ -164,6 +164,17 @@ fn tail_lines(text: &str, lines: usize) -> String {
     out
 }
 
+/// Runs blocking work (mknod, mount, blkid, tree removal) on tokio's
+/// blocking threads, so the async workers keep serving.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
+) -> Result<T, DriverError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| DriverError::Invalid(format!("{what} task failed: {e}")))?
+}
+
 /// The first directory from `/` down to `dir` that other users may not
 /// traverse (no `o+x`), with its mode.
 pub fn untraversable_ancestor(dir: &Path) -> Option<(PathBuf, u32)> {
@@ -897,8 +908,14 @@ impl ContainerDriver {
                 if let Some(c) = resolved.claim() {
                     claims.push(c.to_string());
                 }
-                let set =
-                    devices::setup_on(&dir, &resolved, root_id).map_err(DriverError::Device)?;
+                // mknod, mount and blkid: off the async workers.
+                let set = {
+                    let (d, r) = (dir.clone(), resolved.clone());
+                    blocking("device setup", move || {
+                        devices::setup_on(&d, &r, root_id).map_err(DriverError::Device)
+                    })
+                    .await?
+                };
                 for p in set.mounts {
                     if let Some(d) = p.allow {
                         device_rules.push(DeviceRule {
@@ -1098,7 +1115,11 @@ impl ContainerDriver {
             }
         }
         self.runtime.delete(uuid, true).await?;
-        devices::release(&self.instance_dir(uuid)).map_err(DriverError::Device)?;
+        let dir = self.instance_dir(uuid);
+        blocking("device release", move || {
+            devices::release(&dir).map_err(DriverError::Device)
+        })
+        .await?;
         Ok(())
     }
 
@@ -1114,9 +1135,17 @@ impl ContainerDriver {
         self.cleanup_cgroups(uuid);
         let dir = self.instance_dir(uuid);
         // Disks first: the tree removal below must never reach into them.
-        devices::release(&dir).map_err(DriverError::Device)?;
+        let d = dir.clone();
+        blocking("device release", move || {
+            devices::release(&d).map_err(DriverError::Device)
+        })
+        .await?;
         self.storage.release(&dir).await?;
-        fsutil::remove_tree(&dir).map_err(io_err(&dir))?;
+        let d = dir.clone();
+        blocking("instance removal", move || {
+            fsutil::remove_tree(&d).map_err(io_err(&d))
+        })
+        .await?;
         self.store.delete_instance(uuid).await?;
         self.forget_lock(uuid);
         Ok(())
