@@ -40,6 +40,16 @@ impl Conductor {
         }
     }
 
+    /// The same conductor with calls bounded by `timeout` instead of
+    /// `rpc_response_timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Conductor {
+        Conductor {
+            client: self.client.clone().with_timeout(timeout),
+            transport: self.transport.clone(),
+            timeout,
+        }
+    }
+
     /// `baseapi` ping, as `conductor.API.wait_until_ready` sends it: ten tries
     /// of 10 s, then tries of `rpc_response_timeout` until one answers.
     pub async fn wait_until_ready(&self, ctx: &Context) -> Result<(), ComputeError> {

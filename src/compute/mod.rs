@@ -298,23 +298,21 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
 }
 
 /// The servicegroup heartbeat: `report_count += 1; save()` every interval.
+///
+/// Each report is bounded by the interval itself, not `rpc_response_timeout`: a
+/// call lost with the broker connection is abandoned, and sent again as long as
+/// the interval lasts, so the next report is never late behind a lost one.
 async fn heartbeat(conductor: Conductor, mut service: NovaObject, interval: Duration) {
+    let interval = interval.max(Duration::from_secs(1));
     let first = Duration::from_secs(5).min(interval);
-    tokio::time::sleep(first).await;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
-        let count = service
-            .get("report_count")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        service.reset_changes();
-        service.set("report_count", json!(count + 1));
-        let ctx = admin_context();
-        match conductor
-            .object_action(&ctx, &mut service, "save", vec![], Map::new())
-            .await
-        {
-            Ok(_) => {
+        tick.tick().await;
+        let deadline = tokio::time::Instant::now() + interval;
+        match report_state(&conductor, &mut service, deadline).await {
+            Ok(()) => {
                 if warned {
                     tracing::info!("heartbeat restored");
                 }
@@ -328,6 +326,41 @@ async fn heartbeat(conductor: Conductor, mut service: NovaObject, interval: Dura
                 warned = true;
             }
         }
-        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One report: `Service.save` with `report_count + 1`, sent again while the broker
+/// connection fails under it, until `deadline`.
+async fn report_state(
+    conductor: &Conductor,
+    service: &mut NovaObject,
+    deadline: tokio::time::Instant,
+) -> Result<(), ComputeError> {
+    let count = service
+        .get("report_count")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    loop {
+        service.reset_changes();
+        service.set("report_count", json!(count + 1));
+        let ctx = admin_context();
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(100));
+        let res = conductor
+            .with_timeout(left)
+            .object_action(&ctx, service, "save", vec![], Map::new())
+            .await;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(ComputeError::Rpc(e))
+                if e.is_connection_error()
+                    && tokio::time::Instant::now() + Duration::from_millis(200) < deadline =>
+            {
+                tracing::info!(error = %e, "heartbeat caught by a broker reconnect, sending it again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
