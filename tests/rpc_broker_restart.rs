@@ -163,6 +163,7 @@ async fn call_after_broker_restart_is_answered_quickly() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let during;
     {
         let _restore = RestoreBroker;
         assert!(
@@ -182,12 +183,27 @@ async fn call_after_broker_restart_is_answered_quickly() {
             "unclear error: {err}"
         );
         assert!(waited < Duration::from_secs(10), "{waited:?}");
+        // a heartbeat due while the broker is away
+        during = {
+            let c = c.clone();
+            tokio::spawn(async move { c.call(&ctx(), "add", args(json!({"a": 3, "b": 4}))).await })
+        };
         tokio::time::sleep(Duration::from_secs(2)).await;
         // _restore starts the app again here
     }
     tokio::task::spawn_blocking(|| rabbitmqctl(&["await_startup"]))
         .await
         .unwrap();
+    let back = tokio::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(15), during)
+        .await
+        .expect("the call sent while the broker was away got no reply 15 s after it came back")
+        .unwrap();
+    assert_eq!(r.unwrap(), json!(7));
+    eprintln!(
+        "call sent during the outage answered {:?} after the broker was back",
+        back.elapsed()
+    );
 
     // the heartbeat right after the broker is back
     let started = tokio::time::Instant::now();
