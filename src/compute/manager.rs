@@ -1133,11 +1133,12 @@ fn host_uptime() -> String {
 /// The RPC endpoint of the compute API (version 6.5) on `compute` and `compute-alt`.
 pub struct ComputeEndpoint {
     manager: Arc<Manager>,
+    casts: Arc<super::casts::CastRunner>,
 }
 
 impl ComputeEndpoint {
-    pub fn new(manager: Arc<Manager>) -> ComputeEndpoint {
-        ComputeEndpoint { manager }
+    pub fn new(manager: Arc<Manager>, casts: Arc<super::casts::CastRunner>) -> ComputeEndpoint {
+        ComputeEndpoint { manager, casts }
     }
 }
 
@@ -1187,7 +1188,13 @@ impl Endpoint for ComputeEndpoint {
             return self.manager.call(ctx, call).await;
         }
         let m = self.manager.clone();
-        tokio::spawn(async move { m.cast(ctx, call).await });
+        if !self
+            .casts
+            .spawn(async move { m.cast(ctx, call).await })
+            .await
+        {
+            tracing::warn!(method = %method, "shutting down: cast dropped");
+        }
         Ok(Value::Null)
     }
 }

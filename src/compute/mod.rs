@@ -5,6 +5,7 @@
 //! `compute-alt`), then heartbeats and periodic tasks run until shutdown. Every
 //! instance operation goes through the driver seam.
 
+pub mod casts;
 pub mod conductor;
 pub mod glance;
 pub mod manager;
@@ -22,6 +23,7 @@ use crate::driver::ContainerDriver;
 use crate::nova::object::{NovaObject, ObjectError};
 use crate::nova::RequestContext;
 use crate::rpc::{Context, Endpoint, RpcError, RpcOptions, RpcServer, Transport};
+use casts::CastRunner;
 use conductor::Conductor;
 use manager::{ComputeEndpoint, Manager};
 use resources::ResourceTracker;
@@ -110,6 +112,7 @@ pub fn admin_context() -> Context {
 pub struct ComputeService {
     server: RpcServer,
     transport: Transport,
+    casts: Arc<CastRunner>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -148,7 +151,11 @@ impl ComputeService {
             .await?;
         manager.init_host(&ctx).await;
 
-        let endpoint: Arc<dyn Endpoint> = Arc::new(ComputeEndpoint::new(manager.clone()));
+        let casts = Arc::new(CastRunner::new(
+            transport.options().default.executor_thread_pool_size,
+        ));
+        let endpoint: Arc<dyn Endpoint> =
+            Arc::new(ComputeEndpoint::new(manager.clone(), casts.clone()));
         let server = RpcServer::builder(transport.clone(), &cfg.host)
             .topic("compute", vec![endpoint.clone()])
             .topic("compute-alt", vec![endpoint])
@@ -203,16 +210,22 @@ impl ComputeService {
         Ok(ComputeService {
             server,
             transport,
+            casts,
             tasks,
         })
     }
 
-    /// Stops consuming, lets in-flight calls finish, closes the connections.
+    /// Stops consuming, lets in-flight calls and casts finish (together at most
+    /// `graceful_shutdown_timeout`), closes the connections.
     pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
+        let limit = self.transport.options().default.graceful_shutdown();
+        let started = tokio::time::Instant::now();
         self.server.stop().await;
+        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+        self.casts.shutdown(left).await;
         self.transport.shutdown().await;
     }
 }
