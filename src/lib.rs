@@ -9,6 +9,7 @@ pub mod devices;
 pub mod driver;
 pub mod fsutil;
 pub mod image;
+pub mod locks;
 pub mod nova;
 pub mod placement;
 pub mod pyjson;

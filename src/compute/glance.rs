@@ -27,9 +27,7 @@ pub struct Glance {
     endpoint: String,
     /// One download per image at a time: concurrent builds of the same image
     /// wait for the first and then find it cached.
-    downloads: tokio::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
-    >,
+    downloads: crate::locks::KeyedLocks,
 }
 
 impl Glance {
@@ -41,7 +39,7 @@ impl Glance {
         Ok(Glance {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            downloads: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            downloads: crate::locks::KeyedLocks::new(),
         })
     }
 
@@ -102,13 +100,7 @@ impl Glance {
         if driver.get_image(&alias).await.is_ok() {
             return Ok(alias);
         }
-        let lock = self
-            .downloads
-            .lock()
-            .await
-            .entry(id.to_string())
-            .or_default()
-            .clone();
+        let lock = self.downloads.handle(id);
         let _one_at_a_time = lock.lock().await;
         if driver.get_image(&alias).await.is_ok() {
             return Ok(alias);

@@ -1,7 +1,6 @@
 //! Compute RPC dispatch and the instance operations, with nova-compute's
 //! state transitions, action events, faults and per-instance locks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +104,7 @@ pub struct Manager {
     conductor: Conductor,
     tracker: ResourceTracker,
     glance: Option<Glance>,
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::locks::KeyedLocks,
     builds: Arc<tokio::sync::Semaphore>,
 }
 
@@ -171,7 +170,7 @@ impl Manager {
             conductor,
             tracker,
             glance,
-            locks: std::sync::Mutex::new(HashMap::new()),
+            locks: crate::locks::KeyedLocks::new(),
             builds,
         })
     }
@@ -180,12 +179,9 @@ impl Manager {
         &self.cfg.host
     }
 
-    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.locks.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        map.entry(uuid.to_string()).or_default().clone()
+    /// The instance's lock; its entry leaves the map when no one holds or waits for it.
+    fn lock_for(&self, uuid: &str) -> crate::locks::LockHandle<'_> {
+        self.locks.handle(uuid)
     }
 
     /// `instance.save(expected_task_state=...)` of the given fields.
