@@ -17,3 +17,4 @@ pub mod rpc;
 pub mod runtime;
 pub mod storage;
 pub mod store;
+pub mod text;

@@ -168,8 +168,12 @@ impl Conductor {
         event: &str,
         error: Option<&str>,
     ) -> Result<(), ComputeError> {
-        let tb = error.map(|e| format!("  File \"corral\", in {event}\n    {e}\n"));
-        let call = ObjectClassActionVersions::event_finish(uuid, event, error, tb.as_deref())?;
+        let error = error.map(|e| crate::text::printable(e, 4096));
+        let tb = error
+            .as_ref()
+            .map(|e| format!("  File \"corral\", in {event}\n    {e}\n"));
+        let call =
+            ObjectClassActionVersions::event_finish(uuid, event, error.as_deref(), tb.as_deref())?;
         let args = to_map(serde_json::to_value(&call).map_err(ComputeError::Encode)?);
         self.client
             .call(ctx, "object_class_action_versions", args)

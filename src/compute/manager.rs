@@ -17,6 +17,7 @@ use crate::nova::object::{NovaObject, VersionedObject};
 use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
 use crate::nova::rpc_methods::ComputeCall;
 use crate::rpc::{Context, Endpoint, Failure, Request};
+use crate::text::printable;
 
 /// Every method of nova-compute's RPC API (`nova/compute/rpcapi.py`): the ones
 /// corral does not implement are answered as nova-compute answers them when
@@ -233,12 +234,9 @@ impl Manager {
             let mut f = NovaObject::new_nova34("InstanceFault")?;
             f.set("instance_uuid", json!(uuid));
             f.set("code", json!(500));
-            let msg = printable(message, 255);
+            let (msg, details) = fault_text(class, message);
             f.set("message", json!(msg));
-            f.set(
-                "details",
-                json!(printable(&format!("{class}: {message}"), 4096)),
-            );
+            f.set("details", json!(details));
             f.set("host", json!(self.host()));
             self.conductor
                 .object_action(ctx, &mut f, "create", vec![], Map::new())
@@ -1085,19 +1083,13 @@ impl Manager {
     }
 }
 
-/// A message fit for a fault: control characters and bytes from binary input
-/// (a corrupt image's header, say) become `?`, and the length is bounded.
-fn printable(text: &str, max: usize) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
-                '?'
-            } else {
-                c
-            }
-        })
-        .take(max)
-        .collect()
+/// An instance fault's `message` (Nova's column holds 255 characters) and
+/// `details`, escaped: errors quote input bytes (a corrupt image's header, say).
+fn fault_text(class: &str, message: &str) -> (String, String) {
+    (
+        printable(message, 255),
+        printable(&format!("{class}: {message}"), 4096),
+    )
 }
 
 /// `uptime`'s line, as nova-compute returns it.
@@ -1201,9 +1193,26 @@ mod tests {
 
     #[test]
     fn fault_text_is_printable_and_bounded() {
-        assert_eq!(printable("bad\u{1}\u{fffd}x", 10), "bad??x");
-        assert_eq!(printable("abcdef", 3), "abc");
+        assert_eq!(printable("bad\u{1}\u{fffd}x", 100), "bad\\x01\\u{fffd}x");
+        assert_eq!(printable("abcdef", 5), "ab...");
         assert!(host_uptime().contains("load average"));
+    }
+
+    #[test]
+    fn a_fault_from_binary_input_is_printable() {
+        // the error of a Glance image of random bytes, as the tar reader words it
+        let raw: &[u8] = b"numeric field did not have utf-8 text: \x8f\x1be\x00\xffu$ when getting cksum for \x01\x9b\xfeF>9#\x7f\n";
+        let err = String::from_utf8_lossy(raw).repeat(20);
+        let (message, details) = fault_text("ImageUnacceptable", &err);
+        for text in [&message, &details] {
+            assert!(
+                text.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{text:?}"
+            );
+        }
+        assert!(message.starts_with("numeric field did not have utf-8 text: \\u{fffd}\\x1be\\x00"));
+        assert!(message.chars().count() <= 255);
+        assert!(details.starts_with("ImageUnacceptable: numeric field"));
     }
 
     #[test]

@@ -591,6 +591,7 @@ impl DispatchContext {
                 tracing::error!(failure = %f, "exception during message handling");
             }
             f.fill_traceback(&method);
+            f.make_printable();
             f
         });
         if let (Some(id), Some(q)) = (&msg_id, &reply_q) {
