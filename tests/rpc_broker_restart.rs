@@ -3,7 +3,8 @@
 //! carry on. The broker is always restarted, also when the test fails.
 //!
 //! Skips when rabbitmqctl is missing or `CORRAL_SKIP_BROKER_RESTART` is set (other
-//! users of a shared broker see it restart).
+//! users of a shared broker see it restart); under `CI=true` a missing broker or
+//! rabbitmqctl is a failure, only the explicit `CORRAL_SKIP_BROKER_RESTART` skips.
 
 mod rpc_support;
 use rpc_support as common;
@@ -41,7 +42,7 @@ fn restartable_broker() -> Option<String> {
         return None;
     }
     if !rabbitmqctl(&["-q", "status"]) {
-        eprintln!("skipping: rabbitmqctl cannot control the local broker");
+        skip_or_fail("rabbitmqctl cannot control the local broker", in_ci());
         return None;
     }
     Some(url)

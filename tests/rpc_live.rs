@@ -449,3 +449,13 @@ async fn stop_waits_for_running_requests_up_to_graceful_shutdown_timeout() {
     t.shutdown().await;
     delete_topic_queues(&topic, &["h1"]).await;
 }
+
+/// Without a broker the live tests skip, except in CI, where they fail.
+#[test]
+fn a_missing_broker_fails_the_tests_in_ci() {
+    // nothing listens on port 1
+    let url = "rabbit://guest:guest@127.0.0.1:1/";
+    assert_eq!(live_broker_at(url, false), None);
+    let in_ci = std::panic::catch_unwind(|| live_broker_at(url, true));
+    assert!(in_ci.is_err(), "CI=true and no broker must fail the test");
+}
