@@ -162,7 +162,7 @@ impl Manager {
         let glance = nova
             .glance_endpoint
             .as_deref()
-            .map(Glance::new)
+            .map(|e| Glance::new(e, cfg.corral.max_image_bytes))
             .transpose()?;
         let builds = Arc::new(tokio::sync::Semaphore::new(nova.max_concurrent_builds));
         Ok(Manager {
