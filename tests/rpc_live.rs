@@ -417,3 +417,45 @@ async fn durable_mismatch_falls_back_to_non_durable() {
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await;
 }
+
+/// A stopping server waits for the requests it runs, but no longer than
+/// `graceful_shutdown_timeout`.
+#[tokio::test]
+async fn stop_waits_for_running_requests_up_to_graceful_shutdown_timeout() {
+    let Some(url) = live_broker() else { return };
+    let t = transport(&url, &[], &[("graceful_shutdown_timeout", "2")]);
+    let topic = uniq("graceful");
+    let (srv, _ep) = start_server(&t, "h1", &[&topic]).await;
+    let c = client(&t, &topic, Some("h1"));
+    c.cast(&ctx(), "sleep", args(json!({"seconds": 600})))
+        .await
+        .unwrap();
+    // the cast is running once a call behind it is answered
+    assert_eq!(
+        c.call(&ctx(), "add", args(json!({"a": 1, "b": 2})))
+            .await
+            .unwrap(),
+        json!(3)
+    );
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), srv.stop())
+        .await
+        .expect("stop waited past graceful_shutdown_timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    t.shutdown().await;
+    delete_topic_queues(&topic, &["h1"]).await;
+}
+
+/// Without a broker the live tests skip, except in CI, where they fail.
+#[test]
+fn a_missing_broker_fails_the_tests_in_ci() {
+    // nothing listens on port 1
+    let url = "rabbit://guest:guest@127.0.0.1:1/";
+    assert_eq!(live_broker_at(url, false), None);
+    let in_ci = std::panic::catch_unwind(|| live_broker_at(url, true));
+    assert!(in_ci.is_err(), "CI=true and no broker must fail the test");
+}

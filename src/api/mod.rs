@@ -83,7 +83,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        HttpResponse::build(status).json(error_body(status, &self.message()))
+        HttpResponse::build(status).json(error_body(
+            status,
+            &crate::text::printable(&self.message(), 4096),
+        ))
     }
 }
 

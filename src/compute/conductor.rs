@@ -40,6 +40,16 @@ impl Conductor {
         }
     }
 
+    /// The same conductor with calls bounded by `timeout` instead of
+    /// `rpc_response_timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Conductor {
+        Conductor {
+            client: self.client.clone().with_timeout(timeout),
+            transport: self.transport.clone(),
+            timeout,
+        }
+    }
+
     /// `baseapi` ping, as `conductor.API.wait_until_ready` sends it: ten tries
     /// of 10 s, then tries of `rpc_response_timeout` until one answers.
     pub async fn wait_until_ready(&self, ctx: &Context) -> Result<(), ComputeError> {
@@ -158,8 +168,12 @@ impl Conductor {
         event: &str,
         error: Option<&str>,
     ) -> Result<(), ComputeError> {
-        let tb = error.map(|e| format!("  File \"corral\", in {event}\n    {e}\n"));
-        let call = ObjectClassActionVersions::event_finish(uuid, event, error, tb.as_deref())?;
+        let error = error.map(|e| crate::text::printable(e, 4096));
+        let tb = error
+            .as_ref()
+            .map(|e| format!("  File \"corral\", in {event}\n    {e}\n"));
+        let call =
+            ObjectClassActionVersions::event_finish(uuid, event, error.as_deref(), tb.as_deref())?;
         let args = to_map(serde_json::to_value(&call).map_err(ComputeError::Encode)?);
         self.client
             .call(ctx, "object_class_action_versions", args)

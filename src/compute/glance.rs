@@ -1,16 +1,22 @@
-//! Glance: fetch an image's metadata and data into corral's image cache, with
-//! its checksum checked. Cached under the alias `glance/<image id>`.
+//! Glance: fetch an image's metadata and data into corral's image cache. A download
+//! is bounded (Glance's `size` and `[corral] max_image_bytes`), fails when the server
+//! stalls, and is verified against `os_hash_algo`/`os_hash_value` (or the md5
+//! `checksum`) while it streams; only a complete, verified file is imported, and a
+//! failed one leaves nothing behind. Cached under the alias `glance/<image id>`.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use openssl::hash::{Hasher, MessageDigest};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 use super::ComputeError;
 use crate::driver::{ContainerDriver, DriverError};
+
+/// How long a download may go without receiving a byte.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The cache alias of a Glance image.
 pub fn alias(image_id: &str) -> String {
@@ -21,19 +27,133 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The digest of a Glance `os_hash_algo` (Python `hashlib` names; Glance's
+/// `hashing_algorithm` may be any of them).
+fn digest_of(algo: &str) -> Option<MessageDigest> {
+    let name = match algo.to_ascii_lowercase().as_str() {
+        "sha1" => "SHA1",
+        "sha224" => "SHA224",
+        "sha256" => "SHA256",
+        "sha384" => "SHA384",
+        "sha512" => "SHA512",
+        "sha512_224" => "SHA512-224",
+        "sha512_256" => "SHA512-256",
+        "sha3_224" => "SHA3-224",
+        "sha3_256" => "SHA3-256",
+        "sha3_384" => "SHA3-384",
+        "sha3_512" => "SHA3-512",
+        "blake2b" => "BLAKE2b512",
+        "blake2s" => "BLAKE2s256",
+        "md5" => "MD5",
+        "sm3" => "SM3",
+        _ => return None,
+    };
+    MessageDigest::from_name(name)
+}
+
+/// What a download is checked against.
+struct Expected {
+    size: Option<u64>,
+    max: u64,
+    /// (algorithm name, digest, hex value)
+    hash: Option<(String, MessageDigest, String)>,
+}
+
+impl Expected {
+    fn from_meta(id: &str, meta: &Value, max: u64) -> Result<Expected, ComputeError> {
+        let size = meta.get("size").and_then(Value::as_u64);
+        if let Some(s) = size {
+            if s > max {
+                return Err(ComputeError::Glance(format!(
+                    "image {id} is {s} bytes, more than [corral] max_image_bytes ({max})"
+                )));
+            }
+        }
+        let algo = meta
+            .get("os_hash_algo")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let value = meta
+            .get("os_hash_value")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let md5 = meta
+            .get("checksum")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let hash = match (algo, value) {
+            (Some(a), Some(v)) => match digest_of(a) {
+                Some(d) => Some((a.to_string(), d, v.to_ascii_lowercase())),
+                None => match md5 {
+                    Some(m) => {
+                        tracing::warn!(
+                            image = id,
+                            algo = a,
+                            "unknown os_hash_algo, checking the md5 checksum instead"
+                        );
+                        Some(("md5".into(), MessageDigest::md5(), m.to_ascii_lowercase()))
+                    }
+                    None => {
+                        return Err(ComputeError::Glance(format!(
+                            "image {id}: cannot verify os_hash_algo {}",
+                            crate::text::printable(a, 64)
+                        )))
+                    }
+                },
+            },
+            _ => md5.map(|m| ("md5".into(), MessageDigest::md5(), m.to_ascii_lowercase())),
+        };
+        Ok(Expected { size, max, hash })
+    }
+
+    /// Most bytes the download may have.
+    fn limit(&self) -> u64 {
+        self.size.map_or(self.max, |s| s.min(self.max))
+    }
+}
+
+/// Writes and hashes the chunks on a blocking thread, off the async workers.
+fn write_and_hash<T: AsRef<[u8]>>(
+    dest: &Path,
+    digest: Option<MessageDigest>,
+    mut chunks: tokio::sync::mpsc::Receiver<T>,
+) -> Result<Option<String>, ComputeError> {
+    let io = |source| ComputeError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let hash_err = |e: openssl::error::ErrorStack| ComputeError::Glance(format!("hashing: {e}"));
+    let mut file = std::fs::File::create(dest).map_err(io)?;
+    let mut hasher = digest.map(Hasher::new).transpose().map_err(hash_err)?;
+    while let Some(chunk) = chunks.blocking_recv() {
+        let chunk = chunk.as_ref();
+        if let Some(h) = hasher.as_mut() {
+            h.update(chunk).map_err(hash_err)?;
+        }
+        file.write_all(chunk).map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    hasher
+        .map(|mut h| h.finish().map(|d| hex(&d)))
+        .transpose()
+        .map_err(hash_err)
+}
+
 /// Glance's image API, as the instance's user (their token).
 pub struct Glance {
     http: reqwest::Client,
     endpoint: String,
     /// One download per image at a time: concurrent builds of the same image
     /// wait for the first and then find it cached.
-    downloads: tokio::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
-    >,
+    downloads: crate::locks::KeyedLocks,
+    /// `[corral] max_image_bytes`: the largest image downloaded.
+    max_bytes: u64,
+    stall: Duration,
 }
 
 impl Glance {
-    pub fn new(endpoint: &str) -> Result<Glance, ComputeError> {
+    /// A client of the Glance at `endpoint` that downloads at most `max_bytes` per image.
+    pub fn new(endpoint: &str, max_bytes: u64) -> Result<Glance, ComputeError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -41,8 +161,16 @@ impl Glance {
         Ok(Glance {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            downloads: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            downloads: crate::locks::KeyedLocks::new(),
+            max_bytes,
+            stall: STALL_TIMEOUT,
         })
+    }
+
+    /// Fail a download that receives nothing for `stall` (default [`STALL_TIMEOUT`]).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Glance {
+        self.stall = stall;
+        self
     }
 
     fn request(
@@ -102,13 +230,7 @@ impl Glance {
         if driver.get_image(&alias).await.is_ok() {
             return Ok(alias);
         }
-        let lock = self
-            .downloads
-            .lock()
-            .await
-            .entry(id.to_string())
-            .or_default()
-            .clone();
+        let lock = self.downloads.handle(id);
         let _one_at_a_time = lock.lock().await;
         if driver.get_image(&alias).await.is_ok() {
             return Ok(alias);
@@ -125,12 +247,15 @@ impl Glance {
         let path = driver.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
+        // only a complete, verified download reaches the cache
         driver.import_image(&path, Some(&alias)).await?;
         drop(guard);
         Ok(alias)
     }
 
-    async fn download(
+    /// `GET /v2/images/{id}/file` into `dest`, checked against `meta`; on any error
+    /// `dest` is removed.
+    pub async fn download(
         &self,
         id: &str,
         token: Option<&str>,
@@ -138,67 +263,82 @@ impl Glance {
         dest: &Path,
         meta: &Value,
     ) -> Result<(), ComputeError> {
-        let resp = self
-            .request(&format!("/v2/images/{id}/file"), token, request_id)
-            .send()
-            .await
-            .map_err(|e| ComputeError::Glance(format!("download of image {id}: {e}")))?;
+        let res = self.fetch(id, token, request_id, dest, meta).await;
+        if res.is_err() {
+            let _ = std::fs::remove_file(dest);
+        }
+        res
+    }
+
+    async fn fetch(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        request_id: Option<&str>,
+        dest: &Path,
+        meta: &Value,
+    ) -> Result<(), ComputeError> {
+        let want = Expected::from_meta(id, meta, self.max_bytes)?;
+        let limit = want.limit();
+        let failed = |what: String| ComputeError::Glance(format!("download of image {id}: {what}"));
+        let resp = tokio::time::timeout(
+            self.stall,
+            self.request(&format!("/v2/images/{id}/file"), token, request_id)
+                .send(),
+        )
+        .await
+        .map_err(|_| failed(format!("no answer in {:?}", self.stall)))?
+        .map_err(|e| failed(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(ComputeError::Glance(format!(
-                "download of image {id}: HTTP {}",
-                resp.status()
-            )));
+            return Err(failed(format!("HTTP {}", resp.status())));
         }
-        let io = |source| ComputeError::Io {
-            path: dest.to_path_buf(),
-            source,
-        };
-        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
-        let algo = meta
-            .get("os_hash_algo")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let want_hash = meta.get("os_hash_value").and_then(Value::as_str);
-        let want_md5 = meta.get("checksum").and_then(Value::as_str);
-        let digest = match algo {
-            "sha512" => Some(MessageDigest::sha512()),
-            "sha256" => Some(MessageDigest::sha256()),
-            _ => None,
-        };
-        let hasher_err =
-            |e: openssl::error::ErrorStack| ComputeError::Glance(format!("hashing: {e}"));
-        let mut hasher = digest.map(Hasher::new).transpose().map_err(hasher_err)?;
-        let mut md5 = Hasher::new(MessageDigest::md5()).map_err(hasher_err)?;
-        let mut stream = resp.bytes_stream();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ComputeError::Glance(format!("download of image {id}: {e}")))?;
-            size += chunk.len() as u64;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk).map_err(hasher_err)?;
-            }
-            md5.update(&chunk).map_err(hasher_err)?;
-            file.write_all(&chunk).await.map_err(io)?;
-        }
-        file.flush().await.map_err(io)?;
-        if let Some(want) = meta.get("size").and_then(Value::as_u64) {
-            if want != size {
-                return Err(ComputeError::Glance(format!(
-                    "image {id}: got {size} bytes, Glance says {want}"
+        if let Some(len) = resp.content_length() {
+            if len > limit {
+                return Err(failed(format!(
+                    "{len} bytes announced, at most {limit} expected"
                 )));
             }
         }
-        if let (Some(h), Some(want)) = (hasher.as_mut(), want_hash) {
-            let got = hex(&h.finish().map_err(hasher_err)?);
-            if got != want {
-                return Err(ComputeError::Glance(format!("image {id}: {algo} mismatch")));
+        // a bounded channel: the download waits when the disk is slower
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let path = dest.to_path_buf();
+        let digest = want.hash.as_ref().map(|(_, d, _)| *d);
+        let sink = tokio::task::spawn_blocking(move || write_and_hash(&path, digest, rx));
+        let mut stream = resp.bytes_stream();
+        let mut size = 0u64;
+        let streamed: Result<(), ComputeError> = async {
+            loop {
+                let next = tokio::time::timeout(self.stall, stream.next())
+                    .await
+                    .map_err(|_| failed(format!("nothing received for {:?}", self.stall)))?;
+                let Some(chunk) = next else {
+                    return Ok(());
+                };
+                let chunk = chunk.map_err(|e| failed(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(failed(format!("more than the {limit} bytes expected")));
+                }
+                tx.send(chunk)
+                    .await
+                    .map_err(|_| failed("the writer stopped".into()))?;
             }
-        } else if let Some(want) = want_md5 {
-            let got = hex(&md5.finish().map_err(hasher_err)?);
-            if got != want {
-                return Err(ComputeError::Glance(format!(
-                    "image {id}: checksum mismatch"
+        }
+        .await;
+        drop(tx);
+        // the writer's own error (a full disk, say) first
+        let got = sink.await.map_err(|e| failed(e.to_string()))??;
+        streamed?;
+        if let Some(w) = want.size {
+            if w != size {
+                return Err(failed(format!("got {size} bytes, Glance says {w}")));
+            }
+        }
+        if let (Some((algo, _, value)), Some(got)) = (&want.hash, got) {
+            if &got != value {
+                return Err(failed(format!(
+                    "{algo} mismatch: got {got}, Glance says {}",
+                    crate::text::printable(value, 200)
                 )));
             }
         }
@@ -211,5 +351,178 @@ struct Cleanup(std::path::PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// How the test server misbehaves.
+    #[derive(Clone, Copy)]
+    enum Serve {
+        Whole,
+        /// announce the full length, send this many bytes, close
+        Truncated(usize),
+        /// send this many bytes, then nothing for an hour
+        Stall(usize),
+    }
+
+    /// A local HTTP server answering every request with `body`.
+    async fn server(body: Vec<u8>, how: Serve) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let sent = match how {
+                        Serve::Whole => body.len(),
+                        Serve::Truncated(n) | Serve::Stall(n) => n,
+                    };
+                    let _ = conn.write_all(&body[..sent]).await;
+                    let _ = conn.flush().await;
+                    if let Serve::Stall(_) = how {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn image(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn digest_hex(d: MessageDigest, data: &[u8]) -> String {
+        hex(&openssl::hash::hash(d, data).unwrap())
+    }
+
+    fn meta(data: &[u8]) -> Value {
+        json!({
+            "status": "active",
+            "size": data.len(),
+            "os_hash_algo": "sha512",
+            "os_hash_value": digest_hex(MessageDigest::sha512(), data),
+            "checksum": digest_hex(MessageDigest::md5(), data),
+        })
+    }
+
+    async fn fetch(url: &str, max: u64, meta: &Value) -> (Result<(), ComputeError>, Vec<u8>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("upload");
+        let g = Glance::new(url, max)
+            .unwrap()
+            .with_stall_timeout(Duration::from_millis(500));
+        let r = g.download("img", None, None, &dest, meta).await;
+        let exists = dest.exists();
+        let data = std::fs::read(&dest).unwrap_or_default();
+        (r, data, exists)
+    }
+
+    #[tokio::test]
+    async fn a_good_image_is_verified_and_kept() {
+        let data = image(300_000);
+        let url = server(data.clone(), Serve::Whole).await;
+        let (r, got, _) = fetch(&url, 1 << 30, &meta(&data)).await;
+        r.unwrap();
+        assert!(got == data);
+        // other algorithms Glance may be configured with, and md5 alone
+        for (algo, d) in [
+            ("sha256", MessageDigest::sha256()),
+            ("sha3_256", MessageDigest::sha3_256()),
+        ] {
+            let m = json!({"size": data.len(), "os_hash_algo": algo,
+                "os_hash_value": digest_hex(d, &data)});
+            fetch(&url, 1 << 30, &m).await.0.unwrap();
+        }
+        let m = json!({"checksum": digest_hex(MessageDigest::md5(), &data)});
+        fetch(&url, 1 << 30, &m).await.0.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_mismatched_hash_is_refused_and_leaves_nothing() {
+        let data = image(100_000);
+        let url = server(data.clone(), Serve::Whole).await;
+        let mut m = meta(&data);
+        m["os_hash_value"] = json!(digest_hex(MessageDigest::sha512(), b"another image"));
+        let (r, _, exists) = fetch(&url, 1 << 30, &m).await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("sha512 mismatch"), "{e}");
+        assert!(!exists);
+        // md5 only, wrong
+        let m = json!({"size": data.len(), "checksum": digest_hex(MessageDigest::md5(), b"x")});
+        let (r, _, exists) = fetch(&url, 1 << 30, &m).await;
+        assert!(r.unwrap_err().to_string().contains("md5 mismatch"));
+        assert!(!exists);
+        // an algorithm that cannot be checked, and no md5 to fall back on
+        let m = json!({"os_hash_algo": "shake_256", "os_hash_value": "00"});
+        let (r, _, exists) = fetch(&url, 1 << 30, &m).await;
+        assert!(r.is_err());
+        assert!(!exists);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_body_is_refused_and_leaves_nothing() {
+        let data = image(200_000);
+        let url = server(data.clone(), Serve::Truncated(50_000)).await;
+        let (r, _, exists) = fetch(&url, 1 << 30, &meta(&data)).await;
+        assert!(r.is_err());
+        assert!(!exists);
+        // without any size or hash from Glance, the connection's end still tells
+        let (r, _, exists) = fetch(&url, 1 << 30, &json!({})).await;
+        assert!(r.is_err());
+        assert!(!exists);
+    }
+
+    #[tokio::test]
+    async fn oversized_images_are_refused() {
+        let data = image(10_000);
+        let url = server(data.clone(), Serve::Whole).await;
+        // bigger than Glance said
+        let mut m = meta(&data);
+        m["size"] = json!(4_000);
+        let (r, _, exists) = fetch(&url, 1 << 30, &m).await;
+        assert!(r.unwrap_err().to_string().contains("at most 4000"));
+        assert!(!exists);
+        // bigger than the operator's cap, told up front
+        let (r, _, exists) = fetch(&url, 5_000, &meta(&data)).await;
+        assert!(r.unwrap_err().to_string().contains("max_image_bytes"));
+        assert!(!exists);
+        // bigger than the cap, Glance saying nothing
+        let (r, _, exists) = fetch(&url, 5_000, &json!({})).await;
+        assert!(r.is_err());
+        assert!(!exists);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_download_times_out() {
+        let data = image(100_000);
+        let url = server(data.clone(), Serve::Stall(1_000)).await;
+        let started = tokio::time::Instant::now();
+        let (r, _, exists) = fetch(&url, 1 << 30, &meta(&data)).await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("nothing received"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!exists);
     }
 }

@@ -1,7 +1,6 @@
 //! Compute RPC dispatch and the instance operations, with nova-compute's
 //! state transitions, action events, faults and per-instance locks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use crate::nova::object::{NovaObject, VersionedObject};
 use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
 use crate::nova::rpc_methods::ComputeCall;
 use crate::rpc::{Context, Endpoint, Failure, Request};
+use crate::text::printable;
 
 /// Every method of nova-compute's RPC API (`nova/compute/rpcapi.py`): the ones
 /// corral does not implement are answered as nova-compute answers them when
@@ -105,7 +105,7 @@ pub struct Manager {
     conductor: Conductor,
     tracker: ResourceTracker,
     glance: Option<Glance>,
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::locks::KeyedLocks,
     builds: Arc<tokio::sync::Semaphore>,
 }
 
@@ -162,7 +162,7 @@ impl Manager {
         let glance = nova
             .glance_endpoint
             .as_deref()
-            .map(Glance::new)
+            .map(|e| Glance::new(e, cfg.corral.max_image_bytes))
             .transpose()?;
         let builds = Arc::new(tokio::sync::Semaphore::new(nova.max_concurrent_builds));
         Ok(Manager {
@@ -171,7 +171,7 @@ impl Manager {
             conductor,
             tracker,
             glance,
-            locks: std::sync::Mutex::new(HashMap::new()),
+            locks: crate::locks::KeyedLocks::new(),
             builds,
         })
     }
@@ -180,12 +180,9 @@ impl Manager {
         &self.cfg.host
     }
 
-    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.locks.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        map.entry(uuid.to_string()).or_default().clone()
+    /// The instance's lock; its entry leaves the map when no one holds or waits for it.
+    fn lock_for(&self, uuid: &str) -> crate::locks::LockHandle<'_> {
+        self.locks.handle(uuid)
     }
 
     /// `instance.save(expected_task_state=...)` of the given fields.
@@ -237,12 +234,9 @@ impl Manager {
             let mut f = NovaObject::new_nova34("InstanceFault")?;
             f.set("instance_uuid", json!(uuid));
             f.set("code", json!(500));
-            let msg = printable(message, 255);
+            let (msg, details) = fault_text(class, message);
             f.set("message", json!(msg));
-            f.set(
-                "details",
-                json!(printable(&format!("{class}: {message}"), 4096)),
-            );
+            f.set("details", json!(details));
             f.set("host", json!(self.host()));
             self.conductor
                 .object_action(ctx, &mut f, "create", vec![], Map::new())
@@ -1089,19 +1083,13 @@ impl Manager {
     }
 }
 
-/// A message fit for a fault: control characters and bytes from binary input
-/// (a corrupt image's header, say) become `?`, and the length is bounded.
-fn printable(text: &str, max: usize) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
-                '?'
-            } else {
-                c
-            }
-        })
-        .take(max)
-        .collect()
+/// An instance fault's `message` (Nova's column holds 255 characters) and
+/// `details`, escaped: errors quote input bytes (a corrupt image's header, say).
+fn fault_text(class: &str, message: &str) -> (String, String) {
+    (
+        printable(message, 255),
+        printable(&format!("{class}: {message}"), 4096),
+    )
 }
 
 /// `uptime`'s line, as nova-compute returns it.
@@ -1133,11 +1121,12 @@ fn host_uptime() -> String {
 /// The RPC endpoint of the compute API (version 6.5) on `compute` and `compute-alt`.
 pub struct ComputeEndpoint {
     manager: Arc<Manager>,
+    casts: Arc<super::casts::CastRunner>,
 }
 
 impl ComputeEndpoint {
-    pub fn new(manager: Arc<Manager>) -> ComputeEndpoint {
-        ComputeEndpoint { manager }
+    pub fn new(manager: Arc<Manager>, casts: Arc<super::casts::CastRunner>) -> ComputeEndpoint {
+        ComputeEndpoint { manager, casts }
     }
 }
 
@@ -1187,7 +1176,13 @@ impl Endpoint for ComputeEndpoint {
             return self.manager.call(ctx, call).await;
         }
         let m = self.manager.clone();
-        tokio::spawn(async move { m.cast(ctx, call).await });
+        if !self
+            .casts
+            .spawn(async move { m.cast(ctx, call).await })
+            .await
+        {
+            tracing::warn!(method = %method, "shutting down: cast dropped");
+        }
         Ok(Value::Null)
     }
 }
@@ -1198,9 +1193,26 @@ mod tests {
 
     #[test]
     fn fault_text_is_printable_and_bounded() {
-        assert_eq!(printable("bad\u{1}\u{fffd}x", 10), "bad??x");
-        assert_eq!(printable("abcdef", 3), "abc");
+        assert_eq!(printable("bad\u{1}\u{fffd}x", 100), "bad\\x01\\u{fffd}x");
+        assert_eq!(printable("abcdef", 5), "ab...");
         assert!(host_uptime().contains("load average"));
+    }
+
+    #[test]
+    fn a_fault_from_binary_input_is_printable() {
+        // the error of a Glance image of random bytes, as the tar reader words it
+        let raw: &[u8] = b"numeric field did not have utf-8 text: \x8f\x1be\x00\xffu$ when getting cksum for \x01\x9b\xfeF>9#\x7f\n";
+        let err = String::from_utf8_lossy(raw).repeat(20);
+        let (message, details) = fault_text("ImageUnacceptable", &err);
+        for text in [&message, &details] {
+            assert!(
+                text.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{text:?}"
+            );
+        }
+        assert!(message.starts_with("numeric field did not have utf-8 text: \\u{fffd}\\x1be\\x00"));
+        assert!(message.chars().count() <= 255);
+        assert!(details.starts_with("ImageUnacceptable: numeric field"));
     }
 
     #[test]

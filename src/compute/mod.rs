@@ -5,6 +5,7 @@
 //! `compute-alt`), then heartbeats and periodic tasks run until shutdown. Every
 //! instance operation goes through the driver seam.
 
+pub mod casts;
 pub mod conductor;
 pub mod glance;
 pub mod manager;
@@ -22,6 +23,7 @@ use crate::driver::ContainerDriver;
 use crate::nova::object::{NovaObject, ObjectError};
 use crate::nova::RequestContext;
 use crate::rpc::{Context, Endpoint, RpcError, RpcOptions, RpcServer, Transport};
+use casts::CastRunner;
 use conductor::Conductor;
 use manager::{ComputeEndpoint, Manager};
 use resources::ResourceTracker;
@@ -110,6 +112,7 @@ pub fn admin_context() -> Context {
 pub struct ComputeService {
     server: RpcServer,
     transport: Transport,
+    casts: Arc<CastRunner>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -148,7 +151,11 @@ impl ComputeService {
             .await?;
         manager.init_host(&ctx).await;
 
-        let endpoint: Arc<dyn Endpoint> = Arc::new(ComputeEndpoint::new(manager.clone()));
+        let casts = Arc::new(CastRunner::new(
+            transport.options().default.executor_thread_pool_size,
+        ));
+        let endpoint: Arc<dyn Endpoint> =
+            Arc::new(ComputeEndpoint::new(manager.clone(), casts.clone()));
         let server = RpcServer::builder(transport.clone(), &cfg.host)
             .topic("compute", vec![endpoint.clone()])
             .topic("compute-alt", vec![endpoint])
@@ -203,16 +210,22 @@ impl ComputeService {
         Ok(ComputeService {
             server,
             transport,
+            casts,
             tasks,
         })
     }
 
-    /// Stops consuming, lets in-flight calls finish, closes the connections.
+    /// Stops consuming, lets in-flight calls and casts finish (together at most
+    /// `graceful_shutdown_timeout`), closes the connections.
     pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
+        let limit = self.transport.options().default.graceful_shutdown();
+        let started = tokio::time::Instant::now();
         self.server.stop().await;
+        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+        self.casts.shutdown(left).await;
         self.transport.shutdown().await;
     }
 }
@@ -298,23 +311,21 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
 }
 
 /// The servicegroup heartbeat: `report_count += 1; save()` every interval.
+///
+/// Each report is bounded by the interval itself, not `rpc_response_timeout`: a
+/// call lost with the broker connection is abandoned, and sent again as long as
+/// the interval lasts, so the next report is never late behind a lost one.
 async fn heartbeat(conductor: Conductor, mut service: NovaObject, interval: Duration) {
+    let interval = interval.max(Duration::from_secs(1));
     let first = Duration::from_secs(5).min(interval);
-    tokio::time::sleep(first).await;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
-        let count = service
-            .get("report_count")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        service.reset_changes();
-        service.set("report_count", json!(count + 1));
-        let ctx = admin_context();
-        match conductor
-            .object_action(&ctx, &mut service, "save", vec![], Map::new())
-            .await
-        {
-            Ok(_) => {
+        tick.tick().await;
+        let deadline = tokio::time::Instant::now() + interval;
+        match report_state(&conductor, &mut service, deadline).await {
+            Ok(()) => {
                 if warned {
                     tracing::info!("heartbeat restored");
                 }
@@ -328,6 +339,41 @@ async fn heartbeat(conductor: Conductor, mut service: NovaObject, interval: Dura
                 warned = true;
             }
         }
-        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One report: `Service.save` with `report_count + 1`, sent again while the broker
+/// connection fails under it, until `deadline`.
+async fn report_state(
+    conductor: &Conductor,
+    service: &mut NovaObject,
+    deadline: tokio::time::Instant,
+) -> Result<(), ComputeError> {
+    let count = service
+        .get("report_count")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    loop {
+        service.reset_changes();
+        service.set("report_count", json!(count + 1));
+        let ctx = admin_context();
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(100));
+        let res = conductor
+            .with_timeout(left)
+            .object_action(&ctx, service, "save", vec![], Map::new())
+            .await;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(ComputeError::Rpc(e))
+                if e.is_connection_error()
+                    && tokio::time::Instant::now() + Duration::from_millis(200) < deadline =>
+            {
+                tracing::info!(error = %e, "heartbeat caught by a broker reconnect, sending it again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

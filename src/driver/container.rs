@@ -1,10 +1,10 @@
 //! The container driver: instances as system containers run by an OCI runtime.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{nic, Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
@@ -60,7 +60,7 @@ pub struct ContainerDriver {
     store: Store,
     cgroup_root: PathBuf,
     stop_signal: i32,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::locks::KeyedLocks,
     allowlist: Allowlist,
     /// Where sysfs, /dev and CDI specs are read (the real host).
     host: HostPaths,
@@ -310,7 +310,7 @@ impl ContainerDriver {
             store,
             cgroup_root,
             stop_signal,
-            locks: Mutex::new(HashMap::new()),
+            locks: crate::locks::KeyedLocks::new(),
             import_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -337,20 +337,9 @@ impl ContainerDriver {
         &self.cfg
     }
 
-    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.locks.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(uuid.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone()
-    }
-
-    fn forget_lock(&self, uuid: &str) {
-        if let Ok(mut map) = self.locks.lock() {
-            map.remove(uuid);
-        }
+    /// The instance's lock; its entry leaves the map when no one holds or waits for it.
+    fn lock_for(&self, uuid: &str) -> crate::locks::LockHandle<'_> {
+        self.locks.handle(uuid)
     }
 
     fn instance_dir(&self, uuid: &str) -> PathBuf {
@@ -1147,7 +1136,6 @@ impl ContainerDriver {
         })
         .await?;
         self.store.delete_instance(uuid).await?;
-        self.forget_lock(uuid);
         Ok(())
     }
 

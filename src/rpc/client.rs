@@ -266,10 +266,13 @@ impl RpcClient {
         let waiter = self.transport.reply_waiter().await;
         let reply_q = waiter.queue().to_string();
         let msg_id = new_hex_id();
-        if !waiter.wait_ready(deadline).await {
+        // The reply queue must be consumed (again, after a reconnect) before the
+        // request leaves, or the reply has nowhere to go.
+        let Some(generation) = waiter.wait_ready(deadline).await else {
             return Err(RpcError::Timeout { msg_id, reply_q });
-        }
+        };
         let mut listening = waiter.listen(&msg_id);
+        let mut state = waiter.state();
 
         let req = OutgoingRequest {
             method,
@@ -283,21 +286,44 @@ impl RpcClient {
         let ex = self.exchange();
         let rk = self.target.routing_key();
         tracing::debug!(exchange = %ex.name, routing_key = %rk, method, %msg_id, "call");
-        self.transport
-            .inner()
-            .publisher
-            .publish(
-                &Outgoing {
-                    exchange: &ex,
-                    routing_key: &rk,
-                    body: &body,
-                    expiration: Some(timeout),
-                    mandatory: false,
-                },
-                self.retry,
-                Some(deadline),
-            )
-            .await?;
+        // Published mandatory: while the servers' queues are not declared (yet, or
+        // again after a broker restart) the broker returns the request instead of
+        // dropping it, and it is sent again until the deadline.
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let res = self
+                .transport
+                .inner()
+                .publisher
+                .publish(
+                    &Outgoing {
+                        exchange: &ex,
+                        routing_key: &rk,
+                        body: &body,
+                        expiration: Some(timeout),
+                        mandatory: true,
+                    },
+                    self.retry,
+                    Some(deadline),
+                )
+                .await;
+            match res {
+                Ok(()) => break,
+                Err(RpcError::Undeliverable { .. }) => {
+                    if Instant::now() + pause >= deadline {
+                        tokio::time::sleep_until(deadline).await;
+                        return Err(RpcError::Timeout { msg_id, reply_q });
+                    }
+                    tracing::debug!(routing_key = %rk, %msg_id, "no queue for the call yet, sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !state.borrow_and_update().is_current(generation) {
+            return Err(RpcError::ConnectionLost { msg_id, reply_q });
+        }
 
         // ReplyWaiter.wait: overall timer, call-monitor timer renewed by heartbeats
         let cm = self.call_monitor_timeout.map(Duration::from_secs);
@@ -308,15 +334,28 @@ impl RpcClient {
                 Some(c) if c < deadline => c,
                 _ => deadline,
             };
-            let msg = match tokio::time::timeout_at(wait_until, listening.rx.recv()).await {
-                Err(_) => {
+            let msg = tokio::select! {
+                biased;
+                m = listening.rx.recv() => match m {
+                    None => return Err(RpcError::Shutdown),
+                    Some(m) => m,
+                },
+                // the reply consumer lost its connection: the reply cannot come
+                changed = state.wait_for(|s| !s.is_current(generation)) => {
+                    if changed.is_err() {
+                        return Err(RpcError::Shutdown);
+                    }
+                    return Err(RpcError::ConnectionLost {
+                        msg_id: msg_id.clone(),
+                        reply_q,
+                    });
+                }
+                _ = tokio::time::sleep_until(wait_until) => {
                     return Err(RpcError::Timeout {
                         msg_id: msg_id.clone(),
                         reply_q,
                     })
                 }
-                Ok(None) => return Err(RpcError::Shutdown),
-                Ok(Some(m)) => m,
             };
             match envelope::parse_reply(msg).1 {
                 ReplyPart::Payload { result, ending } => {
@@ -350,8 +389,23 @@ type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Map<String, Value
 pub(crate) struct ReplyWaiter {
     queue: String,
     waiters: Waiters,
-    ready: watch::Receiver<bool>,
+    ready: watch::Receiver<ReplyState>,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Whether the reply queue is consumed, and on which connection: `generation` grows
+/// with every (re)connection of the reply consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReplyState {
+    pub consuming: bool,
+    pub generation: u64,
+}
+
+impl ReplyState {
+    /// Still consuming on the connection of `generation`.
+    pub fn is_current(&self, generation: u64) -> bool {
+        self.consuming && self.generation == generation
+    }
 }
 
 /// Unregisters a waiting call when dropped.
@@ -374,7 +428,7 @@ impl ReplyWaiter {
         let queue = format!("reply_{}", new_hex_id());
         tracing::debug!(reply_q = %queue, "creating reply queue");
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
-        let (ready_tx, ready) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(ReplyState::default());
         let task = tokio::spawn(reply_loop(
             connector,
             queue.clone(),
@@ -394,11 +448,20 @@ impl ReplyWaiter {
         &self.queue
     }
 
-    /// Wait until the reply queue is declared and consumed; false at the deadline.
-    pub async fn wait_ready(&self, deadline: Instant) -> bool {
+    /// Wait until the reply queue is declared and consumed; the generation of its
+    /// connection, or `None` at the deadline.
+    pub async fn wait_ready(&self, deadline: Instant) -> Option<u64> {
         let mut rx = self.ready.clone();
-        let res = tokio::time::timeout_at(deadline, rx.wait_for(|r| *r)).await;
-        matches!(res, Ok(Ok(_)))
+        let res = match tokio::time::timeout_at(deadline, rx.wait_for(|r| r.consuming)).await {
+            Ok(Ok(s)) => Some(s.generation),
+            _ => None,
+        };
+        res
+    }
+
+    /// Follows the consumer's state.
+    pub fn state(&self) -> watch::Receiver<ReplyState> {
+        self.ready.clone()
     }
 
     pub fn listen(&self, msg_id: &str) -> Listening {
@@ -425,7 +488,7 @@ async fn reply_loop(
     connector: Arc<Connector>,
     queue: String,
     waiters: Waiters,
-    ready: watch::Sender<bool>,
+    ready: watch::Sender<ReplyState>,
     stop: StopSignal,
 ) {
     let rabbit = connector.rabbit().clone();
@@ -456,10 +519,13 @@ async fn reply_loop(
                 continue;
             }
         };
-        let _ = ready.send_replace(true);
         let Some(mut consumer) = consumers.pop() else {
             continue;
         };
+        ready.send_modify(|s| {
+            s.consuming = true;
+            s.generation += 1;
+        });
         loop {
             tokio::select! {
                 _ = stop.stopped() => {
@@ -480,6 +546,8 @@ async fn reply_loop(
                 }
             }
         }
+        // calls waiting on this connection fail now instead of at their timeout
+        ready.send_modify(|s| s.consuming = false);
         let _ = tokio::time::timeout(t, conn.close(200, "OK".into())).await;
     }
 }

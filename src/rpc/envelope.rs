@@ -177,6 +177,33 @@ impl Failure {
         Failure::new("nova.exception", class, message).with_kwargs(kwargs)
     }
 
+    /// Escape what is not printable in the message, the string arguments and the
+    /// traceback, and bound their lengths: an error may quote input bytes, and the
+    /// failure ends up in front of people (faults, `openstack` output, logs).
+    pub fn make_printable(&mut self) {
+        use crate::text::printable;
+        const MESSAGE: usize = 4096;
+        const LINE: usize = 1024;
+        const LINES: usize = 200;
+        self.message = printable(&self.message, MESSAGE);
+        let fix = |v: &mut Value| {
+            if let Value::String(s) = v {
+                *s = printable(s, MESSAGE);
+            }
+        };
+        self.args.iter_mut().for_each(fix);
+        self.kwargs.values_mut().for_each(fix);
+        self.tb.truncate(LINES);
+        for line in &mut self.tb {
+            // traceback lines end in a newline, as Python formats them
+            let (body, nl) = match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line.as_str(), ""),
+            };
+            *line = format!("{}{nl}", printable(body, LINE));
+        }
+    }
+
     /// oslo's `NoSuchMethod` from the dispatcher.
     pub fn no_such_method(method: &str) -> Self {
         Failure::new(
@@ -667,6 +694,31 @@ mod tests {
             r#"{"class": "InstanceNotFound", "module": "nova.exception", "message": "Instance 0001 could not be found.", "tb": ["Traceback (most recent call last):\n"], "args": ["Instance 0001 could not be found."], "kwargs": {"instance_id": "0001", "code": 404}}"#
         );
         assert_eq!(Failure::from_json_str(&f.to_json_string()).unwrap(), f);
+    }
+
+    #[test]
+    fn failures_sent_are_printable() {
+        let raw = String::from_utf8_lossy(b"bad \x00\x1b[31m\xff\xfe tar header");
+        let mut f = Failure::nova("ImageUnacceptable", &raw, Map::new());
+        f.fill_traceback("build\u{7}");
+        f.make_printable();
+        let wire = f.to_json_string();
+        assert_eq!(f.message, "bad \\x00\\x1b[31m\\u{fffd}\\u{fffd} tar header");
+        assert_eq!(f.args, vec![Value::String(f.message.clone())]);
+        assert!(f.tb.iter().all(|l| l.ends_with('\n')));
+        assert!(
+            f.tb.iter()
+                .all(|l| l.trim_end_matches('\n').chars().all(|c| !c.is_control())),
+            "{:?}",
+            f.tb
+        );
+        assert!(
+            !wire.contains("\\u0000") && !wire.contains("\\u001b"),
+            "{wire}"
+        );
+        let mut long = Failure::builtin("ValueError", &"x".repeat(1 << 20));
+        long.make_printable();
+        assert_eq!(long.message.chars().count(), 4096);
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub enum RpcError {
     /// The remote endpoint failed; oslo's `RemoteError` (or the rebuilt remote exception).
     #[error(transparent)]
     Remote(Box<RemoteError>),
+    /// The reply consumer lost its broker connection while the call waited: the reply
+    /// cannot arrive. The request may or may not have been handled.
+    #[error("connection to the message broker lost while waiting for the reply {reply_q} to message ID {msg_id}")]
+    ConnectionLost { msg_id: String, reply_q: String },
     #[error("invalid target: {0}")]
     InvalidTarget(String),
     #[error("cannot encode message")]
@@ -87,6 +91,19 @@ impl RpcError {
                 source.amqp_code()
             }
             _ => None,
+        }
+    }
+
+    /// A failure of the connection to the broker rather than an answer: sending the
+    /// call again (when that is safe) may work.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            RpcError::ConnectionLost { .. }
+            | RpcError::Amqp { .. }
+            | RpcError::OperationTimeout { .. }
+            | RpcError::Connect { .. } => true,
+            RpcError::RetriesExhausted { source, .. } => source.is_connection_error(),
+            _ => false,
         }
     }
 

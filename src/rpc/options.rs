@@ -144,8 +144,12 @@ pub struct DefaultOptions {
     pub control_exchange: String,
     /// Adds the `oslo_rpc_server_ping` method answering `"pong"`.
     pub rpc_ping_enabled: bool,
-    /// How many requests one RPC server runs at once (oslo's threading executor).
+    /// How many requests one RPC server runs at once (oslo's threading executor); also
+    /// how many casts the compute manager runs at once.
     pub executor_thread_pool_size: usize,
+    /// Seconds a stopping server waits for the requests it runs (oslo.service's
+    /// option); 0 waits as long as they take.
+    pub graceful_shutdown_timeout: u64,
 }
 
 impl Default for DefaultOptions {
@@ -155,6 +159,7 @@ impl Default for DefaultOptions {
             control_exchange: "nova".into(),
             rpc_ping_enabled: false,
             executor_thread_pool_size: 64,
+            graceful_shutdown_timeout: 60,
         }
     }
 }
@@ -435,10 +440,21 @@ impl DefaultOptions {
                 "executor_thread_pool_size" => {
                     opts.executor_thread_pool_size = parse_int(k, v, Some(1), None)? as usize
                 }
+                "graceful_shutdown_timeout" => {
+                    opts.graceful_shutdown_timeout = parse_int(k, v, Some(0), None)? as u64
+                }
                 _ => {}
             }
         }
         Ok(opts)
+    }
+
+    /// `graceful_shutdown_timeout` as a limit; `None` for no limit (0).
+    pub fn graceful_shutdown(&self) -> Option<Duration> {
+        match self.graceful_shutdown_timeout {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
     }
 
     /// `rpc_response_timeout` as a duration.

@@ -349,7 +349,16 @@ impl Listener {
         let _ = self.ready.send_replace(false);
         // finish in-flight requests before closing (oslo: stop, wait, cleanup)
         let permits = u32::try_from(self.pool_size).unwrap_or(u32::MAX);
-        let _ = self.pool.acquire_many(permits).await;
+        let wait = self.pool.acquire_many(permits);
+        match self.transport.options().default.graceful_shutdown() {
+            None => drop(wait.await),
+            Some(limit) => {
+                if tokio::time::timeout(limit, wait).await.is_err() {
+                    tracing::warn!(topic = %self.topic, ?limit,
+                        "requests still running at the end of graceful_shutdown_timeout are abandoned");
+                }
+            }
+        }
         if let Some((conn, channel)) = last {
             let fanout: Vec<String> = self
                 .specs
@@ -582,6 +591,7 @@ impl DispatchContext {
                 tracing::error!(failure = %f, "exception during message handling");
             }
             f.fill_traceback(&method);
+            f.make_printable();
             f
         });
         if let (Some(id), Some(q)) = (&msg_id, &reply_q) {

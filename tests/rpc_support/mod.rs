@@ -12,20 +12,49 @@ pub fn broker_url() -> String {
     std::env::var("RABBIT_URL").unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".into())
 }
 
-/// The broker url, or `None` (with the reason printed) when nothing listens.
+/// Whether the tests run in CI (`CI=true`), where a missing piece is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Skip the test with `reason` printed, or fail it in CI.
+pub fn skip_or_fail(reason: &str, ci: bool) {
+    if ci {
+        panic!("cannot run the RabbitMQ tests in CI: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+}
+
+/// The broker url, or `None` (with the reason printed) when nothing listens; in CI
+/// (`CI=true`) a missing broker fails the test instead.
 pub fn live_broker() -> Option<String> {
-    let url = broker_url();
-    let parsed = corral::rpc::TransportUrl::parse(&url).ok()?;
-    let b = parsed.brokers().into_iter().next()?;
+    live_broker_at(&broker_url(), in_ci())
+}
+
+pub fn live_broker_at(url: &str, ci: bool) -> Option<String> {
+    let parsed = match corral::rpc::TransportUrl::parse(url) {
+        Ok(p) => p,
+        Err(e) => {
+            skip_or_fail(&format!("bad RABBIT_URL {url}: {e}"), ci);
+            return None;
+        }
+    };
+    let Some(b) = parsed.brokers().into_iter().next() else {
+        skip_or_fail(&format!("no broker in RABBIT_URL {url}"), ci);
+        return None;
+    };
     let addr = format!("{}:{}", b.host, b.port);
     let ok = std::net::ToSocketAddrs::to_socket_addrs(&addr)
         .ok()
         .and_then(|mut a| a.next())
         .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
     if ok {
-        Some(url)
+        Some(url.to_string())
     } else {
-        eprintln!("skipping: no RabbitMQ at {addr} (start it with `rabbitmq-server -detached`)");
+        skip_or_fail(
+            &format!("no RabbitMQ at {addr} (start it with `rabbitmq-server -detached`)"),
+            ci,
+        );
         None
     }
 }
