@@ -1150,6 +1150,15 @@ impl ContainerDriver {
         self.storage.release(&dir).await?;
         let d = dir.clone();
         blocking("instance removal", move || {
+            // Never through a mount: whatever is still mounted in the
+            // instance (a disk, a root) is the host's or another's data.
+            if let Some(mp) = fsutil::mounts_under(&d).into_iter().next() {
+                return Err(DriverError::Invalid(format!(
+                    "{} is still mounted: the instance directory {} is kept",
+                    mp.display(),
+                    d.display()
+                )));
+            }
             fsutil::remove_tree(&d).map_err(io_err(&d))
         })
         .await?;
