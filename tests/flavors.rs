@@ -842,8 +842,13 @@ impl VethPair {
 
 impl Drop for VethPair {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-        let _ = Command::new("ip").args(["link", "del", &self.1]).status();
+        // Deleting one end deletes both; either may be gone already.
+        for name in [&self.0, &self.1] {
+            let _ = Command::new("ip")
+                .args(["link", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
