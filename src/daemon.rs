@@ -126,6 +126,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         hybrid = runtime.cgroup_hybrid,
         storage = ?storage.kind,
         state_path = %cfg.state_path.display(),
+        runtime_root = %cfg.corral.runtime_root.display(),
+        cgroup_parent = %cfg.corral.cgroup_parent,
         "corral starting"
     );
     let driver = Arc::new(ContainerDriver::new(

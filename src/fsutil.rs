@@ -81,6 +81,17 @@ pub fn mount_points_in(mountinfo: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The mount points at or below `dir` in this process's mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mount_points_in(&info)
+        .into_iter()
+        .filter(|mp| mp.starts_with(dir))
+        .collect()
+}
+
 /// Whether `path` is a mount point in this process's mount namespace, by
 /// `/proc/self/mountinfo`. Compared byte for byte with the unescaped mount
 /// points, so paths with spaces or other escaped bytes are found.
@@ -196,6 +207,31 @@ mod tests {
         );
         assert!(is_mount_point(Path::new("/proc")));
         assert!(!is_mount_point(Path::new("/definitely/not/mounted")));
+    }
+
+    #[test]
+    fn mounts_below_a_directory_are_listed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: mounting needs root");
+            return;
+        }
+        let dir = tempfile::Builder::new().prefix("a b ").tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let mp = dir.path().join("inst/disks/d");
+        fs::create_dir_all(&mp).unwrap();
+        assert!(mounts_under(dir.path()).is_empty());
+        nix::mount::mount(
+            Some(host.path()),
+            &mp,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let found = mounts_under(&dir.path().join("inst"));
+        let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+        assert_eq!(found, vec![mp.clone()]);
+        assert!(mounts_under(&dir.path().join("other")).is_empty());
     }
 
     #[test]

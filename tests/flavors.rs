@@ -823,3 +823,96 @@ fn nic_moves_in_and_comes_back() {
     assert!(nic.on_host(), "{} did not come back on delete", nic.0);
     nothing_left(&d);
 }
+
+/// A veth pair on the host: `.0` is given to an instance, `.1` stays.
+struct VethPair(String, String);
+
+impl VethPair {
+    fn new() -> Option<VethPair> {
+        let name = format!("crl{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let peer = format!("{name}p");
+        let ok = Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(VethPair(name, peer))
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        // Deleting one end deletes both; either may be gone already.
+        for name in [&self.0, &self.1] {
+            let _ = Command::new("ip")
+                .args(["link", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn sys_net(ifname: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(ifname).join(file))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn a_planted_interface_never_reaches_the_host() {
+    require_host!();
+    let Some(pair) = VethPair::new() else {
+        eprintln!("SKIPPED: cannot create a veth pair");
+        return;
+    };
+    let real_mac = sys_net(&pair.0, "address").unwrap();
+    let d = Daemon::start_with("device_allowlist = nic:crl*");
+    d.import_busybox();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "planter",
+        "--device",
+        &format!("eth1=nic,parent={}", pair.0),
+    ]);
+    assert!(sys_net(&pair.0, "ifindex").is_none(), "not moved in");
+    // The tenant (root of its own network namespace) renames the real one
+    // and plants a veth under its inside name, with its address.
+    let pid = d.instance("planter")["state"]["pid"].as_i64().unwrap();
+    let tenant = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "ip"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tenant(&["link", "set", "dev", "eth1", "down"]);
+    tenant(&["link", "set", "dev", "eth1", "name", "real0"]);
+    tenant(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    tenant(&["link", "set", "dev", "eth1", "address", &real_mac]);
+
+    d.ok(&["stop", "--force", "planter"]);
+    // The host got its own interface back: still the peer of the one that
+    // stayed (a planted veth's peer would be inside the dead namespace, and
+    // the real pair would have died with it).
+    let back = sys_net(&pair.0, "ifindex").expect("the real interface did not come back");
+    let peer = sys_net(&pair.1, "ifindex").expect("the real pair died with the namespace");
+    assert_eq!(sys_net(&pair.0, "iflink").as_deref(), Some(peer.as_str()));
+    assert_eq!(sys_net(&pair.1, "iflink").as_deref(), Some(back.as_str()));
+    assert!(sys_net("eth1p", "ifindex").is_none());
+    // And it goes in again on start.
+    d.ok(&["start", "planter"]);
+    assert!(sys_net(&pair.0, "ifindex").is_none());
+    d.ok(&["delete", "--force", "planter"]);
+    assert!(
+        sys_net(&pair.0, "ifindex").is_some(),
+        "not home after delete"
+    );
+}

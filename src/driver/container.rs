@@ -1039,13 +1039,15 @@ impl ContainerDriver {
                 DriverError::Invalid(format!("container {uuid} has no init process for its NICs"))
             })?;
         let moved = nics.clone();
-        tokio::task::spawn_blocking(move || {
+        let inside = tokio::task::spawn_blocking(move || {
             // One the kernel handed back under another name comes home first.
             nic::detach(None, &moved)?;
             nic::attach(pid, &moved, &limits)
         })
         .await
         .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
+        // What each one is inside, for the detach (the container has not run yet).
+        nic::save_records(&self.instance_dir(uuid), &inside)?;
         tracing::info!(uuid, count = nics.len(), "host interfaces moved in");
         Ok(())
     }
@@ -1080,11 +1082,16 @@ impl ContainerDriver {
         let Some(st) = self.runtime.state(uuid).await? else {
             return Ok(());
         };
-        if st.status == Status::Paused {
-            self.runtime.resume(uuid).await?;
-        }
+        // The tenant's processes stay frozen while its host interfaces are
+        // found and moved out, so none can be renamed or swapped meanwhile.
+        let has_nics = nic::load(&self.instance_dir(uuid)).is_ok_and(|n| !n.is_empty());
+        let frozen = st.status == Status::Paused
+            || (has_nics && st.status == Status::Running && self.runtime.pause(uuid).await.is_ok());
         if let Err(e) = self.detach_nics(uuid).await {
             tracing::warn!(uuid, error = %e, "host interfaces not brought back");
+        }
+        if frozen {
+            self.runtime.resume(uuid).await?;
         }
         if matches!(st.status, Status::Running | Status::Paused) {
             let mut stopped = false;
@@ -1132,6 +1139,15 @@ impl ContainerDriver {
         self.storage.release(&dir).await?;
         let d = dir.clone();
         blocking("instance removal", move || {
+            // Never through a mount: whatever is still mounted in the
+            // instance (a disk, a root) is the host's or another's data.
+            if let Some(mp) = fsutil::mounts_under(&d).into_iter().next() {
+                return Err(DriverError::Invalid(format!(
+                    "{} is still mounted: the instance directory {} is kept",
+                    mp.display(),
+                    d.display()
+                )));
+            }
             fsutil::remove_tree(&d).map_err(io_err(&d))
         })
         .await?;

@@ -23,6 +23,8 @@ pub enum NicError {
     },
     #[error("NIC record {path}: {reason}")]
     Record { path: PathBuf, reason: String },
+    #[error("NIC {name}: {reason}; left in the container (a physical interface comes home when the container's namespace ends)")]
+    NotTheOne { name: String, reason: String },
 }
 
 const RECORD: &str = "nics.json";
@@ -37,6 +39,92 @@ pub struct NicRecord {
     /// if the kernel hands it back under another name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// What it was in the container's namespace right after the move,
+    /// before the container ran: how it is told apart from an interface
+    /// the tenant made and named like it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<Identity>,
+}
+
+/// An interface as the container's namespace shows it. Its index cannot
+/// be taken by another interface there while it exists, and a tenant
+/// cannot make an interface without a kind (a physical one has none).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub ifindex: u32,
+    /// `veth`, `dummy`, ...; None for a physical interface.
+    pub kind: Option<String>,
+    pub address: Option<String>,
+}
+
+/// One entry of `ip -j -d link show`.
+#[derive(Debug, serde::Deserialize)]
+struct Link {
+    ifindex: u32,
+    ifname: String,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    linkinfo: Option<LinkInfo>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LinkInfo {
+    #[serde(default)]
+    info_kind: Option<String>,
+}
+
+impl Link {
+    fn identity(&self) -> Identity {
+        Identity {
+            ifindex: self.ifindex,
+            kind: self.linkinfo.as_ref().and_then(|i| i.info_kind.clone()),
+            address: self.address.clone(),
+        }
+    }
+}
+
+/// The interfaces of the network namespace of `pid`.
+fn links_in(name: &str, pid: i32) -> Result<Vec<Link>, NicError> {
+    let out = output(name, Some(pid), &["ip", "-j", "-d", "link", "show"])?;
+    serde_json::from_str(&out).map_err(|e| NicError::Command {
+        name: name.to_string(),
+        command: format!("nsenter -t {pid} -n ip -j -d link show"),
+        reason: format!("unreadable output: {e}"),
+    })
+}
+
+/// The interface of `nics` a detach must move: the one with the recorded
+/// index and the recorded kind and address. By name only for records
+/// written before identities were kept.
+fn the_one<'a>(links: &'a [Link], n: &NicRecord) -> Result<&'a Link, NicError> {
+    let not = |reason: String| NicError::NotTheOne {
+        name: n.host_name.clone(),
+        reason,
+    };
+    let Some(id) = &n.inside else {
+        return links
+            .iter()
+            .find(|l| l.ifname == n.inside_name)
+            .ok_or_else(|| not(format!("no interface {} in the container", n.inside_name)));
+    };
+    let link = links
+        .iter()
+        .find(|l| l.ifindex == id.ifindex)
+        .ok_or_else(|| {
+            not(format!(
+                "no interface with index {} in the container",
+                id.ifindex
+            ))
+        })?;
+    let found = link.identity();
+    if found.kind != id.kind || (id.address.is_some() && found.address != id.address) {
+        return Err(not(format!(
+            "the interface with index {} ({}) is not the one moved in: kind {:?} and address {:?}, expected {:?} and {:?}",
+            id.ifindex, link.ifname, found.kind, found.address, id.kind, id.address
+        )));
+    }
+    Ok(link)
 }
 
 fn record_path(instance_dir: &Path) -> PathBuf {
@@ -68,6 +156,7 @@ pub fn save(instance_dir: &Path, nics: &[NicMove]) -> Result<(), NicError> {
             host_name: n.host_name.clone(),
             inside_name: n.inside_name.clone(),
             address: address_of(Path::new(SYS_CLASS_NET), &n.host_name),
+            inside: None,
         })
         .collect();
     let text = serde_json::to_vec(&records).map_err(|e| fail(e.to_string()))?;
@@ -93,6 +182,11 @@ pub fn load(instance_dir: &Path) -> Result<Vec<NicRecord>, NicError> {
 /// Runs `ip`/`tc` on the host (`pid` None) or in the network namespace of
 /// `pid`.
 fn run(name: &str, pid: Option<i32>, argv: &[&str]) -> Result<(), NicError> {
+    output(name, pid, argv).map(|_| ())
+}
+
+/// Like [`run`], returning the command's stdout.
+fn output(name: &str, pid: Option<i32>, argv: &[&str]) -> Result<String, NicError> {
     let mut cmd = match pid {
         Some(pid) => {
             let mut c = Command::new("nsenter");
@@ -116,7 +210,7 @@ fn run(name: &str, pid: Option<i32>, argv: &[&str]) -> Result<(), NicError> {
         reason: e.to_string(),
     })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(NicError::Command {
             name: name.to_string(),
@@ -141,22 +235,47 @@ fn renamed(net: &Path, address: &str, not: &str) -> Option<String> {
 
 /// Moves each interface into the namespace of `pid` (the container's init,
 /// created but not started), names it, brings it up and applies the rate
-/// limits. On a failure the interfaces already moved are brought back.
-pub fn attach(pid: i32, nics: &[NicRecord], limits: &Limits) -> Result<(), NicError> {
-    for (i, n) in nics.iter().enumerate() {
-        if let Err(e) = attach_one(pid, n, limits) {
-            for done in nics[..=i].iter().rev() {
-                if let Err(undo) = detach_one(pid, done) {
-                    tracing::warn!(nic = %done.host_name, error = %undo, "cannot bring the interface back");
+/// limits. Returns the records with each interface's identity inside (see
+/// [`Identity`]), taken before the container runs. On a failure the
+/// interfaces already moved are brought back.
+pub fn attach(pid: i32, nics: &[NicRecord], limits: &Limits) -> Result<Vec<NicRecord>, NicError> {
+    let mut done: Vec<NicRecord> = Vec::new();
+    for n in nics {
+        match attach_one(pid, n, limits) {
+            Ok(inside) => done.push(NicRecord {
+                inside: Some(inside),
+                ..n.clone()
+            }),
+            Err(e) => {
+                // The one that failed is found by name: nothing ran yet.
+                let failed = NicRecord {
+                    inside: None,
+                    ..n.clone()
+                };
+                for d in done.iter().chain(std::iter::once(&failed)).rev() {
+                    if let Err(undo) = detach_one(pid, d) {
+                        tracing::warn!(nic = %d.host_name, error = %undo, "cannot bring the interface back");
+                    }
                 }
+                return Err(e);
             }
-            return Err(e);
         }
     }
-    Ok(())
+    Ok(done)
 }
 
-fn attach_one(pid: i32, n: &NicRecord, limits: &Limits) -> Result<(), NicError> {
+/// Records what was moved, with the identities `attach` took.
+pub fn save_records(instance_dir: &Path, records: &[NicRecord]) -> Result<(), NicError> {
+    let path = record_path(instance_dir);
+    let fail = |reason: String| NicError::Record {
+        path: path.clone(),
+        reason,
+    };
+    let text = serde_json::to_vec(records).map_err(|e| fail(e.to_string()))?;
+    crate::fsutil::write_atomic(&path, &text, 0o600).map_err(|e| fail(e.to_string()))
+}
+
+fn attach_one(pid: i32, n: &NicRecord, limits: &Limits) -> Result<Identity, NicError> {
     let name = n.inside_name.as_str();
     let pid_s = pid.to_string();
     run(
@@ -176,8 +295,17 @@ fn attach_one(pid: i32, n: &NicRecord, limits: &Limits) -> Result<(), NicError> 
             &["ip", "link", "set", "dev", &n.host_name, "name", name],
         )?;
     }
+    let identity = links_in(name, pid)?
+        .iter()
+        .find(|l| l.ifname == name)
+        .map(Link::identity)
+        .ok_or_else(|| NicError::NotTheOne {
+            name: n.host_name.clone(),
+            reason: format!("not found as {name} in the container after the move"),
+        })?;
     run(name, Some(pid), &["ip", "link", "set", "dev", name, "up"])?;
-    apply_limits(pid, name, limits)
+    apply_limits(pid, name, limits)?;
+    Ok(identity)
 }
 
 /// `tc` rate limits, as libvirt applies Nova's `quota:vif_*` (KB/s and KB):
@@ -260,10 +388,14 @@ fn detach_one(pid: i32, n: &NicRecord) -> Result<(), NicError> {
     if host_has(&n.host_name) {
         return Ok(());
     }
-    let name = n.inside_name.as_str();
+    // Found by what the tenant cannot fake, never by the name it may have
+    // given another interface.
+    let links = links_in(&n.host_name, pid)?;
+    let current = the_one(&links, n)?.ifname.clone();
+    let name = current.as_str();
     // Rename inside first: the inside name may be taken on the host (eth0).
     let _ = run(name, Some(pid), &["ip", "link", "set", "dev", name, "down"]);
-    if n.inside_name != n.host_name {
+    if current != n.host_name {
         run(
             name,
             Some(pid),
@@ -307,12 +439,62 @@ mod tests {
                 host_name: "crl-none0".into(),
                 inside_name: "eth1".into(),
                 address: None,
+                inside: None,
             }]
         );
         save(d.path(), &[]).unwrap();
         assert!(!d.path().join(RECORD).exists());
         std::fs::write(d.path().join(RECORD), "{").unwrap();
         assert!(load(d.path()).is_err());
+    }
+
+    #[test]
+    fn the_interface_moved_in_is_told_from_one_named_like_it() {
+        let links: Vec<Link> = serde_json::from_str(
+            r#"[{"ifindex":1,"ifname":"lo","address":"00:00:00:00:00:00"},
+                {"ifindex":7,"ifname":"real0","address":"52:54:00:00:00:07","linkinfo":{"info_kind":"veth"}},
+                {"ifindex":9,"ifname":"eth1","address":"52:54:00:00:00:07","linkinfo":{"info_kind":"veth"}},
+                {"ifindex":11,"ifname":"phys","address":"52:54:00:00:00:0b"}]"#,
+        )
+        .unwrap();
+        let mut n = NicRecord {
+            host_name: "crl0".into(),
+            inside_name: "eth1".into(),
+            address: Some("52:54:00:00:00:07".into()),
+            inside: Some(Identity {
+                ifindex: 7,
+                kind: Some("veth".into()),
+                address: Some("52:54:00:00:00:07".into()),
+            }),
+        };
+        // Renamed by the tenant, with a look-alike under its name: the
+        // recorded index wins.
+        assert_eq!(the_one(&links, &n).unwrap().ifname, "real0");
+        // Another kind, or address, under the recorded index: not moved.
+        n.inside = Some(Identity {
+            ifindex: 11,
+            kind: Some("veth".into()),
+            address: Some("52:54:00:00:00:0b".into()),
+        });
+        assert!(matches!(
+            the_one(&links, &n),
+            Err(NicError::NotTheOne { .. })
+        ));
+        n.inside = Some(Identity {
+            ifindex: 7,
+            kind: Some("veth".into()),
+            address: Some("52:54:00:00:00:99".into()),
+        });
+        assert!(the_one(&links, &n).is_err());
+        n.inside = Some(Identity {
+            ifindex: 42,
+            kind: None,
+            address: None,
+        });
+        assert!(the_one(&links, &n).is_err());
+        // A record from before identities: by name.
+        n.inside = None;
+        assert_eq!(the_one(&links, &n).unwrap().ifindex, 9);
     }
 
     #[test]
