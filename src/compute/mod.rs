@@ -377,3 +377,64 @@ async fn report_state(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report whose call is lost is abandoned at the end of its interval, not
+    /// after `rpc_response_timeout`: the next heartbeat is never late behind it.
+    #[tokio::test]
+    async fn a_lost_report_is_abandoned_within_the_report_interval() {
+        let url = std::env::var("RABBIT_URL")
+            .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".into());
+        if std::net::TcpStream::connect("127.0.0.1:5672").is_err() && url.contains("127.0.0.1") {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no RabbitMQ in CI"
+            );
+            eprintln!("skipping: no RabbitMQ at {url}");
+            return;
+        }
+        // an exchange of its own, with no queue bound: the conductor is away, as
+        // while it reconnects after a broker restart, and no real one sees this
+        let exchange = format!("heartbeat-{}", uuid::Uuid::new_v4().simple());
+        let mut options = RpcOptions::default();
+        options.default.control_exchange = exchange.clone();
+        let transport = Transport::from_url(&url, options).unwrap();
+        // rpc_response_timeout 60 s, as by default
+        let conductor = Conductor::new(transport.clone(), Duration::from_secs(60));
+        let mut service = NovaObject::new_nova34("Service").unwrap();
+        service.set("report_count", json!(7));
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(2);
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            report_state(&conductor, &mut service, deadline),
+        )
+        .await
+        .expect("the report waited past its interval");
+        assert!(r.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // the count meant for the lost report is carried by the next one
+        assert_eq!(service.get("report_count"), Some(&json!(8)));
+        transport.shutdown().await;
+        if let Ok(conn) = lapin::Connection::connect(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .exchange_delete(exchange.as_str().into(), Default::default())
+                    .await;
+            }
+            let _ = conn.close(200, "OK".into()).await;
+        }
+    }
+}
