@@ -35,12 +35,21 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    CrashPoint(String),
     #[error("the API server failed")]
     Serve(#[source] std::io::Error),
 }
 
 /// Runs the daemon until a shutdown signal.
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    // A test facility: read once, before anything is made.
+    if let Some(point) = crate::crashpoint::arm_from_env().map_err(DaemonError::CrashPoint)? {
+        tracing::warn!(
+            point,
+            "crash point armed: the daemon kills itself there (tests only)"
+        );
+    }
     let cfg = Arc::new(cfg);
     let cgroup_root = PathBuf::from(cgroups::DEFAULT_ROOT);
     let runtime = Runtime::select(

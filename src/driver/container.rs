@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{nic, Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
 use crate::config::{Config, CpuLimitMode, CpuSet};
+use crate::crashpoint::crash_point;
 use crate::devices::{self, Allowlist, HostPaths};
 use crate::fsutil;
 use crate::image::ImageCache;
@@ -298,6 +299,7 @@ impl ContainerDriver {
         alias: Option<&str>,
     ) -> Result<ImageRecord, DriverError> {
         let _one_at_a_time = self.import_lock.lock().await;
+        crash_point("import.after_upload");
         if let Some(a) = alias {
             validate_alias(a)?;
             if self.store.find_image(a).await?.is_some() {
@@ -314,6 +316,7 @@ impl ContainerDriver {
             )));
         }
         let imported = self.images.import(archive).await?;
+        crash_point("import.after_unpack");
         let rec = ImageRecord {
             fingerprint: imported.fingerprint.clone(),
             alias: alias.map(str::to_string),
@@ -325,6 +328,7 @@ impl ContainerDriver {
             let _ = self.images.remove(&imported.fingerprint).await;
             return Err(e.into());
         }
+        crash_point("import.after_record");
         tracing::info!(fingerprint = %rec.fingerprint, alias = ?rec.alias, files = imported.stats.files, "image imported");
         Ok(rec)
     }
@@ -502,12 +506,14 @@ impl ContainerDriver {
             )
             .await?;
         drop(alloc_guard);
+        crash_point("launch.after_record");
         let result = async {
             self.prepare(&rec, &stored, &args).await?;
             if start {
                 self.start_container(&rec.uuid).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
             }
+            crash_point("launch.before_ready");
             self.store.set_phase(&rec.uuid, Phase::Ready).await?;
             Ok::<(), DriverError>(())
         }
@@ -702,6 +708,7 @@ impl ContainerDriver {
             None => self.images.rootfs(&rec.image),
         };
         let rootfs = self.storage.prepare(&dir, &lower).await?;
+        crash_point("prepare.after_root");
         // The console is the container's own: its mapped root may reopen it
         // (through /proc/1/fd/1) the way a system writes to its console.
         let console = self.console_path(&rec.uuid);
@@ -717,6 +724,7 @@ impl ContainerDriver {
             std::os::unix::fs::chown(&console, Some(m.host_base), Some(m.host_base))
                 .map_err(io_err(&console))?;
         }
+        crash_point("prepare.after_console");
         let (mut cpu_quota_us, mut cpu_period_us) = spec.limits.cfs();
         let mut cpu_shares = spec.limits.cpu_shares;
         if self.cfg.corral.cpu_limit_mode == CpuLimitMode::Shares {
@@ -794,6 +802,7 @@ impl ContainerDriver {
             std::fs::write(&claims_path, text).map_err(io_err(&claims_path))?;
             nic::save(&dir, &nics)?;
         }
+        crash_point("prepare.after_devices");
         // Nova's PCI passthrough: the functions' device nodes, and their addresses.
         for addr in &spec.pci_devices {
             for n in super::pci::device_nodes(&self.host.sys, &self.host.dev, addr)? {
@@ -846,6 +855,7 @@ impl ContainerDriver {
             device_rules,
         };
         bundle::write(&dir, &cfg)?;
+        crash_point("prepare.after_bundle");
         Ok(())
     }
 
@@ -857,6 +867,7 @@ impl ContainerDriver {
         let args = self.init_args(&spec, &image)?;
         self.prepare(rec, &spec, &args).await?;
         self.start_container(&rec.uuid).await?;
+        crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
         Ok(())
     }
@@ -876,16 +887,19 @@ impl ContainerDriver {
         self.runtime
             .create(uuid, &dir, &self.console_path(uuid))
             .await?;
+        crash_point("start.after_create");
         // Host interfaces go in before the init runs, so it finds them.
         if let Err(e) = self.attach_nics(uuid).await {
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e);
         }
+        crash_point("start.after_nics");
         if let Err(e) = self.runtime.start(uuid).await {
             let _ = self.detach_nics(uuid).await;
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e.into());
         }
+        crash_point("start.after_start");
         Ok(())
     }
 
@@ -952,6 +966,7 @@ impl ContainerDriver {
         if let Err(e) = self.detach_nics(uuid).await {
             tracing::warn!(uuid, error = %e, "host interfaces not brought back");
         }
+        crash_point("stop.after_nics");
         if matches!(st.status, Status::Running | Status::Paused) {
             let mut stopped = false;
             if !force {
@@ -969,7 +984,9 @@ impl ContainerDriver {
                     .await?;
             }
         }
+        crash_point("stop.after_kill");
         self.runtime.delete(uuid, true).await?;
+        crash_point("stop.after_delete");
         devices::release(&self.instance_dir(uuid)).map_err(DriverError::Device)?;
         Ok(())
     }
@@ -977,18 +994,24 @@ impl ContainerDriver {
     /// Removes container, cgroups, root, files and the store record.
     async fn remove_everything(&self, uuid: &str) -> Result<(), DriverError> {
         self.store.set_phase(uuid, Phase::Deleting).await?;
+        crash_point("remove.after_phase");
         if let Err(e) = self.detach_nics(uuid).await {
             tracing::warn!(uuid, error = %e, "host interfaces not brought back");
         }
         if self.runtime.state(uuid).await?.is_some() {
             self.runtime.delete(uuid, true).await?;
         }
+        crash_point("remove.after_runtime");
         self.cleanup_cgroups(uuid);
+        crash_point("remove.after_cgroups");
         let dir = self.instance_dir(uuid);
         // Disks first: the tree removal below must never reach into them.
         devices::release(&dir).map_err(DriverError::Device)?;
+        crash_point("remove.after_devices");
         self.storage.release(&dir).await?;
+        crash_point("remove.after_root");
         fsutil::remove_tree(&dir).map_err(io_err(&dir))?;
+        crash_point("remove.after_files");
         self.store.delete_instance(uuid).await?;
         self.forget_lock(uuid);
         Ok(())
@@ -1151,6 +1174,7 @@ impl Driver for ContainerDriver {
             if let Err(e) = self.detach_nics(&rec.uuid).await {
                 tracing::warn!(uuid, error = %e, "host interfaces not brought back");
             }
+            crash_point("delete.after_nics");
             if matches!(st.status, Status::Running | Status::Paused) {
                 let _ = self.runtime.signal(&rec.uuid, libc::SIGKILL).await;
                 self.runtime
@@ -1158,6 +1182,7 @@ impl Driver for ContainerDriver {
                     .await?;
             }
         }
+        crash_point("delete.after_kill");
         self.remove_everything(&rec.uuid).await
     }
 
@@ -1178,6 +1203,7 @@ impl Driver for ContainerDriver {
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.stop_container(&rec.uuid, timeout, force).await?;
+        crash_point("stop.before_desired");
         self.store.set_desired(&rec.uuid, "stopped").await?;
         Ok(())
     }
