@@ -1106,6 +1106,13 @@ impl ContainerDriver {
                         Some(Status::Running) | Some(Status::Paused) => report.running += 1,
                         Some(_) => {
                             tracing::warn!(name = %rec.name, "container died while corral was down");
+                            // A container created but never started (a start
+                            // cut short) holds its host interfaces in its
+                            // namespace: bring them home before the namespace
+                            // goes, or a virtual one dies with it.
+                            if let Err(e) = self.detach_nics(&rec.uuid).await {
+                                tracing::warn!(name = %rec.name, error = %e, "host interfaces not brought back");
+                            }
                             self.runtime.delete(&rec.uuid, true).await?;
                             if rec.desired != "stopped" {
                                 report.stale.push(rec.name.clone());
