@@ -1085,6 +1085,16 @@ impl ContainerDriver {
         for path in self.images.remove_leftovers() {
             tracing::warn!(path = %path.display(), "removed an interrupted image upload");
         }
+        let images: std::collections::HashSet<String> = self
+            .store
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|i| i.fingerprint)
+            .collect();
+        for path in self.images.remove_unknown(&images) {
+            tracing::warn!(path = %path.display(), "removed an interrupted image import");
+        }
         let records = self.store.list_instances().await?;
         let known: std::collections::HashSet<String> =
             records.iter().map(|r| r.uuid.clone()).collect();
