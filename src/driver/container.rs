@@ -1113,7 +1113,15 @@ impl ContainerDriver {
                 Phase::Ready => {
                     let state = self.runtime.state(&rec.uuid).await?;
                     match state.map(|s| s.status) {
-                        Some(Status::Running) | Some(Status::Paused) => report.running += 1,
+                        Some(Status::Running) | Some(Status::Paused) => {
+                            report.running += 1;
+                            if rec.desired == "stopped" {
+                                // A start cut short after the container
+                                // started: it runs, so it is meant to.
+                                tracing::warn!(name = %rec.name, "finishing a start interrupted by the last stop");
+                                self.store.set_desired(&rec.uuid, "running").await?;
+                            }
+                        }
                         Some(_) => {
                             tracing::warn!(name = %rec.name, "container died while corral was down");
                             // A container created but never started (a start
