@@ -930,6 +930,39 @@ impl ContainerDriver {
         Ok(())
     }
 
+    /// Moves back into a running instance the host interfaces that a stop
+    /// or delete cut short had already brought home (the container still
+    /// runs, so the operation is rolled back).
+    async fn reattach_nics(&self, rec: &InstanceRecord) -> Result<(), DriverError> {
+        let net = self.host.sys.join("class/net");
+        let home: Vec<_> = nic::load(&self.instance_dir(&rec.uuid))?
+            .into_iter()
+            .filter(|n| net.join(&n.host_name).exists())
+            .collect();
+        if home.is_empty() {
+            return Ok(());
+        }
+        let limits = Self::spec_of(rec)?.limits;
+        let pid = self
+            .runtime
+            .state(&rec.uuid)
+            .await?
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                DriverError::Invalid(format!(
+                    "container {} has no init process for its NICs",
+                    rec.uuid
+                ))
+            })?;
+        let count = home.len();
+        tokio::task::spawn_blocking(move || nic::attach(pid, &home, &limits))
+            .await
+            .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
+        tracing::warn!(name = %rec.name, count, "host interfaces moved back in after an interrupted stop or delete");
+        Ok(())
+    }
+
     /// Brings the instance's host interfaces home: from its namespace while
     /// the container lives, else (a physical one freed with the namespace)
     /// under its own name again.
@@ -1120,6 +1153,9 @@ impl ContainerDriver {
                                 // started: it runs, so it is meant to.
                                 tracing::warn!(name = %rec.name, "finishing a start interrupted by the last stop");
                                 self.store.set_desired(&rec.uuid, "running").await?;
+                            }
+                            if let Err(e) = self.reattach_nics(&rec).await {
+                                tracing::warn!(name = %rec.name, error = %e, "host interfaces not moved back in");
                             }
                         }
                         Some(_) => {
