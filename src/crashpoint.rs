@@ -20,7 +20,8 @@ pub const ENV_VAR: &str = "CORRAL_CRASH_AT";
 /// - `power_on.`: start of an existing instance;
 /// - `stop.`: stop of a running instance;
 /// - `delete.`, `remove.`: delete (and every roll-back);
-/// - `import.`: image import.
+/// - `import.`: image import;
+/// - `image_delete.`: image delete.
 pub const POINTS: &[&str] = &[
     // Store record (phase creating, id range) made; nothing on the host.
     "launch.after_record",
@@ -72,6 +73,8 @@ pub const POINTS: &[&str] = &[
     "import.after_unpack",
     // Import: the store record is made, the operation not yet finished.
     "import.after_record",
+    // Image delete: the store record is gone, the cached tree not yet.
+    "image_delete.after_record",
 ];
 
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
@@ -118,8 +121,18 @@ mod tests {
             assert!(seen.insert(p), "{p} listed twice");
             let (op, step) = p.split_once('.').unwrap();
             assert!(
-                ["launch", "prepare", "start", "power_on", "stop", "delete", "remove", "import"]
-                    .contains(&op),
+                [
+                    "launch",
+                    "prepare",
+                    "start",
+                    "power_on",
+                    "stop",
+                    "delete",
+                    "remove",
+                    "import",
+                    "image_delete"
+                ]
+                .contains(&op),
                 "{p}"
             );
             assert!(!step.is_empty());

@@ -1,6 +1,6 @@
 //! Crash points: the daemon is killed with SIGKILL at every named step of
 //! launch, start, stop, delete (device attach included: a NIC moved in and a
-//! host directory as a disk) and image import, in turn, started again, and
+//! host directory as a disk), image import and image delete, in turn, started again, and
 //! the host checked: nothing leaks (runtime containers, cgroups, mounts,
 //! interfaces, store records and id ranges, files under the state directory,
 //! device claims) and the instance is either done as asked or rolled back,
@@ -32,6 +32,7 @@ enum Op {
     Stop,
     Delete,
     Import,
+    ImageDelete,
 }
 
 /// The operations that reach a point, by its prefix.
@@ -43,6 +44,7 @@ fn ops_reaching(point: &str) -> Vec<Op> {
         Some("stop") => vec![Op::Stop],
         Some("delete") | Some("remove") => vec![Op::Delete],
         Some("import") => vec![Op::Import],
+        Some("image_delete") => vec![Op::ImageDelete],
         _ => panic!("crash point {point}: no operation known to reach it; add it here"),
     }
 }
@@ -299,6 +301,10 @@ fn crash_during(h: &mut Host, op: Op, point: &str) {
             h.d.ok(&["stop", "--force", INST]);
         }
         Op::Stop | Op::Delete => h.launch(),
+        Op::ImageDelete => {
+            let tar = h.import_tar.display().to_string();
+            h.d.ok(&["image", "import", &tar, "--alias", IMPORTED]);
+        }
     }
     h.d.stop();
     let log_len = h.d.log().len();
@@ -310,6 +316,7 @@ fn crash_during(h: &mut Host, op: Op, point: &str) {
         Op::Stop => h.d.cli(&["stop", "--force", INST]),
         Op::Delete => h.d.cli(&["delete", "--force", INST]),
         Op::Import => h.d.cli(&["image", "import", &tar, "--alias", IMPORTED]),
+        Op::ImageDelete => h.d.cli(&["image", "delete", IMPORTED]),
     };
     // The daemon dies before the client sees its answer: no long wait.
     let status = h.d.wait_exit(Duration::from_secs(5));
@@ -351,7 +358,7 @@ fn check_recovered(h: &Host, op: Op) -> Vec<String> {
     let mut inst_pid = None;
     match list.as_slice() {
         [] => {
-            if op != Op::Launch && op != Op::Delete && op != Op::Import {
+            if matches!(op, Op::Start | Op::Stop) {
                 bad.push(format!("{op:?} lost the instance"));
             }
         }

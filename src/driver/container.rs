@@ -360,6 +360,7 @@ impl ContainerDriver {
             )));
         }
         self.store.delete_image(&img.fingerprint).await?;
+        crash_point("image_delete.after_record");
         self.images.remove(&img.fingerprint).await?;
         Ok(())
     }
