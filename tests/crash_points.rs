@@ -668,3 +668,41 @@ fn every_crash_point_recovers_without_leaks() {
     assert!(ran > 0, "no crash point selected");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn an_unknown_crash_point_stops_the_daemon_at_start_up() {
+    require_host!();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corral.conf");
+    std::fs::write(&config, "[corral]\noci_runtime = runc\n").unwrap();
+    let mut child = Command::new(common::BIN)
+        .arg("daemon")
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("corral.sock"))
+        .env(ENV_VAR, "launch.no_such_step")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that ignored the name would serve: stop it and fail.
+    let exited = common::wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited,
+        "the daemon started with an unknown crash point:\n{err}"
+    );
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("names no crash point"), "{err}");
+    // Refused before anything is made.
+    assert!(!dir.path().join("state").exists());
+}
