@@ -35,6 +35,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    CrashPoint(String),
     #[error("the API server failed")]
     Serve(#[source] std::io::Error),
     #[error("another corral daemon{holder} uses the state path {state}: stop it, or give this daemon its own state_path (--state-dir); the lock is {lock}")]
@@ -100,6 +102,13 @@ fn lock_state(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DaemonEr
 
 /// Runs the daemon until a shutdown signal.
 pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    // A test facility: read once, before anything is made.
+    if let Some(point) = crate::crashpoint::arm_from_env().map_err(DaemonError::CrashPoint)? {
+        tracing::warn!(
+            point,
+            "crash point armed: the daemon kills itself there (tests only)"
+        );
+    }
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.state_path).map_err(|source| DaemonError::Dir {
         path: cfg.state_path.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{nic, Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
 use crate::config::{Config, CpuLimitMode, CpuSet};
+use crate::crashpoint::crash_point;
 use crate::devices::{self, Allowlist, HostPaths};
 use crate::fsutil;
 use crate::image::ImageCache;
@@ -401,6 +402,7 @@ impl ContainerDriver {
         alias: Option<&str>,
     ) -> Result<ImageRecord, DriverError> {
         let _one_at_a_time = self.import_lock.lock().await;
+        crash_point("import.after_upload");
         if let Some(a) = alias {
             validate_alias(a)?;
             if self.store.find_image(a).await?.is_some() {
@@ -417,6 +419,7 @@ impl ContainerDriver {
             )));
         }
         let imported = self.images.import(archive).await?;
+        crash_point("import.after_unpack");
         let rec = ImageRecord {
             fingerprint: imported.fingerprint.clone(),
             alias: alias.map(str::to_string),
@@ -428,6 +431,7 @@ impl ContainerDriver {
             let _ = self.images.remove(&imported.fingerprint).await;
             return Err(e.into());
         }
+        crash_point("import.after_record");
         tracing::info!(fingerprint = %rec.fingerprint, alias = ?rec.alias, files = imported.stats.files, "image imported");
         Ok(rec)
     }
@@ -459,6 +463,7 @@ impl ContainerDriver {
             )));
         }
         self.store.delete_image(&img.fingerprint).await?;
+        crash_point("image_delete.after_record");
         self.images.remove(&img.fingerprint).await?;
         Ok(())
     }
@@ -611,12 +616,14 @@ impl ContainerDriver {
             )
             .await?;
         drop(alloc_guard);
+        crash_point("launch.after_record");
         let result = async {
             self.prepare(&rec, &stored, &args).await?;
             if start {
                 self.start_container(&rec.uuid).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
             }
+            crash_point("launch.before_ready");
             self.store.set_phase(&rec.uuid, Phase::Ready).await?;
             Ok::<(), DriverError>(())
         }
@@ -826,6 +833,7 @@ impl ContainerDriver {
             None => self.images.rootfs(&rec.image),
         };
         let rootfs = self.storage.prepare(&dir, &lower).await?;
+        crash_point("prepare.after_root");
         // The console is the container's own: its mapped root may reopen it
         // (through /proc/1/fd/1) the way a system writes to its console.
         let console = self.console_path(&rec.uuid);
@@ -841,6 +849,7 @@ impl ContainerDriver {
             std::os::unix::fs::chown(&console, Some(m.host_base), Some(m.host_base))
                 .map_err(io_err(&console))?;
         }
+        crash_point("prepare.after_console");
         let (mut cpu_quota_us, mut cpu_period_us) = spec.limits.cfs();
         let mut cpu_shares = spec.limits.cpu_shares;
         if self.cfg.corral.cpu_limit_mode == CpuLimitMode::Shares {
@@ -928,6 +937,7 @@ impl ContainerDriver {
             fsutil::write_atomic(&claims_path, &text, 0o600).map_err(io_err(&claims_path))?;
             nic::save(&dir, &nics)?;
         }
+        crash_point("prepare.after_devices");
         // Nova's PCI passthrough: the functions' device nodes, and their addresses.
         for addr in &spec.pci_devices {
             for n in super::pci::device_nodes(&self.host.sys, &self.host.dev, addr)? {
@@ -980,6 +990,7 @@ impl ContainerDriver {
             device_rules,
         };
         bundle::write(&dir, &cfg)?;
+        crash_point("prepare.after_bundle");
         Ok(())
     }
 
@@ -991,6 +1002,7 @@ impl ContainerDriver {
         let args = self.init_args(&spec, &image)?;
         self.prepare(rec, &spec, &args).await?;
         self.start_container(&rec.uuid).await?;
+        crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
         Ok(())
     }
@@ -1010,16 +1022,19 @@ impl ContainerDriver {
         self.runtime
             .create(uuid, &dir, &self.console_path(uuid))
             .await?;
+        crash_point("start.after_create");
         // Host interfaces go in before the init runs, so it finds them.
         if let Err(e) = self.attach_nics(uuid).await {
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e);
         }
+        crash_point("start.after_nics");
         if let Err(e) = self.runtime.start(uuid).await {
             let _ = self.detach_nics(uuid).await;
             let _ = self.runtime.delete(uuid, true).await;
             return Err(e.into());
         }
+        crash_point("start.after_start");
         Ok(())
     }
 
@@ -1049,6 +1064,39 @@ impl ContainerDriver {
         // What each one is inside, for the detach (the container has not run yet).
         nic::save_records(&self.instance_dir(uuid), &inside)?;
         tracing::info!(uuid, count = nics.len(), "host interfaces moved in");
+        Ok(())
+    }
+
+    /// Moves back into a running instance the host interfaces that a stop
+    /// or delete cut short had already brought home (the container still
+    /// runs, so the operation is rolled back).
+    async fn reattach_nics(&self, rec: &InstanceRecord) -> Result<(), DriverError> {
+        let net = self.host.sys.join("class/net");
+        let home: Vec<_> = nic::load(&self.instance_dir(&rec.uuid))?
+            .into_iter()
+            .filter(|n| net.join(&n.host_name).exists())
+            .collect();
+        if home.is_empty() {
+            return Ok(());
+        }
+        let limits = Self::spec_of(rec)?.limits;
+        let pid = self
+            .runtime
+            .state(&rec.uuid)
+            .await?
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                DriverError::Invalid(format!(
+                    "container {} has no init process for its NICs",
+                    rec.uuid
+                ))
+            })?;
+        let count = home.len();
+        tokio::task::spawn_blocking(move || nic::attach(pid, &home, &limits))
+            .await
+            .map_err(|e| DriverError::Invalid(format!("NIC attach task: {e}")))??;
+        tracing::warn!(name = %rec.name, count, "host interfaces moved back in after an interrupted stop or delete");
         Ok(())
     }
 
@@ -1093,6 +1141,7 @@ impl ContainerDriver {
         if frozen {
             self.runtime.resume(uuid).await?;
         }
+        crash_point("stop.after_nics");
         if matches!(st.status, Status::Running | Status::Paused) {
             let mut stopped = false;
             if !force {
@@ -1110,7 +1159,9 @@ impl ContainerDriver {
                     .await?;
             }
         }
+        crash_point("stop.after_kill");
         self.runtime.delete(uuid, true).await?;
+        crash_point("stop.after_delete");
         let dir = self.instance_dir(uuid);
         blocking("device release", move || {
             devices::release(&dir).map_err(DriverError::Device)
@@ -1122,13 +1173,16 @@ impl ContainerDriver {
     /// Removes container, cgroups, root, files and the store record.
     async fn remove_everything(&self, uuid: &str) -> Result<(), DriverError> {
         self.store.set_phase(uuid, Phase::Deleting).await?;
+        crash_point("remove.after_phase");
         if let Err(e) = self.detach_nics(uuid).await {
             tracing::warn!(uuid, error = %e, "host interfaces not brought back");
         }
         if self.runtime.state(uuid).await?.is_some() {
             self.runtime.delete(uuid, true).await?;
         }
+        crash_point("remove.after_runtime");
         self.cleanup_cgroups(uuid);
+        crash_point("remove.after_cgroups");
         let dir = self.instance_dir(uuid);
         // Disks first: the tree removal below must never reach into them.
         let d = dir.clone();
@@ -1136,7 +1190,9 @@ impl ContainerDriver {
             devices::release(&d).map_err(DriverError::Device)
         })
         .await?;
+        crash_point("remove.after_devices");
         self.storage.release(&dir).await?;
+        crash_point("remove.after_root");
         let d = dir.clone();
         blocking("instance removal", move || {
             // Never through a mount: whatever is still mounted in the
@@ -1151,6 +1207,7 @@ impl ContainerDriver {
             fsutil::remove_tree(&d).map_err(io_err(&d))
         })
         .await?;
+        crash_point("remove.after_files");
         self.store.delete_instance(uuid).await?;
         Ok(())
     }
@@ -1223,6 +1280,16 @@ impl ContainerDriver {
         for path in self.images.remove_leftovers() {
             tracing::warn!(path = %path.display(), "removed an interrupted image upload");
         }
+        let images: std::collections::HashSet<String> = self
+            .store
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|i| i.fingerprint)
+            .collect();
+        for path in self.images.remove_unknown(&images) {
+            tracing::warn!(path = %path.display(), "removed an interrupted image import");
+        }
         let records = self.store.list_instances().await?;
         let known: std::collections::HashSet<String> =
             records.iter().map(|r| r.uuid.clone()).collect();
@@ -1241,9 +1308,27 @@ impl ContainerDriver {
                 Phase::Ready => {
                     let state = self.runtime.state(&rec.uuid).await?;
                     match state.map(|s| s.status) {
-                        Some(Status::Running) | Some(Status::Paused) => report.running += 1,
+                        Some(Status::Running) | Some(Status::Paused) => {
+                            report.running += 1;
+                            if rec.desired == "stopped" {
+                                // A start cut short after the container
+                                // started: it runs, so it is meant to.
+                                tracing::warn!(name = %rec.name, "finishing a start interrupted by the last stop");
+                                self.store.set_desired(&rec.uuid, "running").await?;
+                            }
+                            if let Err(e) = self.reattach_nics(&rec).await {
+                                tracing::warn!(name = %rec.name, error = %e, "host interfaces not moved back in");
+                            }
+                        }
                         Some(_) => {
                             tracing::warn!(name = %rec.name, "container died while corral was down");
+                            // A container created but never started (a start
+                            // cut short) holds its host interfaces in its
+                            // namespace: bring them home before the namespace
+                            // goes, or a virtual one dies with it.
+                            if let Err(e) = self.detach_nics(&rec.uuid).await {
+                                tracing::warn!(name = %rec.name, error = %e, "host interfaces not brought back");
+                            }
                             self.runtime.delete(&rec.uuid, true).await?;
                             if rec.desired != "stopped" {
                                 report.stale.push(rec.name.clone());
@@ -1312,6 +1397,7 @@ impl Driver for ContainerDriver {
             if let Err(e) = self.detach_nics(&rec.uuid).await {
                 tracing::warn!(uuid, error = %e, "host interfaces not brought back");
             }
+            crash_point("delete.after_nics");
             if matches!(st.status, Status::Running | Status::Paused) {
                 let _ = self.runtime.signal(&rec.uuid, libc::SIGKILL).await;
                 self.runtime
@@ -1319,6 +1405,7 @@ impl Driver for ContainerDriver {
                     .await?;
             }
         }
+        crash_point("delete.after_kill");
         self.remove_everything(&rec.uuid).await
     }
 
@@ -1339,6 +1426,7 @@ impl Driver for ContainerDriver {
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.stop_container(&rec.uuid, timeout, force).await?;
+        crash_point("stop.before_desired");
         self.store.set_desired(&rec.uuid, "stopped").await?;
         Ok(())
     }

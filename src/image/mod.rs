@@ -165,6 +165,25 @@ impl ImageCache {
         removed
     }
 
+    /// Removes cached images the store does not know: an import cut short
+    /// after unpacking (a daemon killed before the image was recorded)
+    /// leaves its whole tree. Only entries named like a fingerprint are
+    /// touched; `known` holds the store's fingerprints.
+    pub fn remove_unknown(&self, known: &std::collections::HashSet<String>) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_fingerprint = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_fingerprint && !known.contains(&name) && fsutil::remove_tree(&e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+        removed
+    }
+
     /// Unpacks an archive into the cache under its fingerprint. The archive
     /// must hold a root filesystem (`bin/` or `sbin/` or `usr/`).
     pub async fn import(&self, archive: &Path) -> Result<Imported, ImageError> {

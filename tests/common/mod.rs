@@ -176,6 +176,12 @@ impl Daemon {
 
     /// Starts (again) the daemon process and waits for its socket.
     pub fn spawn(&mut self) {
+        self.spawn_env(&[]);
+    }
+
+    /// Starts (again) the daemon process with extra environment variables
+    /// and waits for its socket.
+    pub fn spawn_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,7 +192,8 @@ impl Daemon {
             .arg("--config-file")
             .arg(&self.config)
             .arg("--state-dir")
-            .arg(&self.state);
+            .arg(&self.state)
+            .envs(env.iter().copied());
         if self.pass_socket {
             cmd.arg("--socket").arg(&self.socket);
         }
@@ -230,6 +237,26 @@ impl Daemon {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits for the daemon to exit on its own; its exit status, or None
+    /// when it still runs after `timeout` (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = st {
+                self.child = None;
+                return Some(st);
+            }
+            if self.child.is_none() || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
