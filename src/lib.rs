@@ -16,3 +16,4 @@ pub mod rpc;
 pub mod runtime;
 pub mod storage;
 pub mod store;
+pub mod text;

@@ -130,6 +130,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     }
 }
 
+/// A launch or delete that meets another on the same image: a conflict the
+/// caller may retry, not a failure of the host.
+fn image_busy(e: crate::image::ImageError) -> DriverError {
+    match e {
+        crate::image::ImageError::InUse(_) | crate::image::ImageError::Deleting(_) => {
+            DriverError::Conflict(e.to_string())
+        }
+        e => e.into(),
+    }
+}
+
 /// Instance names are hostnames: 1-63 letters, digits and dashes, starting
 /// with a letter and not ending with a dash.
 pub fn validate_name(name: &str) -> Result<(), DriverError> {
@@ -170,7 +181,11 @@ impl ContainerDriver {
             crate::runtime::signal_number(&cfg.corral.stop_signal).ok_or_else(|| {
                 DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal))
             })?;
-        let images = ImageCache::new(cfg.images_dir(), cfg.corral.max_image_bytes);
+        let images = ImageCache::new(
+            cfg.images_dir(),
+            cfg.corral.max_image_bytes,
+            cfg.corral.max_image_entries,
+        );
         for dir in [
             cfg.state_path.clone(),
             cfg.images_dir(),
@@ -306,7 +321,7 @@ impl ContainerDriver {
                 )));
             }
         }
-        let fp = crate::image::fingerprint(archive)?;
+        let fp = crate::image::fingerprint_blocking(archive).await?;
         if let Some(existing) = self.store.find_image(&fp).await? {
             return Err(DriverError::Conflict(format!(
                 "this image is already imported as {}",
@@ -345,9 +360,13 @@ impl ContainerDriver {
             .ok_or_else(|| DriverError::ImageNotFound(key.to_string()))
     }
 
-    /// Deletes an image no instance uses.
+    /// Deletes an image no instance uses and no launch is using.
     pub async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
         let img = self.get_image(key).await?;
+        let guard = self
+            .images
+            .begin_delete(&img.fingerprint)
+            .map_err(image_busy)?;
         let users = self.store.image_users(&img.fingerprint).await?;
         if !users.is_empty() {
             return Err(DriverError::Conflict(format!(
@@ -356,7 +375,7 @@ impl ContainerDriver {
             )));
         }
         self.store.delete_image(&img.fingerprint).await?;
-        self.images.remove(&img.fingerprint).await?;
+        self.images.remove_files(&img.fingerprint, guard).await?;
         Ok(())
     }
 
@@ -473,6 +492,9 @@ impl ContainerDriver {
             .find_image(&spec.image)
             .await?
             .ok_or_else(|| DriverError::ImageNotFound(spec.image.clone()))?;
+        // Held until the instance is made: a delete of the image meanwhile
+        // is refused rather than removing files this launch copies.
+        let _pin = self.images.pin(&image.fingerprint).map_err(image_busy)?;
         if !self.images.has(&image.fingerprint) {
             return Err(DriverError::ImageNotFound(format!(
                 "{} (its files are missing from the cache)",
@@ -697,11 +719,15 @@ impl ContainerDriver {
             .create(&dir)
             .map_err(io_err(&dir))?;
         let idmap = self.idmap_of(rec);
+        let _pin = self.images.pin(&rec.image).map_err(image_busy)?;
         let lower = match idmap {
             Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
             None => self.images.rootfs(&rec.image),
         };
-        let rootfs = self.storage.prepare(&dir, &lower).await?;
+        let rootfs = self
+            .storage
+            .prepare(&dir, &lower, self.images.copy_limits())
+            .await?;
         // The console is the container's own: its mapped root may reopen it
         // (through /proc/1/fd/1) the way a system writes to its console.
         let console = self.console_path(&rec.uuid);
@@ -1060,7 +1086,10 @@ impl ContainerDriver {
     pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
         let mut report = ReconcileReport::default();
         for path in self.images.remove_leftovers() {
-            tracing::warn!(path = %path.display(), "removed an interrupted image upload");
+            tracing::warn!(path = %path.display(), "removed what an interrupted image upload, import or copy left");
+        }
+        for path in Storage::remove_leftovers(&self.cfg.instances_dir()) {
+            tracing::warn!(path = %path.display(), "removed an interrupted root copy");
         }
         let records = self.store.list_instances().await?;
         let known: std::collections::HashSet<String> =
