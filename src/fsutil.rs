@@ -312,6 +312,21 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The last `max` bytes of the file at `path` (all of it when smaller),
+/// read without reading the rest.
+pub fn read_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// Size of a tree in bytes (regular files only).
 pub fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {

@@ -1304,8 +1304,13 @@ impl Driver for ContainerDriver {
     ) -> Result<String, DriverError> {
         let rec = self.record(uuid).await?;
         let path = self.console_path(&rec.uuid);
-        let mut text = std::fs::read_to_string(path.with_extension("log.1")).unwrap_or_default();
-        match std::fs::read(&path) {
+        // Only the tail: a log flooded between two rotations can be far
+        // larger than its bound, and the answer must stay bounded.
+        let max = self.cfg.corral.console_log_max_bytes;
+        let mut text = fsutil::read_tail(&path.with_extension("log.1"), max)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match fsutil::read_tail(&path, max) {
             Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path)(e)),
