@@ -1085,10 +1085,21 @@ impl ContainerDriver {
     /// back what was in flight, reports containers that died, and orphans.
     pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
         let mut report = ReconcileReport::default();
-        for path in self.images.remove_leftovers() {
+        // Half-made trees can be large: remove them off the async workers.
+        let images_dir = self.images.dir().to_path_buf();
+        let instances_dir = self.cfg.instances_dir();
+        let (images_left, roots_left) = tokio::task::spawn_blocking(move || {
+            (
+                ImageCache::remove_leftovers_in(&images_dir),
+                Storage::remove_leftovers(&instances_dir),
+            )
+        })
+        .await
+        .map_err(|e| crate::image::ImageError::Join(e.to_string()))?;
+        for path in images_left {
             tracing::warn!(path = %path.display(), "removed what an interrupted image upload, import or copy left");
         }
-        for path in Storage::remove_leftovers(&self.cfg.instances_dir()) {
+        for path in roots_left {
             tracing::warn!(path = %path.display(), "removed an interrupted root copy");
         }
         let records = self.store.list_instances().await?;

@@ -256,13 +256,19 @@ impl ImageCache {
     /// (`shifted/<base>/rootfs.tmp`) and image directories whose import never
     /// finished (no `rootfs`). Run at start-up, before any import or launch.
     pub fn remove_leftovers(&self) -> Vec<PathBuf> {
+        Self::remove_leftovers_in(&self.dir)
+    }
+
+    /// [`ImageCache::remove_leftovers`] of the cache at `dir`, for a caller
+    /// that runs it on a blocking thread.
+    pub fn remove_leftovers_in(dir: &Path) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         let mut remove = |p: PathBuf| {
             if fsutil::remove_tree(&p).is_ok() {
                 removed.push(p);
             }
         };
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return removed;
         };
         for e in entries.flatten() {
