@@ -1,46 +1,71 @@
-//! Text that came from outside (archive entry names, parser errors about
-//! hostile input) made safe to put in logs, API errors and Nova faults.
+//! Text that leaves corral for people: fault messages sent to Nova, failure replies,
+//! REST errors. Whatever input bytes an error quotes (an archive header, a name, a
+//! body) come out escaped and bounded.
 
-/// Longest text [`printable`] returns before it cuts, in characters.
-pub const PRINTABLE_MAX_CHARS: usize = 200;
-
-/// `s` with every character that is not printable ASCII escaped (`\n`, `\t`,
-/// `\\`, `\u{fffd}`, `\xNN` for the bytes of a lossy conversion), cut after
-/// [`PRINTABLE_MAX_CHARS`] characters with a trailing `...`. Use it for any
-/// text that may carry input bytes before it reaches an operator or a tenant.
-pub fn printable(s: &str) -> String {
-    let mut out = String::new();
+/// `s` with every non-printable character escaped (`\n` → `\x0a`, a bidi override
+/// → `\u{202e}`, the replacement character that stands for bytes that were not
+/// UTF-8 → `\u{fffd}`) and at most `max` characters long; a cut text ends in `...`.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
     let mut count = 0usize;
+    let mut cut = false;
     for c in s.chars() {
-        let piece: String = match c {
-            ' '..='~' if c != '\\' => c.to_string(),
-            '\\' => "\\\\".to_string(),
-            '\n' => "\\n".to_string(),
-            '\t' => "\\t".to_string(),
-            '\r' => "\\r".to_string(),
-            c if (c as u32) < 0x100 => format!("\\x{:02x}", c as u32),
-            c => format!("\\u{{{:x}}}", c as u32),
+        let escaped;
+        let piece: &str = if is_printable(c) {
+            escaped = c.to_string();
+            &escaped
+        } else if (c as u32) < 0x100 {
+            escaped = format!("\\x{:02x}", c as u32);
+            &escaped
+        } else {
+            escaped = format!("\\u{{{:x}}}", c as u32);
+            &escaped
         };
-        if count + piece.chars().count() > PRINTABLE_MAX_CHARS {
-            out.push_str("...");
-            return out;
+        let n = piece.chars().count();
+        if count + n > max {
+            cut = true;
+            break;
         }
-        count += piece.chars().count();
-        out.push_str(&piece);
+        out.push_str(piece);
+        count += n;
+    }
+    if cut {
+        if max < 3 {
+            return out.chars().take(max).collect();
+        }
+        let mut t: String = out.chars().take(max - 3).collect();
+        t.push_str("...");
+        return t;
     }
     out
 }
 
-/// [`printable`] of raw bytes: each byte that is not printable ASCII is
-/// written `\xNN` (no UTF-8 decoding, so nothing can hide in a sequence).
-pub fn printable_bytes(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len());
-    for &byte in b {
-        // Bytes map one to one onto U+0000..U+00FF, which printable escapes
-        // as \xNN unless they are printable ASCII.
-        s.push(char::from(byte));
+/// Visible characters and plain spaces; not controls, not invisible format or bidi
+/// characters, not the replacement character, not private use or unassigned planes.
+fn is_printable(c: char) -> bool {
+    if c == ' ' {
+        return true;
     }
-    printable(&s)
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    !matches!(c as u32,
+        0xad
+        | 0x034f
+        | 0x061c
+        | 0x115f..=0x1160
+        | 0x17b4..=0x17b5
+        | 0x180b..=0x180f
+        | 0x200b..=0x200f
+        | 0x2028..=0x202e
+        | 0x2060..=0x206f
+        | 0x3164
+        | 0xd800..=0xf8ff
+        | 0xfe00..=0xfe0f
+        | 0xfeff
+        | 0xffa0
+        | 0xfff0..=0xfffd
+        | 0xe0000..=0x10ffff)
 }
 
 #[cfg(test)]
@@ -48,30 +73,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_text_is_unchanged() {
+    fn honest_text_is_unchanged() {
+        let s = "Image 4f3c: not a root tarball (no /sbin/init), é ü 漢字";
+        assert_eq!(printable(s, 1000), s);
+    }
+
+    #[test]
+    fn control_and_binary_bytes_are_escaped() {
+        // what a tar error quotes from 64 KiB of random bytes
+        let raw: &[u8] =
+            b"numeric field did not have utf-8 text: \x8f\x1be\x00\xffu$\r\n\x07 \xe2\x80\xae";
+        let s = String::from_utf8_lossy(raw);
+        let p = printable(&s, 1000);
         assert_eq!(
-            printable("etc/os-release: bad line"),
-            "etc/os-release: bad line"
+            p,
+            "numeric field did not have utf-8 text: \\u{fffd}\\x1be\\x00\\u{fffd}u$\\x0d\\x0a\\x07 \\u{202e}"
         );
+        assert!(p.chars().all(|c| c.is_ascii_graphic() || c == ' '));
     }
 
     #[test]
-    fn control_and_non_ascii_are_escaped() {
-        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\x1b[2Jb\\n");
-        assert_eq!(printable("x\u{fffd}y"), "x\\u{fffd}y");
-        assert_eq!(printable("caf\u{e9}"), "caf\\xe9");
-        assert_eq!(printable("back\\slash"), "back\\\\slash");
-        assert_eq!(printable_bytes(b"\xff\x00ok"), "\\xff\\x00ok");
-        let out = printable_bytes(&[0x9bu8; 64]);
-        assert!(out.chars().all(|c| c.is_ascii_graphic()), "{out}");
-    }
-
-    #[test]
-    fn long_text_is_cut() {
-        let out = printable(&"a".repeat(10_000));
-        assert_eq!(out.len(), PRINTABLE_MAX_CHARS + 3);
-        assert!(out.ends_with("..."));
-        let out = printable(&"\u{7}".repeat(10_000));
-        assert!(out.len() <= PRINTABLE_MAX_CHARS + 3, "{}", out.len());
+    fn length_is_bounded() {
+        assert_eq!(printable("abcdef", 6), "abcdef");
+        assert_eq!(printable("abcdefg", 6), "abc...");
+        assert_eq!(printable("\u{1}\u{1}", 5), "\\x...");
+        assert_eq!(printable("abcdef", 2), "ab");
+        let long = "\u{0}".repeat(100_000);
+        assert!(printable(&long, 255).chars().count() <= 255);
     }
 }

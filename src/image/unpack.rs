@@ -29,7 +29,40 @@ use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 use tar::EntryType;
 
-use crate::text::{printable, printable_bytes};
+use crate::text::printable;
+
+/// Longest text of an archive's making (an entry name, a parser message)
+/// that goes into an error.
+const MAX_ERROR_TEXT: usize = 200;
+
+/// Archive bytes (a name) as plain text: printable ASCII kept, every other
+/// byte written `\xNN`, cut at [`MAX_ERROR_TEXT`] characters.
+fn printable_bytes(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(raw.len());
+    for &b in raw {
+        if (b' '..=b'~').contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    printable(&s, MAX_ERROR_TEXT)
+}
+
+/// A message about archive content as plain ASCII: the tar crate quotes
+/// header bytes in its errors (decoded lossily, so any byte may come out as
+/// some character); everything but printable ASCII is escaped.
+fn printable_ascii(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            ' '..='~' => s.push(c),
+            c if (c as u32) < 0x100 => s.push_str(&format!("\\x{:02x}", c as u32)),
+            c => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    printable(&s, MAX_ERROR_TEXT)
+}
 
 /// Linux `PATH_MAX`: longer names cannot be created anyway and only show up in
 /// archives crafted to exhaust memory or confuse tools.
@@ -429,7 +462,7 @@ impl Extractor<'_> {
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
         let header_err = |e: io::Error| {
-            UnpackError::Corrupt(format!("entry {name}: {}", printable(&e.to_string())))
+            UnpackError::Corrupt(format!("entry {name}: {}", printable_ascii(&e.to_string())))
         };
         let (mut uid, mut gid) = (
             entry.header().uid().map_err(header_err)?,
@@ -923,7 +956,7 @@ fn io_err(entry: impl Into<String>, source: io::Error) -> UnpackError {
 /// A parser error about the archive, in plain text: the tar crate's messages
 /// quote header fields verbatim, and those are the archive's bytes.
 fn corrupt(e: io::Error) -> UnpackError {
-    UnpackError::Corrupt(printable(&e.to_string()))
+    UnpackError::Corrupt(printable_ascii(&e.to_string()))
 }
 
 #[cfg(test)]
