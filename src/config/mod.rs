@@ -160,6 +160,8 @@ pub struct CorralConfig {
     pub init_command: Option<Vec<String>>,
     pub stop_signal: String,
     pub max_image_bytes: u64,
+    /// Most entries (files, directories, links) one image may hold.
+    pub max_image_entries: u64,
     pub cgroup_parent: String,
     pub exec_timeout: u64,
     pub cpu_limit_mode: CpuLimitMode,
@@ -303,6 +305,7 @@ impl Config {
                 .unwrap_or("SIGTERM")
                 .to_string(),
             max_image_bytes: size(ini, "corral", "max_image_bytes", 8 << 30)?,
+            max_image_entries: num(ini, "corral", "max_image_entries", 1_000_000u64)?,
             cgroup_parent: get(ini, "corral", "cgroup_parent")
                 .unwrap_or(paths.cgroup_parent.as_str())
                 .to_string(),

@@ -131,6 +131,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     }
 }
 
+/// A launch or delete that meets another on the same image: a conflict the
+/// caller may retry, not a failure of the host.
+fn image_busy(e: crate::image::ImageError) -> DriverError {
+    match e {
+        crate::image::ImageError::InUse(_) | crate::image::ImageError::Deleting(_) => {
+            DriverError::Conflict(e.to_string())
+        }
+        e => e.into(),
+    }
+}
+
 /// Instance names are hostnames: 1-63 letters, digits and dashes, starting
 /// with a letter and not ending with a dash, and never a UUID (a key that
 /// is a UUID names an instance by its uuid).
@@ -252,7 +263,11 @@ impl ContainerDriver {
             crate::runtime::signal_number(&cfg.corral.stop_signal).ok_or_else(|| {
                 DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal))
             })?;
-        let images = ImageCache::new(cfg.images_dir(), cfg.corral.max_image_bytes);
+        let images = ImageCache::new(
+            cfg.images_dir(),
+            cfg.corral.max_image_bytes,
+            cfg.corral.max_image_entries,
+        );
         // Containers' mapped roots must traverse the state path and the
         // instances directory down to their own directory (traverse only:
         // nobody lists them). The image cache is the daemon's alone: overlay
@@ -411,7 +426,7 @@ impl ContainerDriver {
                 )));
             }
         }
-        let fp = crate::image::fingerprint(archive)?;
+        let fp = crate::image::fingerprint_blocking(archive).await?;
         if let Some(existing) = self.store.find_image(&fp).await? {
             return Err(DriverError::Conflict(format!(
                 "this image is already imported as {}",
@@ -452,9 +467,13 @@ impl ContainerDriver {
             .ok_or_else(|| DriverError::ImageNotFound(key.to_string()))
     }
 
-    /// Deletes an image no instance uses.
+    /// Deletes an image no instance uses and no launch is using.
     pub async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
         let img = self.get_image(key).await?;
+        let guard = self
+            .images
+            .begin_delete(&img.fingerprint)
+            .map_err(image_busy)?;
         let users = self.store.image_users(&img.fingerprint).await?;
         if !users.is_empty() {
             return Err(DriverError::Conflict(format!(
@@ -464,7 +483,7 @@ impl ContainerDriver {
         }
         self.store.delete_image(&img.fingerprint).await?;
         crash_point("image_delete.after_record");
-        self.images.remove(&img.fingerprint).await?;
+        self.images.remove_files(&img.fingerprint, guard).await?;
         Ok(())
     }
 
@@ -587,6 +606,9 @@ impl ContainerDriver {
             .find_image(&spec.image)
             .await?
             .ok_or_else(|| DriverError::ImageNotFound(spec.image.clone()))?;
+        // Held until the instance is made: a delete of the image meanwhile
+        // is refused rather than removing files this launch copies.
+        let _pin = self.images.pin(&image.fingerprint).map_err(image_busy)?;
         if !self.images.has(&image.fingerprint) {
             return Err(DriverError::ImageNotFound(format!(
                 "{} (its files are missing from the cache)",
@@ -828,11 +850,15 @@ impl ContainerDriver {
         std::os::unix::fs::chown(&dir, Some(0), Some(dir_gid)).map_err(io_err(&dir))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode))
             .map_err(io_err(&dir))?;
+        let _pin = self.images.pin(&rec.image).map_err(image_busy)?;
         let lower = match idmap {
             Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
             None => self.images.rootfs(&rec.image),
         };
-        let rootfs = self.storage.prepare(&dir, &lower).await?;
+        let rootfs = self
+            .storage
+            .prepare(&dir, &lower, self.images.copy_limits())
+            .await?;
         crash_point("prepare.after_root");
         // The console is the container's own: its mapped root may reopen it
         // (through /proc/1/fd/1) the way a system writes to its console.
@@ -1277,8 +1303,22 @@ impl ContainerDriver {
     /// back what was in flight, reports containers that died, and orphans.
     pub async fn reconcile(&self) -> Result<ReconcileReport, DriverError> {
         let mut report = ReconcileReport::default();
-        for path in self.images.remove_leftovers() {
-            tracing::warn!(path = %path.display(), "removed an interrupted image upload");
+        // Half-made trees can be large: remove them off the async workers.
+        let images_dir = self.images.dir().to_path_buf();
+        let instances_dir = self.cfg.instances_dir();
+        let (images_left, roots_left) = tokio::task::spawn_blocking(move || {
+            (
+                ImageCache::remove_leftovers_in(&images_dir),
+                Storage::remove_leftovers(&instances_dir),
+            )
+        })
+        .await
+        .map_err(|e| crate::image::ImageError::Join(e.to_string()))?;
+        for path in images_left {
+            tracing::warn!(path = %path.display(), "removed what an interrupted image upload, import or copy left");
+        }
+        for path in roots_left {
+            tracing::warn!(path = %path.display(), "removed an interrupted root copy");
         }
         let images: std::collections::HashSet<String> = self
             .store
@@ -1524,8 +1564,13 @@ impl Driver for ContainerDriver {
     ) -> Result<String, DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
         let path = self.console_path(&rec.uuid);
-        let mut text = std::fs::read_to_string(path.with_extension("log.1")).unwrap_or_default();
-        match std::fs::read(&path) {
+        // Only the tail: a log flooded between two rotations can be far
+        // larger than its bound, and the answer must stay bounded.
+        let max = self.cfg.corral.console_log_max_bytes;
+        let mut text = fsutil::read_tail(&path.with_extension("log.1"), max)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match fsutil::read_tail(&path, max) {
             Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path)(e)),

@@ -11,8 +11,10 @@
 
 pub mod unpack;
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -33,8 +35,59 @@ pub enum ImageError {
     Unpack(#[from] UnpackError),
     #[error("image archive has no root filesystem: {0} is missing")]
     NotARootfs(&'static str),
+    #[error("image copy refused: {0}")]
+    Copy(#[from] fsutil::CopyError),
+    #[error("image {0} is in use by a launch in progress")]
+    InUse(String),
+    #[error("image {0} is being deleted")]
+    Deleting(String),
     #[error("background task failed: {0}")]
     Join(String),
+}
+
+/// Most bytes of an image's `/etc/os-release` that are read.
+const OS_RELEASE_MAX_BYTES: u64 = 64 * 1024;
+
+/// Launches using each image, and images being deleted: a delete never
+/// removes files a launch is copying, and a launch never starts on an image
+/// whose files are going.
+#[derive(Debug, Default)]
+struct Pins {
+    users: HashMap<String, usize>,
+    deleting: HashSet<String>,
+}
+
+/// Held while a launch uses an image's files; see [`ImageCache::pin`].
+#[derive(Debug)]
+pub struct ImagePin {
+    pins: Arc<Mutex<Pins>>,
+    fp: String,
+}
+
+impl Drop for ImagePin {
+    fn drop(&mut self) {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = p.users.get_mut(&self.fp) {
+            *n -= 1;
+            if *n == 0 {
+                p.users.remove(&self.fp);
+            }
+        }
+    }
+}
+
+/// Held while an image's files are removed; see [`ImageCache::begin_delete`].
+#[derive(Debug)]
+pub struct DeleteGuard {
+    pins: Arc<Mutex<Pins>>,
+    fp: String,
+}
+
+impl Drop for DeleteGuard {
+    fn drop(&mut self) {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        p.deleting.remove(&self.fp);
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -58,6 +111,8 @@ pub struct Imported {
 pub struct ImageCache {
     dir: PathBuf,
     max_bytes: u64,
+    max_entries: u64,
+    pins: Arc<Mutex<Pins>>,
     /// Serialises creation of shifted copies so two launches in the same slot
     /// never build the same copy twice.
     shift_lock: tokio::sync::Mutex<()>,
@@ -82,10 +137,23 @@ pub fn fingerprint(path: &Path) -> Result<String, ImageError> {
         .collect())
 }
 
+/// The fingerprint of an archive, hashed on a blocking thread.
+pub async fn fingerprint_blocking(path: &Path) -> Result<String, ImageError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || fingerprint(&path))
+        .await
+        .map_err(|e| ImageError::Join(e.to_string()))?
+}
+
 /// Reads what can be learnt about an unpacked root: its os-release and init.
+/// Both are looked up inside the root only (a symlink to `/dev/zero` or to a
+/// host file resolves inside the image), and at most 64 KiB are read.
 fn properties(rootfs: &Path) -> serde_json::Value {
     let mut props = serde_json::Map::new();
-    if let Ok(text) = std::fs::read_to_string(rootfs.join("etc/os-release")) {
+    let os_release = fsutil::read_in_root(rootfs, "etc/os-release", OS_RELEASE_MAX_BYTES)
+        .or_else(|_| fsutil::read_in_root(rootfs, "usr/lib/os-release", OS_RELEASE_MAX_BYTES));
+    if let Ok(bytes) = os_release {
+        let text = String::from_utf8_lossy(&bytes);
         for line in text.lines() {
             if let Some((k, v)) = line.split_once('=') {
                 let v = v.trim_matches('"').to_string();
@@ -106,7 +174,7 @@ fn properties(rootfs: &Path) -> serde_json::Value {
     }
     props.insert(
         "init".into(),
-        (if std::fs::symlink_metadata(rootfs.join("sbin/init")).is_ok() {
+        (if fsutil::exists_in_root(rootfs, "sbin/init") {
             "/sbin/init"
         } else {
             ""
@@ -117,10 +185,12 @@ fn properties(rootfs: &Path) -> serde_json::Value {
 }
 
 impl ImageCache {
-    pub fn new(dir: PathBuf, max_bytes: u64) -> ImageCache {
+    pub fn new(dir: PathBuf, max_bytes: u64, max_entries: u64) -> ImageCache {
         ImageCache {
             dir,
             max_bytes,
+            max_entries,
+            pins: Arc::new(Mutex::new(Pins::default())),
             shift_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -149,17 +219,86 @@ impl ImageCache {
             .join(format!(".upload-{}", uuid::Uuid::new_v4().simple()))
     }
 
-    /// Removes what an interrupted upload or import left in the cache (a
-    /// daemon killed mid-download): `.upload-*` files and half-made copies.
+    /// Marks `fp` as used by a launch until the pin is dropped: a delete of
+    /// the image is refused meanwhile. Refused while the image is being
+    /// deleted.
+    pub fn pin(&self, fp: &str) -> Result<ImagePin, ImageError> {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if p.deleting.contains(fp) {
+            return Err(ImageError::Deleting(fp.to_string()));
+        }
+        *p.users.entry(fp.to_string()).or_insert(0) += 1;
+        Ok(ImagePin {
+            pins: Arc::clone(&self.pins),
+            fp: fp.to_string(),
+        })
+    }
+
+    /// Starts the delete of `fp`: refused while a launch holds a pin on it;
+    /// new pins are refused until the guard is dropped.
+    pub fn begin_delete(&self, fp: &str) -> Result<DeleteGuard, ImageError> {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if p.users.get(fp).copied().unwrap_or(0) > 0 {
+            return Err(ImageError::InUse(fp.to_string()));
+        }
+        if !p.deleting.insert(fp.to_string()) {
+            return Err(ImageError::Deleting(fp.to_string()));
+        }
+        Ok(DeleteGuard {
+            pins: Arc::clone(&self.pins),
+            fp: fp.to_string(),
+        })
+    }
+
+    /// Removes what an interrupted upload, import or copy left in the cache
+    /// (a daemon killed mid-way): `.upload-*` files, the unpacker's
+    /// `rootfs.tmp-*` directories, half-made shifted copies
+    /// (`shifted/<base>/rootfs.tmp`) and image directories whose import never
+    /// finished (no `rootfs`). Run at start-up, before any import or launch.
     pub fn remove_leftovers(&self) -> Vec<PathBuf> {
+        Self::remove_leftovers_in(&self.dir)
+    }
+
+    /// [`ImageCache::remove_leftovers`] of the cache at `dir`, for a caller
+    /// that runs it on a blocking thread.
+    pub fn remove_leftovers_in(dir: &Path) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let mut remove = |p: PathBuf| {
+            if fsutil::remove_tree(&p).is_ok() {
+                removed.push(p);
+            }
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return removed;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".upload-") && fsutil::remove_tree(&e.path()).is_ok() {
-                removed.push(e.path());
+            let path = e.path();
+            if name.starts_with(".upload-") {
+                remove(path);
+                continue;
+            }
+            if name.starts_with('.') || !path.is_dir() {
+                continue;
+            }
+            if std::fs::symlink_metadata(path.join("rootfs")).is_err() {
+                remove(path);
+                continue;
+            }
+            if let Ok(inner) = std::fs::read_dir(&path) {
+                for i in inner.flatten() {
+                    if i.file_name().to_string_lossy().starts_with("rootfs.tmp") {
+                        remove(i.path());
+                    }
+                }
+            }
+            if let Ok(slots) = std::fs::read_dir(path.join("shifted")) {
+                for slot in slots.flatten() {
+                    let tmp = slot.path().join("rootfs.tmp");
+                    if std::fs::symlink_metadata(&tmp).is_ok() {
+                        remove(tmp);
+                    }
+                }
             }
         }
         removed
@@ -190,6 +329,7 @@ impl ImageCache {
         let archive = archive.to_path_buf();
         let dir = self.dir.clone();
         let max_bytes = self.max_bytes;
+        let max_entries = self.max_entries;
         tokio::task::spawn_blocking(move || -> Result<Imported, ImageError> {
             let fp = fingerprint(&archive)?;
             let size = std::fs::metadata(&archive).map_err(io_err(&archive))?.len();
@@ -200,6 +340,7 @@ impl ImageCache {
             fsutil::remove_tree(&rootfs).map_err(io_err(&rootfs))?;
             let opts = UnpackOptions {
                 max_bytes,
+                max_entries,
                 ..UnpackOptions::default()
             };
             let stats = match unpack::unpack(&archive, &rootfs, &opts) {
@@ -211,7 +352,7 @@ impl ImageCache {
             };
             let looks_like_root = ["bin", "sbin", "usr"]
                 .iter()
-                .any(|d| std::fs::symlink_metadata(rootfs.join(d)).is_ok());
+                .any(|d| fsutil::exists_in_root(&rootfs, d));
             if !looks_like_root {
                 let _ = fsutil::remove_tree(&image_dir);
                 return Err(ImageError::NotARootfs("bin/, sbin/ or usr/"));
@@ -227,9 +368,20 @@ impl ImageCache {
         .map_err(|e| ImageError::Join(e.to_string()))?
     }
 
+    /// The bounds of any copy of an image's tree: what its unpacking was
+    /// allowed to make.
+    pub fn copy_limits(&self) -> fsutil::CopyLimits {
+        fsutil::CopyLimits {
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+        }
+    }
+
     /// The image's root shifted into the id range at `host_base`, made on
-    /// first use.
+    /// first use. Hard links stay links and the copy is bounded by
+    /// [`ImageCache::copy_limits`].
     pub async fn shifted_rootfs(&self, fp: &str, host_base: u32) -> Result<PathBuf, ImageError> {
+        let _pin = self.pin(fp)?;
         let base_dir = self
             .image_dir(fp)
             .join("shifted")
@@ -242,10 +394,14 @@ impl ImageCache {
         let src = self.rootfs(fp);
         let tmp = base_dir.join("rootfs.tmp");
         let target2 = target.clone();
+        let limits = self.copy_limits();
         tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
             std::fs::create_dir_all(&base_dir).map_err(io_err(&base_dir))?;
             fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
-            fsutil::copy_tree(&src, &tmp, host_base).map_err(io_err(&src))?;
+            if let Err(e) = fsutil::copy_tree(&src, &tmp, host_base, limits) {
+                let _ = fsutil::remove_tree(&tmp);
+                return Err(e.into());
+            }
             std::fs::rename(&tmp, &target2).map_err(io_err(&target2))
         })
         .await
@@ -253,11 +409,168 @@ impl ImageCache {
         Ok(target)
     }
 
-    /// Removes an image and all its shifted copies.
+    /// Removes an image and all its shifted copies; refused while a launch
+    /// uses it (see [`ImageCache::pin`]).
     pub async fn remove(&self, fp: &str) -> Result<(), ImageError> {
+        let guard = self.begin_delete(fp)?;
+        self.remove_files(fp, guard).await
+    }
+
+    /// Removes an image's files once [`ImageCache::begin_delete`] allowed it.
+    pub async fn remove_files(&self, fp: &str, guard: DeleteGuard) -> Result<(), ImageError> {
         let dir = self.image_dir(fp);
-        tokio::task::spawn_blocking(move || fsutil::remove_tree(&dir).map_err(io_err(&dir)))
-            .await
-            .map_err(|e| ImageError::Join(e.to_string()))?
+        let res =
+            tokio::task::spawn_blocking(move || fsutil::remove_tree(&dir).map_err(io_err(&dir)))
+                .await
+                .map_err(|e| ImageError::Join(e.to_string()))?;
+        drop(guard);
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        f(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn add(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: tar::EntryType,
+        data: &[u8],
+        link: &str,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    #[tokio::test]
+    async fn properties_never_read_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-os-release");
+        std::fs::write(&host, "ID=host-secret\n").unwrap();
+        for target in ["/dev/zero", "/dev/kmsg", host.to_str().unwrap()] {
+            let bytes = tarball(|b| {
+                add(b, "bin/", tar::EntryType::Directory, b"", "");
+                add(b, "etc/os-release", tar::EntryType::Symlink, b"", target);
+                add(b, "sbin/init", tar::EntryType::Symlink, b"", "/bin/busybox");
+            });
+            let archive = dir.path().join("a.tar");
+            std::fs::write(&archive, bytes).unwrap();
+            let cache =
+                ImageCache::new(dir.path().join(format!("c{}", target.len())), 1 << 20, 100);
+            std::fs::create_dir_all(cache.dir()).unwrap();
+            let started = std::time::Instant::now();
+            let imported = cache.import(&archive).await.unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{target}"
+            );
+            assert_eq!(imported.properties.get("os"), None, "{target}");
+            assert_eq!(imported.properties["init"], "/sbin/init");
+        }
+        // A real distribution's relative link is followed, inside the root.
+        let bytes = tarball(|b| {
+            add(
+                b,
+                "usr/lib/os-release",
+                tar::EntryType::Regular,
+                b"ID=debian\nVERSION_ID=\"12\"\n",
+                "",
+            );
+            add(
+                b,
+                "etc/os-release",
+                tar::EntryType::Symlink,
+                b"",
+                "../usr/lib/os-release",
+            );
+        });
+        let archive = dir.path().join("b.tar");
+        std::fs::write(&archive, bytes).unwrap();
+        let cache = ImageCache::new(dir.path().join("deb"), 1 << 20, 100);
+        std::fs::create_dir_all(cache.dir()).unwrap();
+        let imported = cache.import(&archive).await.unwrap();
+        assert_eq!(imported.properties["os"], "debian");
+        assert_eq!(imported.properties["release"], "12");
+    }
+
+    #[tokio::test]
+    async fn delete_waits_for_no_launch_and_launch_for_no_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ImageCache::new(dir.path().join("images"), 1 << 30, 1 << 20));
+        let fp = "f00d";
+        let root = cache.rootfs(fp);
+        for i in 0..400 {
+            let d = root.join(format!("d{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f"), vec![1u8; 16 * 1024]).unwrap();
+        }
+        let c = Arc::clone(&cache);
+        let launch = tokio::spawn(async move { c.shifted_rootfs("f00d", 0).await });
+        // Wait until the copy is under way, then try to delete the image.
+        let tmp = cache.image_dir(fp).join("shifted/0/rootfs.tmp");
+        while !tmp.exists() && !launch.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let deleted = cache.remove(fp).await;
+        let copied = launch.await.unwrap();
+        assert!(
+            matches!(deleted, Err(ImageError::InUse(_))),
+            "delete during a copy: {deleted:?}"
+        );
+        let copied = copied.unwrap();
+        assert_eq!(std::fs::read_dir(&copied).unwrap().count(), 400);
+        // A delete under way refuses launches; once done, so is the image.
+        let guard = cache.begin_delete(fp).unwrap();
+        assert!(matches!(cache.pin(fp), Err(ImageError::Deleting(_))));
+        cache.remove_files(fp, guard).await.unwrap();
+        assert!(!cache.has(fp));
+        drop(cache.pin(fp).unwrap());
+    }
+
+    #[test]
+    fn leftovers_of_every_kind_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(dir.path().to_path_buf(), 1 << 20, 100);
+        let mk = |p: &str| std::fs::create_dir_all(dir.path().join(p)).unwrap();
+        mk("good/rootfs/bin");
+        mk("good/rootfs.tmp-1234abcd/bin");
+        mk("good/shifted/100000/rootfs");
+        mk("good/shifted/200000/rootfs.tmp/etc");
+        mk("half/rootfs.tmp-deadbeef/etc");
+        std::fs::write(dir.path().join(".upload-1"), b"x").unwrap();
+        let mut removed = cache.remove_leftovers();
+        removed.sort();
+        let d = dir.path();
+        let mut want = vec![
+            d.join(".upload-1"),
+            d.join("good/rootfs.tmp-1234abcd"),
+            d.join("good/shifted/200000/rootfs.tmp"),
+            d.join("half"),
+        ];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(d.join("good/rootfs/bin").is_dir());
+        assert!(d.join("good/shifted/100000/rootfs").is_dir());
     }
 }

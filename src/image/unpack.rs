@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;
@@ -28,6 +28,41 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 use tar::EntryType;
+
+use crate::text::printable;
+
+/// Longest text of an archive's making (an entry name, a parser message)
+/// that goes into an error.
+const MAX_ERROR_TEXT: usize = 200;
+
+/// Archive bytes (a name) as plain text: printable ASCII kept, every other
+/// byte written `\xNN`, cut at [`MAX_ERROR_TEXT`] characters.
+fn printable_bytes(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(raw.len());
+    for &b in raw {
+        if (b' '..=b'~').contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    printable(&s, MAX_ERROR_TEXT)
+}
+
+/// A message about archive content as plain ASCII: the tar crate quotes
+/// header bytes in its errors (decoded lossily, so any byte may come out as
+/// some character); everything but printable ASCII is escaped.
+fn printable_ascii(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            ' '..='~' => s.push(c),
+            c if (c as u32) < 0x100 => s.push_str(&format!("\\x{:02x}", c as u32)),
+            c => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    printable(&s, MAX_ERROR_TEXT)
+}
 
 /// Linux `PATH_MAX`: longer names cannot be created anyway and only show up in
 /// archives crafted to exhaust memory or confuse tools.
@@ -50,8 +85,12 @@ pub struct UnpackOptions {
     /// the range of another container (or of the host).
     pub shift_range: u32,
     /// Upper bound on the decompressed tar stream (headers included); a guard
-    /// against decompression bombs.
+    /// against decompression bombs. Also bounds the bytes of file content
+    /// written, sparse holes counted at their full size.
     pub max_bytes: u64,
+    /// Upper bound on the entries made: files, directories (implied ones
+    /// included), symlinks and hard links, each hard link counting as one.
+    pub max_entries: u64,
 }
 
 impl Default for UnpackOptions {
@@ -60,6 +99,7 @@ impl Default for UnpackOptions {
             uid_shift: None,
             shift_range: 65536,
             max_bytes: 32 << 30,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -90,10 +130,13 @@ pub enum UnpackError {
     Archive { path: PathBuf, source: io::Error },
     #[error("unsupported compression {0}")]
     UnsupportedCompression(&'static str),
+    /// The text is made by [`crate::text::printable`]: never raw archive bytes.
     #[error("corrupt archive: {0}")]
-    Corrupt(io::Error),
+    Corrupt(String),
     #[error("archive exceeds the size limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("archive has more than {limit} entries")]
+    TooManyEntries { limit: u64 },
     #[error("entry {entry} escapes the destination with a .. component")]
     PathTraversal { entry: String },
     #[error("entry {entry} has an invalid name: {reason}")]
@@ -278,6 +321,7 @@ fn extract_into<R: Read>(
         opts,
         chown: opts.uid_shift.is_some() || unistd::geteuid().is_root(),
         stats: UnpackStats::default(),
+        entries: 0,
         created: HashMap::new(),
         dirs: HashMap::new(),
         root_meta: None,
@@ -288,7 +332,7 @@ fn extract_into<R: Read>(
                 limit: opts.max_bytes,
             }
         } else {
-            UnpackError::Corrupt(e)
+            corrupt(e)
         }
     };
     let mut archive = tar::Archive::new(reader);
@@ -331,6 +375,8 @@ struct Extractor<'a> {
     opts: &'a UnpackOptions,
     chown: bool,
     stats: UnpackStats,
+    /// Entries seen and directories implied, against `max_entries`.
+    entries: u64,
     created: HashMap<Vec<u8>, Created>,
     dirs: HashMap<Vec<u8>, DirMeta>,
     root_meta: Option<Meta>,
@@ -348,6 +394,7 @@ impl Extractor<'_> {
             // do not affect what we create.
             return Ok(());
         }
+        self.count_entry()?;
         let raw = entry.path_bytes().into_owned();
         let comps = normalize(&raw)?;
         let name = display(&comps);
@@ -378,7 +425,7 @@ impl Extractor<'_> {
         if comps.is_empty() {
             if !is_dir {
                 return Err(UnpackError::BadName {
-                    entry: String::from_utf8_lossy(&raw).into_owned(),
+                    entry: printable_bytes(&raw),
                     reason: "the archive root must be a directory",
                 });
             }
@@ -403,8 +450,20 @@ impl Extractor<'_> {
         }
     }
 
+    fn count_entry(&mut self) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.opts.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                limit: self.opts.max_entries,
+            });
+        }
+        Ok(())
+    }
+
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
-        let header_err = |e: io::Error| UnpackError::Corrupt(with_entry(name, e));
+        let header_err = |e: io::Error| {
+            UnpackError::Corrupt(format!("entry {name}: {}", printable_ascii(&e.to_string())))
+        };
         let (mut uid, mut gid) = (
             entry.header().uid().map_err(header_err)?,
             entry.header().gid().map_err(header_err)?,
@@ -473,6 +532,7 @@ impl Extractor<'_> {
             let next = match open_fd(Some(&cur), comp, flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
+                    self.count_entry()?;
                     stat::mkdirat(
                         Some(cur.as_raw_fd()),
                         comp.as_os_str(),
@@ -612,6 +672,10 @@ impl Extractor<'_> {
         self.created.insert(key(comps), Created::File);
         let mut out = File::from(fd);
         let mut buf = vec![0u8; 64 * 1024];
+        // Runs of zeros (the holes of a sparse entry, or zeros in a plain
+        // one) are skipped, not written: they stay holes on disk, and every
+        // later copy keeps them holes.
+        let mut len = 0u64;
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -623,8 +687,15 @@ impl Extractor<'_> {
             if self.stats.bytes > limit {
                 return Err(UnpackError::TooLarge { limit });
             }
-            out.write_all(&buf[..n]).map_err(|e| io_err(name, e))?;
+            len += n as u64;
+            if buf[..n].iter().all(|&b| b == 0) {
+                out.seek(SeekFrom::Current(n as i64))
+                    .map_err(|e| io_err(name, e))?;
+            } else {
+                out.write_all(&buf[..n]).map_err(|e| io_err(name, e))?;
+            }
         }
+        out.set_len(len).map_err(|e| io_err(name, e))?;
         let fd = OwnedFd::from(out);
         // chown before chmod: chown clears setuid/setgid bits.
         if self.chown {
@@ -693,7 +764,7 @@ impl Extractor<'_> {
 
     fn hardlink(&mut self, comps: &[OsString], name: &str, target: Option<Vec<u8>>) -> Result<()> {
         let raw = target.ok_or_else(|| bad_name(name, "hardlink without a target"))?;
-        let target_name = String::from_utf8_lossy(&raw).into_owned();
+        let target_name = printable_bytes(&raw);
         let tcomps = normalize(&raw).map_err(|e| match e {
             UnpackError::PathTraversal { .. } => UnpackError::HardlinkOutside {
                 entry: name.to_string(),
@@ -774,7 +845,7 @@ impl Extractor<'_> {
 /// Turns an entry name into safe components: a leading `/` or `./` is
 /// stripped, `.` and empty components are dropped, and `..` is refused.
 fn normalize(raw: &[u8]) -> Result<Vec<OsString>> {
-    let lossy = || String::from_utf8_lossy(raw).into_owned();
+    let lossy = || printable_bytes(raw);
     if raw.contains(&0) {
         return Err(UnpackError::BadName {
             entry: lossy(),
@@ -808,7 +879,7 @@ fn display(comps: &[OsString]) -> String {
     if comps.is_empty() {
         return ".".to_string();
     }
-    String::from_utf8_lossy(&key(comps)).into_owned()
+    printable_bytes(&key(comps))
 }
 
 fn key(comps: &[OsString]) -> Vec<u8> {
@@ -882,8 +953,10 @@ fn io_err(entry: impl Into<String>, source: io::Error) -> UnpackError {
     }
 }
 
-fn with_entry(name: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("entry {name}: {e}"))
+/// A parser error about the archive, in plain text: the tar crate's messages
+/// quote header fields verbatim, and those are the archive's bytes.
+fn corrupt(e: io::Error) -> UnpackError {
+    UnpackError::Corrupt(printable_ascii(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -1365,6 +1438,93 @@ mod tests {
         let err = w.unpack(&good(), &UnpackOptions::default()).unwrap_err();
         assert!(matches!(err, UnpackError::DestExists(_)), "{err}");
         assert_eq!(fs::read_dir(w.dest()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn entry_cap_counts_every_entry_and_hardlink() {
+        let bytes = tarball(|b| {
+            raw(b, b"f", EntryType::Regular, b"x", b"");
+            for i in 0..10 {
+                raw(b, format!("l{i}").as_bytes(), EntryType::Link, b"", b"f");
+            }
+        });
+        let w = Work::new();
+        let opts = UnpackOptions {
+            max_entries: 10,
+            ..UnpackOptions::default()
+        };
+        let err = w.unpack(&bytes, &opts).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::TooManyEntries { limit: 10 }),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "archive has more than 10 entries");
+        assert!(w.leftovers().is_empty());
+        // Implied parents count too.
+        let bytes = tarball(|b| raw(b, b"a/b/c/d/e/f", EntryType::Regular, b"x", b""));
+        let w = Work::new();
+        let opts = UnpackOptions {
+            max_entries: 4,
+            ..UnpackOptions::default()
+        };
+        let err = w.unpack(&bytes, &opts).unwrap_err();
+        assert!(matches!(err, UnpackError::TooManyEntries { .. }), "{err}");
+        let w = Work::new();
+        let opts = UnpackOptions {
+            max_entries: 11,
+            ..UnpackOptions::default()
+        };
+        let stats = w.unpack(&good(), &opts).unwrap();
+        assert_eq!(stats.hardlinks, 1);
+    }
+
+    #[test]
+    fn zeros_are_left_as_holes() {
+        let mut data = vec![0u8; 8 << 20];
+        data[4 << 20] = 1;
+        let bytes = tarball(|b| raw(b, b"sparse", EntryType::Regular, &data, b""));
+        let w = Work::new();
+        let stats = w.unpack(&bytes, &UnpackOptions::default()).unwrap();
+        assert_eq!(stats.bytes, 8 << 20);
+        let f = w.dest().join("sparse");
+        let m = fs::metadata(&f).unwrap();
+        assert_eq!(m.len(), 8 << 20);
+        assert!(m.blocks() * 512 <= 1 << 20, "{} blocks", m.blocks());
+        assert_eq!(fs::read(&f).unwrap(), data);
+    }
+
+    #[test]
+    fn errors_never_carry_raw_bytes() {
+        // A hostile name in a refused entry.
+        let bytes = tarball(|b| raw(b, b"dev/\x1b[2J\xff\xfe", EntryType::Char, b"", b""));
+        let err = assert_refused(&bytes, |e| matches!(e, UnpackError::DeviceNode { .. }));
+        assert_eq!(
+            err.to_string(),
+            "device node dev/\\x1b[2J\\xff\\xfe refused"
+        );
+        // Random bytes: the tar crate quotes header fields in its errors.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        for seed in 0..64 {
+            let mut bytes = noise.clone();
+            bytes.rotate_left(seed * 512 + 7);
+            let w = Work::new();
+            if let Err(err) = w.unpack(&bytes, &UnpackOptions::default()) {
+                let text = err.to_string();
+                assert!(
+                    text.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+                    "{text:?}"
+                );
+                assert!(text.len() < 400, "{text}");
+            }
+        }
     }
 
     #[test]

@@ -414,30 +414,28 @@ impl Runtime {
         cmd.arg(id).args(argv);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| self.spawn_error(source))?;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
         let collect = async {
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let read_out = async {
-                if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
-                }
-            };
-            let read_err = async {
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
-                }
-            };
-            tokio::join!(read_out, read_err);
+            let ((out, out_cut), (err, err_cut)) = tokio::join!(
+                read_capped(stdout, EXEC_OUTPUT_MAX_BYTES),
+                read_capped(stderr, EXEC_OUTPUT_MAX_BYTES)
+            );
             let status = child.wait().await;
-            (status, out, err)
+            (status, out, out_cut, err, err_cut)
         };
-        let (status, out, err) = tokio::time::timeout(timeout, collect)
+        let (status, out, out_cut, err, err_cut) = tokio::time::timeout(timeout, collect)
             .await
             .map_err(|_| RuntimeError::Timeout(timeout.as_secs()))?;
         let status = status.map_err(|source| self.spawn_error(source))?;
-        let stderr_text = String::from_utf8_lossy(&err).into_owned();
+        let mut stderr_text = String::from_utf8_lossy(&err).into_owned();
+        for (cut, stream) in [(out_cut, "stdout"), (err_cut, "stderr")] {
+            if cut {
+                stderr_text.push_str(&format!(
+                    "\ncorral: {stream} cut at {EXEC_OUTPUT_MAX_BYTES} bytes\n"
+                ));
+            }
+        }
         let exit_code = match status.code() {
             Some(c) => c,
             None => {
@@ -466,6 +464,37 @@ impl Runtime {
                 return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Most bytes of each of an exec's stdout and stderr the daemon keeps.
+pub const EXEC_OUTPUT_MAX_BYTES: usize = 1 << 20;
+
+/// Reads a pipe to its end or until `cap` bytes, whichever comes first. At
+/// the cap the pipe is closed: the writer gets SIGPIPE (EPIPE), as it would
+/// writing into `| head`, instead of the daemon buffering without end.
+/// Returns the bytes and whether they were cut.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    cap: usize,
+) -> (Vec<u8>, bool) {
+    let Some(mut reader) = reader else {
+        return (Vec::new(), false);
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return (out, false),
+            Ok(n) => {
+                let room = cap - out.len();
+                if n > room {
+                    out.extend_from_slice(&buf[..room]);
+                    return (out, true);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
         }
     }
 }
@@ -499,6 +528,28 @@ fn runtime_message(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn exec_output_is_cut_and_the_writer_stopped() {
+        let mut child = tokio::process::Command::new("yes")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take();
+        let (bytes, cut) = tokio::time::timeout(Duration::from_secs(10), read_capped(out, 4096))
+            .await
+            .unwrap();
+        assert!(cut);
+        assert_eq!(bytes.len(), 4096);
+        // The closed pipe stops it, as `| head` would.
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success());
+        let (bytes, cut) = read_capped(Some(&b"short"[..]), 4096).await;
+        assert_eq!((bytes.as_slice(), cut), (&b"short"[..], false));
+    }
 
     #[test]
     fn signals() {

@@ -30,6 +30,8 @@ pub enum StorageError {
         #[source]
         source: nix::Error,
     },
+    #[error("root copy refused: {0}")]
+    Copy(#[from] fsutil::CopyError),
     #[error("overlayfs is not available on this kernel ([corral] storage = overlay)")]
     NoOverlay,
     #[error("background task failed: {0}")]
@@ -90,20 +92,38 @@ impl Storage {
 
     /// Makes the instance's writable root over `lower` (or mounts it again
     /// after a host reboot). Idempotent.
+    /// A full copy (`storage = copy`) is bounded by `limits`.
     pub async fn prepare(
         &self,
         instance_dir: &Path,
         lower: &Path,
+        limits: fsutil::CopyLimits,
     ) -> Result<PathBuf, StorageError> {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
         tokio::task::spawn_blocking(move || match kind {
             StorageKind::Overlay => prepare_overlay(&dir, &lower),
-            StorageKind::Copy => prepare_copy(&dir, &lower),
+            StorageKind::Copy => prepare_copy(&dir, &lower, limits),
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Removes half-made root copies (`<instance>/rootfs.tmp`) a daemon
+    /// killed mid-copy left under `instances_dir`. Run at start-up.
+    pub fn remove_leftovers(instances_dir: &Path) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(instances_dir) else {
+            return removed;
+        };
+        for e in entries.flatten() {
+            let tmp = e.path().join("rootfs.tmp");
+            if std::fs::symlink_metadata(&tmp).is_ok() && fsutil::remove_tree(&tmp).is_ok() {
+                removed.push(tmp);
+            }
+        }
+        removed
     }
 
     /// Unmounts and removes the instance's root (upper, work and mount point).
@@ -155,14 +175,21 @@ fn prepare_overlay(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
     Ok(rootfs)
 }
 
-fn prepare_copy(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+fn prepare_copy(
+    dir: &Path,
+    lower: &Path,
+    limits: fsutil::CopyLimits,
+) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
     if rootfs.is_dir() {
         return Ok(rootfs);
     }
     let tmp = dir.join("rootfs.tmp");
     fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
-    fsutil::copy_tree(lower, &tmp, 0).map_err(io_err(lower))?;
+    if let Err(e) = fsutil::copy_tree(lower, &tmp, 0, limits) {
+        let _ = fsutil::remove_tree(&tmp);
+        return Err(e.into());
+    }
     std::fs::rename(&tmp, &rootfs).map_err(io_err(&rootfs))?;
     Ok(rootfs)
 }
@@ -192,6 +219,23 @@ fn release(dir: &Path) -> Result<(), StorageError> {
 mod tests {
     use super::*;
 
+    const LIMITS: fsutil::CopyLimits = fsutil::CopyLimits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+    };
+
+    #[test]
+    fn leftover_copies_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = dir.path().join("i1");
+        std::fs::create_dir_all(inst.join("rootfs.tmp/etc")).unwrap();
+        std::fs::create_dir_all(inst.join("rootfs")).unwrap();
+        let removed = Storage::remove_leftovers(dir.path());
+        assert_eq!(removed, vec![inst.join("rootfs.tmp")]);
+        assert!(!inst.join("rootfs.tmp").exists());
+        assert!(inst.join("rootfs").exists());
+    }
+
     #[test]
     fn copy_root_prepare_and_release() {
         let dir = tempfile::tempdir().unwrap();
@@ -200,13 +244,13 @@ mod tests {
         std::fs::write(lower.join("etc/hostname"), "x").unwrap();
         let inst = dir.path().join("inst");
         std::fs::create_dir_all(&inst).unwrap();
-        let root = prepare_copy(&inst, &lower).unwrap();
+        let root = prepare_copy(&inst, &lower, LIMITS).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
             "x"
         );
         // idempotent
-        prepare_copy(&inst, &lower).unwrap();
+        prepare_copy(&inst, &lower, LIMITS).unwrap();
         release(&inst).unwrap();
         assert!(!root.exists());
     }
