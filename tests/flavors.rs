@@ -269,19 +269,25 @@ fn one_vcpu_burner_uses_about_one_cpu() {
             .unwrap()
     };
     std::thread::sleep(Duration::from_millis(500));
-    let (a, n0, t0) = (usage(&uuid), throttled(&uuid), Instant::now());
-    std::thread::sleep(Duration::from_secs(2));
-    let (b, n1, t1) = (usage(&uuid), throttled(&uuid), Instant::now());
-    let used = (b - a) as f64 / (t1 - t0).as_nanos() as f64;
     // The cap: never more than one CPU (with some slack for accounting),
     // and the kernel throttled the three burners to hold them there. How
-    // close to a full CPU they get depends on what else the host runs.
-    assert!(used <= 1.3, "3 busy loops with 1 vcpu used {used:.2} CPUs");
-    assert!(used >= 0.2, "the burners barely ran: {used:.2} CPUs");
-    assert!(
-        n1 > n0,
-        "the CPU cap never throttled the burners ({n0} -> {n1})"
-    );
+    // close to a full CPU they get depends on what else the host runs: on a
+    // host busy with other work a window can pass without throttling, so up
+    // to five windows are measured; the cap holds in every one, and at least
+    // one must show the throttling.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (a, n0, t0) = (usage(&uuid), throttled(&uuid), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let (b, n1, t1) = (usage(&uuid), throttled(&uuid), Instant::now());
+        let used = (b - a) as f64 / (t1 - t0).as_nanos() as f64;
+        assert!(used <= 1.3, "3 busy loops with 1 vcpu used {used:.2} CPUs");
+        seen.push((used, n0, n1));
+        if n1 > n0 && used >= 0.2 {
+            return;
+        }
+    }
+    panic!("the CPU cap never throttled the burners in five windows (CPUs used, throttle counts): {seen:?}");
 }
 
 #[test]
