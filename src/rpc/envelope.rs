@@ -485,9 +485,17 @@ impl Request {
             );
             return None;
         }
-        Some(std::time::Duration::from_secs_f64(interval))
+        Some(std::time::Duration::from_secs_f64(
+            interval.min(MAX_HEARTBEAT_INTERVAL.as_secs_f64()),
+        ))
     }
 }
+
+/// The longest interval between call-monitor heartbeats. oslo beats every
+/// `_timeout / 2` seconds; a peer may send any timeout, and one far in the
+/// future would otherwise overflow the clock when the next beat is scheduled.
+/// Beating more often than the caller asked is harmless.
+pub const MAX_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 fn value_str(v: &Value) -> String {
     match v {
@@ -792,6 +800,11 @@ mod tests {
         assert_eq!(with(json!(null)), None);
         assert_eq!(with(json!("10")), Some(std::time::Duration::from_secs(5)));
         assert_eq!(with(json!("x")), None);
+        // A peer's absurd timeout must not become an instant past the clock's end.
+        let cap = Some(MAX_HEARTBEAT_INTERVAL);
+        assert_eq!(with(json!(i64::MAX)), cap);
+        assert_eq!(with(json!(1e300)), cap);
+        assert_eq!(with(json!(u64::MAX)), cap);
     }
 
     #[test]
