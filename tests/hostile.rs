@@ -406,3 +406,135 @@ fn exec_output_flood_is_cut() {
         !d.exec("chatty", "ps").contains("yes")
     }));
 }
+
+#[test]
+fn fork_bomb_and_memory_hog_stay_in_their_instance() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "launch", "busybox", "bad", "--memory", "48MiB", "--pids", "40",
+    ]);
+    d.ok(&["launch", "busybox", "good"]);
+    let uuid = d.uuid("bad");
+    // A fork bomb: far more sleepers than the pids limit allows.
+    d.exec(
+        "bad",
+        "(for i in $(seq 300); do sleep 20 & done) 2>/dev/null; true",
+    );
+    // A memory hog: one buffer far over the memory limit.
+    let out = d.cli(&[
+        "exec",
+        "bad",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=256M",
+        "count=1",
+    ]);
+    assert!(!out.status.success(), "the hog got its memory: {out:?}");
+    let inst = d.instance("bad");
+    assert!(
+        inst["state"]["processes"].as_u64().unwrap_or(u64::MAX) <= 40,
+        "{inst}"
+    );
+    assert!(
+        inst["state"]["oom_kills"].as_u64().unwrap_or(0) >= 1,
+        "{inst}"
+    );
+    // The neighbour and the daemon do not notice.
+    assert_eq!(d.exec("good", "echo fine").trim(), "fine");
+    assert_alive_and_small(&d);
+    // And the bombed instance goes away whole.
+    d.ok(&["delete", "--force", "bad"]);
+    assert_eq!(d.leftovers(&uuid), Vec::<String>::new());
+}
+
+/// A loop-mounted ext4 file system, unmounted (lazily) when dropped.
+struct SmallFs {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn new(mib: u64) -> SmallFs {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-smallfs-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let img = dir.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfs.ext4 failed");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o loop failed");
+        std::fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        SmallFs { mnt, _dir: dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+#[test]
+fn disk_filler_meets_enospc_and_the_daemon_carries_on() {
+    require_host!();
+    // The state path on a file system of its own, as docs/security.md asks of
+    // shared hosts: a tenant that fills it fills only it.
+    let fs = SmallFs::new(160);
+    let dir = tempfile::Builder::new()
+        .prefix("corral-test-")
+        .tempdir()
+        .unwrap();
+    let d = Daemon::start_in(dir, fs.mnt.join("state"), "");
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "filler"]);
+    let out = d.cli(&[
+        "exec",
+        "filler",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/fill",
+        "bs=1M",
+        "count=400",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("No space left"),
+        "the filler was not stopped by a full disk: {out:?}"
+    );
+    // The daemon answers, the filler still runs and can clean up after itself.
+    assert_alive_and_small(&d);
+    assert_eq!(d.instance("filler")["status"], "Running");
+    assert_eq!(d.exec("filler", "rm /fill; echo freed").trim(), "freed");
+    // With the space back, the host launches again.
+    d.ok(&["launch", "busybox", "after"]);
+    assert_eq!(d.exec("after", "echo up").trim(), "up");
+    drop(d);
+    drop(fs);
+}

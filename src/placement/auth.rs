@@ -605,7 +605,7 @@ mod tests {
 
     #[test]
     fn as_used_test_stack_section() {
-        // /work/shared/novastack/as-used/etc/nova/nova-compute.conf [placement]
+        // the test stack's nova-compute.conf [placement] (novastack recipe, as used)
         let o = PlacementOptions::from_pairs(&pairs(&[
             ("auth_type", "admin_token"),
             ("token", "admin"),
