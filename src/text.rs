@@ -40,6 +40,31 @@ pub fn printable(s: &str, max: usize) -> String {
     out
 }
 
+/// Like [`printable`], but plain ASCII out: every character that is not
+/// printable ASCII is escaped (`\xNN` below U+0100, `\u{..}` above), for text
+/// decoded lossily from hostile bytes, where a "visible" character proves
+/// nothing.
+pub fn printable_ascii(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' '..='~' => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    printable(&out, max)
+}
+
+/// Raw bytes (a name from an archive) as plain ASCII: printable ASCII kept,
+/// every other byte `\xNN`, with no UTF-8 decoding, so nothing hides in a
+/// sequence.
+pub fn printable_ascii_bytes(b: &[u8], max: usize) -> String {
+    // Bytes map one to one onto U+0000..U+00FF, which printable_ascii
+    // escapes as \xNN unless they are printable ASCII.
+    printable_ascii(&b.iter().map(|&x| char::from(x)).collect::<String>(), max)
+}
+
 /// Visible characters and plain spaces; not controls, not invisible format or bidi
 /// characters, not the replacement character, not private use or unassigned planes.
 fn is_printable(c: char) -> bool {
@@ -100,5 +125,11 @@ mod tests {
         assert_eq!(printable("abcdef", 2), "ab");
         let long = "\u{0}".repeat(100_000);
         assert!(printable(&long, 255).chars().count() <= 255);
+    }
+
+    #[test]
+    fn ascii_forms_escape_everything_else() {
+        assert_eq!(printable_ascii("a\u{e9}\u{202e}b", 100), "a\\xe9\\u{202e}b");
+        assert_eq!(printable_ascii_bytes(b"n\xffo\n", 100), "n\\xffo\\x0a");
     }
 }

@@ -29,39 +29,22 @@ use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 use tar::EntryType;
 
-use crate::text::printable;
+use crate::text;
 
 /// Longest text of an archive's making (an entry name, a parser message)
 /// that goes into an error.
 const MAX_ERROR_TEXT: usize = 200;
 
-/// Archive bytes (a name) as plain text: printable ASCII kept, every other
-/// byte written `\xNN`, cut at [`MAX_ERROR_TEXT`] characters.
+/// Archive bytes (a name) as plain text (see [`text::printable_ascii_bytes`]).
 fn printable_bytes(raw: &[u8]) -> String {
-    let mut s = String::with_capacity(raw.len());
-    for &b in raw {
-        if (b' '..=b'~').contains(&b) {
-            s.push(char::from(b));
-        } else {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    printable(&s, MAX_ERROR_TEXT)
+    text::printable_ascii_bytes(raw, MAX_ERROR_TEXT)
 }
 
 /// A message about archive content as plain ASCII: the tar crate quotes
 /// header bytes in its errors (decoded lossily, so any byte may come out as
-/// some character); everything but printable ASCII is escaped.
-fn printable_ascii(text: &str) -> String {
-    let mut s = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            ' '..='~' => s.push(c),
-            c if (c as u32) < 0x100 => s.push_str(&format!("\\x{:02x}", c as u32)),
-            c => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
-        }
-    }
-    printable(&s, MAX_ERROR_TEXT)
+/// some character).
+fn printable_ascii(msg: &str) -> String {
+    text::printable_ascii(msg, MAX_ERROR_TEXT)
 }
 
 /// Linux `PATH_MAX`: longer names cannot be created anyway and only show up in
