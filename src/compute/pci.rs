@@ -30,13 +30,13 @@ use uuid::Uuid;
 use super::conductor::Conductor;
 use super::ComputeError;
 use crate::config::pci::{
-    bool_from_string, DeviceIds, DeviceSpec, PciAddress, PciSection, TYPE_PCI, TYPE_PF, TYPE_VDPA,
-    TYPE_VF,
+    DeviceIds, DeviceSpec, PciAddress, PciSection, TYPE_PCI, TYPE_PF, TYPE_VDPA, TYPE_VF,
 };
 use crate::nova::object::NovaObject;
 use crate::placement::types::Inventory;
 use crate::placement::PlacementClient;
 use crate::rpc::Context;
+use crate::strutil::bool_from_string;
 
 /// `PciDeviceStatus` values.
 pub mod status {

@@ -9,6 +9,8 @@ pub mod pci;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::strutil::{parse_bool, parse_size};
+
 pub use cpuset::CpuSet;
 pub use ini::Ini;
 pub use pci::PciSection;
@@ -576,15 +578,6 @@ fn size(
     }
 }
 
-/// oslo.config's boolean spellings, strictly.
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 fn boolean(
     ini: &Ini,
     section: &'static str,
@@ -593,66 +586,13 @@ fn boolean(
 ) -> Result<bool, ConfigError> {
     match get(ini, section, key) {
         None => Ok(default),
-        Some(v) => parse_bool(v).ok_or_else(|| invalid(section, key, v, "not a boolean")),
+        Some(v) => parse_bool(v.trim()).ok_or_else(|| invalid(section, key, v, "not a boolean")),
     }
-}
-
-/// Parses a byte size: a plain number of bytes, or a number with a unit
-/// (KiB, MiB, GiB, TiB in powers of 1024; KB, MB, GB, TB in powers of 1000;
-/// K, M, G, T as the binary units, as LXD and most users mean them).
-pub fn parse_size(input: &str) -> Result<u64, String> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = (&s[..split], s[split..].trim());
-    if number.is_empty() {
-        return Err(format!("invalid size {input:?}: no number"));
-    }
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "invalid size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {input:?}: {number:?} is not a number"))?;
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {input:?}: out of range"));
-    }
-    Ok(bytes.round() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("256MB"), Ok(256_000_000));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("-5MiB").is_err());
-    }
 
     #[test]
     fn security_cpu_and_device_options() {
@@ -778,14 +718,5 @@ mod tests {
             let err = Config::from_ini(&ini, &Overrides::default()).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { .. }), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn booleans_are_strict() {
-        assert_eq!(parse_bool("False"), Some(false));
-        assert_eq!(parse_bool("no"), Some(false));
-        assert_eq!(parse_bool("0"), Some(false));
-        assert_eq!(parse_bool("YES"), Some(true));
-        assert_eq!(parse_bool("nope"), None);
     }
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::ConfigError;
+use crate::strutil::{bool_from_string, parse_bool};
 
 /// Wildcard of a spec field.
 const ANY: &str = "*";
@@ -286,15 +287,6 @@ pub struct DeviceSpec {
     pub tags: Vec<(String, Option<String>)>,
     /// The entry as configured, for messages.
     pub source: String,
-}
-
-/// `oslo_utils.strutils.bool_from_string`: `Some(b)` for a known spelling.
-pub fn bool_from_string(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
-        _ => None,
-    }
 }
 
 /// A tag value as nova stores it (`DictOfNullableStringsField`: `str(value)`).
@@ -628,12 +620,12 @@ impl PciSection {
     pub fn from_ini(ini: &super::Ini) -> Result<PciSection, ConfigError> {
         let report_in_placement = match ini.get("pci", "report_in_placement") {
             None | Some("") => false,
-            Some(v) => super::parse_bool(v)
+            Some(v) => parse_bool(v.trim())
                 .ok_or_else(|| invalid("report_in_placement", v, "not a boolean"))?,
         };
         let pci_in_placement = ini
             .get("filter_scheduler", "pci_in_placement")
-            .and_then(super::parse_bool)
+            .and_then(|v| parse_bool(v.trim()))
             .unwrap_or(false);
         let mut specs_text = ini.get_all("pci", "device_spec");
         specs_text.extend(ini.get_all("pci", "passthrough_whitelist"));

@@ -252,7 +252,7 @@ fn is_clean_abs(p: &Path) -> bool {
 }
 
 fn strict_bool(name: &str, key: &str, value: &str) -> Result<bool, DeviceError> {
-    crate::config::parse_bool(value).ok_or_else(|| {
+    crate::strutil::parse_bool(value.trim()).ok_or_else(|| {
         invalid(
             name,
             format!("{key}={value:?} is not a boolean (true/false, yes/no, 1/0)"),
