@@ -9,6 +9,9 @@ pub mod pci;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::devices::Allowlist;
+use crate::runtime::{RuntimeChoice, StopSignal};
+use crate::storage::StorageChoice;
 use crate::strutil::{parse_bool, parse_size};
 
 pub use cpuset::CpuSet;
@@ -37,26 +40,6 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-}
-
-/// Which OCI runtime runs the containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeChoice {
-    /// crun where it works on this host's cgroup layout, runc otherwise.
-    Auto,
-    Runc,
-    Crun,
-}
-
-/// How an instance's writable root is made from the cached image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageChoice {
-    /// overlayfs when the kernel offers it, a copy otherwise.
-    Auto,
-    Overlay,
-    Copy,
 }
 
 /// How an instance's CPU count (`vcpus`) is enforced.
@@ -160,7 +143,8 @@ pub struct CorralConfig {
     pub console_log_check_interval: u64,
     pub storage: StorageChoice,
     pub init_command: Option<Vec<String>>,
-    pub stop_signal: String,
+    /// The signal a graceful stop sends first.
+    pub stop_signal: StopSignal,
     pub max_image_bytes: u64,
     /// Most entries (files, directories, links) one image may hold.
     pub max_image_entries: u64,
@@ -174,7 +158,7 @@ pub struct CorralConfig {
     /// `no_new_privileges` of every instance's processes.
     pub no_new_privileges: bool,
     /// `type:glob` patterns of the host devices and paths instances may get.
-    pub device_allowlist: Vec<String>,
+    pub device_allowlist: Allowlist,
     /// Where lxcfs keeps its files (`proc/meminfo` ...).
     pub lxcfs_path: PathBuf,
 }
@@ -262,19 +246,7 @@ impl Config {
         };
         let paths = PerDaemon::of(&state_path);
         let corral = CorralConfig {
-            oci_runtime: match get(ini, "corral", "oci_runtime").unwrap_or("auto") {
-                "auto" => RuntimeChoice::Auto,
-                "runc" => RuntimeChoice::Runc,
-                "crun" => RuntimeChoice::Crun,
-                other => {
-                    return Err(invalid(
-                        "corral",
-                        "oci_runtime",
-                        other,
-                        "must be auto, runc or crun",
-                    ))
-                }
-            },
+            oci_runtime: typed(ini, "corral", "oci_runtime", RuntimeChoice::Auto)?,
             runtime_root: abs_path(ini, "corral", "runtime_root", &paths.runtime_root)?,
             socket: match &overrides.socket {
                 Some(p) => p.clone(),
@@ -287,25 +259,11 @@ impl Config {
             idmap_max_instances: num(ini, "corral", "idmap_max_instances", 10_000u32)?,
             console_log_max_bytes: size(ini, "corral", "console_log_max_bytes", 1 << 20)?,
             console_log_check_interval: num(ini, "corral", "console_log_check_interval", 5u64)?,
-            storage: match get(ini, "corral", "storage").unwrap_or("auto") {
-                "auto" => StorageChoice::Auto,
-                "overlay" => StorageChoice::Overlay,
-                "copy" => StorageChoice::Copy,
-                other => {
-                    return Err(invalid(
-                        "corral",
-                        "storage",
-                        other,
-                        "must be auto, overlay or copy",
-                    ))
-                }
-            },
+            storage: typed(ini, "corral", "storage", StorageChoice::Auto)?,
             init_command: get(ini, "corral", "init_command")
                 .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .filter(|c| !c.is_empty()),
-            stop_signal: get(ini, "corral", "stop_signal")
-                .unwrap_or("SIGTERM")
-                .to_string(),
+            stop_signal: typed(ini, "corral", "stop_signal", StopSignal::default())?,
             max_image_bytes: size(ini, "corral", "max_image_bytes", 8 << 30)?,
             max_image_entries: num(ini, "corral", "max_image_entries", 1_000_000u64)?,
             cgroup_parent: get(ini, "corral", "cgroup_parent")
@@ -327,15 +285,7 @@ impl Config {
             allow_privileged: boolean(ini, "corral", "allow_privileged", false)?,
             allow_nesting: boolean(ini, "corral", "allow_nesting", false)?,
             no_new_privileges: boolean(ini, "corral", "no_new_privileges", false)?,
-            device_allowlist: get(ini, "corral", "device_allowlist")
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            device_allowlist: device_allowlist(ini)?,
             lxcfs_path: abs_path(ini, "corral", "lxcfs_path", "/var/lib/lxcfs")?,
         };
         let cpu_set = |key: &'static str| -> Result<Option<CpuSet>, ConfigError> {
@@ -398,14 +348,6 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if crate::runtime::signal_number(&c.stop_signal).is_none() {
-            return Err(invalid(
-                "corral",
-                "stop_signal",
-                &c.stop_signal,
-                "not a signal name (e.g. SIGTERM, SIGPWR, SIGRTMIN+3)",
-            ));
-        }
         if c.cgroup_parent.is_empty() || c.cgroup_parent.contains("..") {
             return Err(invalid(
                 "corral",
@@ -413,11 +355,6 @@ impl Config {
                 &c.cgroup_parent,
                 "must be a relative cgroup name",
             ));
-        }
-        for pattern in &c.device_allowlist {
-            if let Err(reason) = crate::devices::Allowlist::parse(std::slice::from_ref(pattern)) {
-                return Err(invalid("corral", "device_allowlist", pattern, &reason));
-            }
         }
         if let (Some(d), Some(s)) = (
             &self.compute.cpu_dedicated_set,
@@ -564,6 +501,42 @@ fn num<T: FromStr + Copy>(
             .parse()
             .map_err(|_| invalid(section, key, v, "not a valid non-negative integer")),
     }
+}
+
+/// An option parsed into a leaf's own type (`FromStr`, the error a reason).
+fn typed<T: FromStr<Err = String>>(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(ini, section, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|reason: String| invalid(section, key, v, &reason)),
+    }
+}
+
+/// `[corral] device_allowlist`: comma-separated patterns; an error names the
+/// pattern at fault.
+fn device_allowlist(ini: &Ini) -> Result<Allowlist, ConfigError> {
+    let patterns: Vec<String> = get(ini, "corral", "device_allowlist")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for pattern in &patterns {
+        if let Err(reason) = Allowlist::parse(std::slice::from_ref(pattern)) {
+            return Err(invalid("corral", "device_allowlist", pattern, &reason));
+        }
+    }
+    Allowlist::parse(&patterns)
+        .map_err(|reason| invalid("corral", "device_allowlist", &patterns.join(", "), &reason))
 }
 
 fn size(
@@ -717,6 +690,58 @@ mod tests {
             ini.merge_str(bad, "bad").unwrap();
             let err = Config::from_ini(&ini, &Overrides::default()).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn typed_options_name_the_option_at_fault() {
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[corral]\noci_runtime = crun\nstorage = copy\nstop_signal = SIGPWR\n\
+             device_allowlist = nic:crl*, usb:1D6B:*\n",
+            "t",
+        )
+        .unwrap();
+        let c = Config::from_ini(&ini, &Overrides::default()).unwrap();
+        assert_eq!(c.corral.oci_runtime, RuntimeChoice::Crun);
+        assert_eq!(c.corral.storage, StorageChoice::Copy);
+        assert_eq!(c.corral.stop_signal.number(), libc::SIGPWR);
+        assert_eq!(c.corral.stop_signal.to_string(), "SIGPWR");
+        assert!(c.corral.device_allowlist.allows_str("nic", "crl0"));
+        assert!(c.corral.device_allowlist.allows_str("usb", "1d6b:0002"));
+        let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.corral.storage, StorageChoice::Auto);
+        assert_eq!(c.corral.stop_signal.number(), libc::SIGTERM);
+        for (bad, key, value) in [
+            ("oci_runtime = kata", "oci_runtime", "kata"),
+            ("storage = zfs", "storage", "zfs"),
+            ("stop_signal = SIGNOPE", "stop_signal", "SIGNOPE"),
+            ("stop_signal = 0", "stop_signal", "0"),
+            (
+                "device_allowlist = nic:a*, floppy:*",
+                "device_allowlist",
+                "floppy:*",
+            ),
+            (
+                "device_allowlist = disk:relative",
+                "device_allowlist",
+                "disk:relative",
+            ),
+            ("allow_nesting = t", "allow_nesting", "t"),
+        ] {
+            let mut ini = Ini::default();
+            ini.merge_str(&format!("[corral]\n{bad}\n"), "t").unwrap();
+            let err = Config::from_ini(&ini, &Overrides::default()).unwrap_err();
+            match &err {
+                ConfigError::Invalid {
+                    section,
+                    key: k,
+                    value: v,
+                    ..
+                } => assert_eq!((*section, *k, v.as_str()), ("corral", key, value), "{bad}"),
+                other => panic!("{bad}: {other}"),
+            }
+            assert!(err.to_string().contains(key), "{err}");
         }
     }
 }
