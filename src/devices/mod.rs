@@ -18,6 +18,7 @@
 mod allowlist;
 mod cdi;
 mod host;
+pub mod pci;
 mod select;
 #[cfg(test)]
 mod tests_host;
