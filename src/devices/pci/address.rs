@@ -227,3 +227,25 @@ impl AddressSpec {
         }
     }
 }
+
+/// A PCI address `DDDD:BB:DD.F` (or `BB:DD.F`, domain 0000), lower-cased
+/// in its 4-digit domain form.
+pub fn pci_address(text: &str) -> Option<String> {
+    let t = text.to_ascii_lowercase();
+    let full = if t.matches(':').count() == 1 {
+        format!("0000:{t}")
+    } else {
+        t
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let (domain, rest) = full.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (slot, func) = rest.split_once('.')?;
+    let ok = hex(domain, 4)
+        && hex(bus, 2)
+        && hex(slot, 2)
+        && u8::from_str_radix(slot, 16).is_ok_and(|s| s <= 0x1f)
+        && func.len() == 1
+        && func.chars().all(|c| ('0'..='7').contains(&c));
+    ok.then_some(full)
+}

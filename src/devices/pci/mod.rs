@@ -9,7 +9,7 @@ mod alias;
 mod discover;
 mod spec;
 
-pub use address::{AddressSpec, Pattern, PciAddress};
+pub use address::{pci_address, AddressSpec, Pattern, PciAddress};
 pub use alias::{check_aliases, PciAlias};
 pub use discover::{discover, function_by_ifname, is_physical_function, HostDevice};
 pub use spec::{DeviceIds, DeviceSpec};
