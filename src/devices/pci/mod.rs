@@ -7,11 +7,13 @@
 mod address;
 mod alias;
 mod discover;
+mod nodes;
 mod spec;
 
 pub use address::{pci_address, AddressSpec, Pattern, PciAddress};
 pub use alias::{check_aliases, PciAlias};
 pub use discover::{discover, function_by_ifname, is_physical_function, HostDevice};
+pub use nodes::{device_nodes, NotOnHost, PciNode};
 pub use spec::{DeviceIds, DeviceSpec};
 
 /// The PCI device types of `PciDeviceType` (`nova/objects/fields.py`).
