@@ -1,6 +1,11 @@
 //! corral's configuration: nova.conf-style INI files, validated once at start-up
 //! and passed down. Nova's option names are used where Nova has one; options
 //! Nova has no name for live in the `[corral]` section.
+//!
+//! The typed root: options are parsed once into the leaves' own types
+//! ([`RuntimeChoice`], [`StopSignal`], [`StorageChoice`], [`Allowlist`], the
+//! PCI specs of [`crate::devices::pci`]), so a bad value fails start-up with
+//! an error naming the option, and no leaf reads the configuration itself.
 
 mod cpuset;
 mod ini;
