@@ -18,4 +18,5 @@ pub mod rpc;
 pub mod runtime;
 pub mod storage;
 pub mod store;
+pub mod strutil;
 pub mod text;

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral::api::types::{ExecPost, InstancesPost, StatePut};
-use corral::config::pci::PciAddress;
 use corral::config::{Config, CpuSet, Ini, Overrides};
+use corral::devices::pci::PciAddress;
 use corral::devices::Allowlist;
 use corral::driver::extra_specs::{self, Unknown};
 use corral::driver::Limits;

@@ -364,13 +364,13 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             let memory_bytes = a
                 .memory
                 .as_deref()
-                .map(crate::config::parse_size)
+                .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let swap_bytes = a
                 .swap
                 .as_deref()
-                .map(crate::config::parse_size)
+                .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let extra_specs =

@@ -1,6 +1,11 @@
 //! corral's configuration: nova.conf-style INI files, validated once at start-up
 //! and passed down. Nova's option names are used where Nova has one; options
 //! Nova has no name for live in the `[corral]` section.
+//!
+//! The typed root: options are parsed once into the leaves' own types
+//! ([`RuntimeChoice`], [`StopSignal`], [`StorageChoice`], [`Allowlist`], the
+//! PCI specs of [`crate::devices::pci`]), so a bad value fails start-up with
+//! an error naming the option, and no leaf reads the configuration itself.
 
 mod cpuset;
 mod ini;
@@ -8,6 +13,11 @@ pub mod pci;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::devices::Allowlist;
+use crate::runtime::{RuntimeChoice, StopSignal};
+use crate::storage::StorageChoice;
+use crate::strutil::{parse_bool, parse_size};
 
 pub use cpuset::CpuSet;
 pub use ini::Ini;
@@ -35,26 +45,6 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-}
-
-/// Which OCI runtime runs the containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeChoice {
-    /// crun where it works on this host's cgroup layout, runc otherwise.
-    Auto,
-    Runc,
-    Crun,
-}
-
-/// How an instance's writable root is made from the cached image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageChoice {
-    /// overlayfs when the kernel offers it, a copy otherwise.
-    Auto,
-    Overlay,
-    Copy,
 }
 
 /// How an instance's CPU count (`vcpus`) is enforced.
@@ -158,7 +148,8 @@ pub struct CorralConfig {
     pub console_log_check_interval: u64,
     pub storage: StorageChoice,
     pub init_command: Option<Vec<String>>,
-    pub stop_signal: String,
+    /// The signal a graceful stop sends first.
+    pub stop_signal: StopSignal,
     pub max_image_bytes: u64,
     /// Most entries (files, directories, links) one image may hold.
     pub max_image_entries: u64,
@@ -172,7 +163,7 @@ pub struct CorralConfig {
     /// `no_new_privileges` of every instance's processes.
     pub no_new_privileges: bool,
     /// `type:glob` patterns of the host devices and paths instances may get.
-    pub device_allowlist: Vec<String>,
+    pub device_allowlist: Allowlist,
     /// Where lxcfs keeps its files (`proc/meminfo` ...).
     pub lxcfs_path: PathBuf,
 }
@@ -260,19 +251,7 @@ impl Config {
         };
         let paths = PerDaemon::of(&state_path);
         let corral = CorralConfig {
-            oci_runtime: match get(ini, "corral", "oci_runtime").unwrap_or("auto") {
-                "auto" => RuntimeChoice::Auto,
-                "runc" => RuntimeChoice::Runc,
-                "crun" => RuntimeChoice::Crun,
-                other => {
-                    return Err(invalid(
-                        "corral",
-                        "oci_runtime",
-                        other,
-                        "must be auto, runc or crun",
-                    ))
-                }
-            },
+            oci_runtime: typed(ini, "corral", "oci_runtime", RuntimeChoice::Auto)?,
             runtime_root: abs_path(ini, "corral", "runtime_root", &paths.runtime_root)?,
             socket: match &overrides.socket {
                 Some(p) => p.clone(),
@@ -285,25 +264,11 @@ impl Config {
             idmap_max_instances: num(ini, "corral", "idmap_max_instances", 10_000u32)?,
             console_log_max_bytes: size(ini, "corral", "console_log_max_bytes", 1 << 20)?,
             console_log_check_interval: num(ini, "corral", "console_log_check_interval", 5u64)?,
-            storage: match get(ini, "corral", "storage").unwrap_or("auto") {
-                "auto" => StorageChoice::Auto,
-                "overlay" => StorageChoice::Overlay,
-                "copy" => StorageChoice::Copy,
-                other => {
-                    return Err(invalid(
-                        "corral",
-                        "storage",
-                        other,
-                        "must be auto, overlay or copy",
-                    ))
-                }
-            },
+            storage: typed(ini, "corral", "storage", StorageChoice::Auto)?,
             init_command: get(ini, "corral", "init_command")
                 .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .filter(|c| !c.is_empty()),
-            stop_signal: get(ini, "corral", "stop_signal")
-                .unwrap_or("SIGTERM")
-                .to_string(),
+            stop_signal: typed(ini, "corral", "stop_signal", StopSignal::default())?,
             max_image_bytes: size(ini, "corral", "max_image_bytes", 8 << 30)?,
             max_image_entries: num(ini, "corral", "max_image_entries", 1_000_000u64)?,
             cgroup_parent: get(ini, "corral", "cgroup_parent")
@@ -325,15 +290,7 @@ impl Config {
             allow_privileged: boolean(ini, "corral", "allow_privileged", false)?,
             allow_nesting: boolean(ini, "corral", "allow_nesting", false)?,
             no_new_privileges: boolean(ini, "corral", "no_new_privileges", false)?,
-            device_allowlist: get(ini, "corral", "device_allowlist")
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            device_allowlist: device_allowlist(ini)?,
             lxcfs_path: abs_path(ini, "corral", "lxcfs_path", "/var/lib/lxcfs")?,
         };
         let cpu_set = |key: &'static str| -> Result<Option<CpuSet>, ConfigError> {
@@ -396,14 +353,6 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if crate::runtime::signal_number(&c.stop_signal).is_none() {
-            return Err(invalid(
-                "corral",
-                "stop_signal",
-                &c.stop_signal,
-                "not a signal name (e.g. SIGTERM, SIGPWR, SIGRTMIN+3)",
-            ));
-        }
         if c.cgroup_parent.is_empty() || c.cgroup_parent.contains("..") {
             return Err(invalid(
                 "corral",
@@ -411,11 +360,6 @@ impl Config {
                 &c.cgroup_parent,
                 "must be a relative cgroup name",
             ));
-        }
-        for pattern in &c.device_allowlist {
-            if let Err(reason) = crate::devices::Allowlist::parse(std::slice::from_ref(pattern)) {
-                return Err(invalid("corral", "device_allowlist", pattern, &reason));
-            }
         }
         if let (Some(d), Some(s)) = (
             &self.compute.cpu_dedicated_set,
@@ -564,6 +508,42 @@ fn num<T: FromStr + Copy>(
     }
 }
 
+/// An option parsed into a leaf's own type (`FromStr`, the error a reason).
+fn typed<T: FromStr<Err = String>>(
+    ini: &Ini,
+    section: &'static str,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(ini, section, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|reason: String| invalid(section, key, v, &reason)),
+    }
+}
+
+/// `[corral] device_allowlist`: comma-separated patterns; an error names the
+/// pattern at fault.
+fn device_allowlist(ini: &Ini) -> Result<Allowlist, ConfigError> {
+    let patterns: Vec<String> = get(ini, "corral", "device_allowlist")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for pattern in &patterns {
+        if let Err(reason) = Allowlist::parse(std::slice::from_ref(pattern)) {
+            return Err(invalid("corral", "device_allowlist", pattern, &reason));
+        }
+    }
+    Allowlist::parse(&patterns)
+        .map_err(|reason| invalid("corral", "device_allowlist", &patterns.join(", "), &reason))
+}
+
 fn size(
     ini: &Ini,
     section: &'static str,
@@ -576,15 +556,6 @@ fn size(
     }
 }
 
-/// oslo.config's boolean spellings, strictly.
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 fn boolean(
     ini: &Ini,
     section: &'static str,
@@ -593,66 +564,13 @@ fn boolean(
 ) -> Result<bool, ConfigError> {
     match get(ini, section, key) {
         None => Ok(default),
-        Some(v) => parse_bool(v).ok_or_else(|| invalid(section, key, v, "not a boolean")),
+        Some(v) => parse_bool(v.trim()).ok_or_else(|| invalid(section, key, v, "not a boolean")),
     }
-}
-
-/// Parses a byte size: a plain number of bytes, or a number with a unit
-/// (KiB, MiB, GiB, TiB in powers of 1024; KB, MB, GB, TB in powers of 1000;
-/// K, M, G, T as the binary units, as LXD and most users mean them).
-pub fn parse_size(input: &str) -> Result<u64, String> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = (&s[..split], s[split..].trim());
-    if number.is_empty() {
-        return Err(format!("invalid size {input:?}: no number"));
-    }
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "invalid size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {input:?}: {number:?} is not a number"))?;
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {input:?}: out of range"));
-    }
-    Ok(bytes.round() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("256MB"), Ok(256_000_000));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("-5MiB").is_err());
-    }
 
     #[test]
     fn security_cpu_and_device_options() {
@@ -781,11 +699,54 @@ mod tests {
     }
 
     #[test]
-    fn booleans_are_strict() {
-        assert_eq!(parse_bool("False"), Some(false));
-        assert_eq!(parse_bool("no"), Some(false));
-        assert_eq!(parse_bool("0"), Some(false));
-        assert_eq!(parse_bool("YES"), Some(true));
-        assert_eq!(parse_bool("nope"), None);
+    fn typed_options_name_the_option_at_fault() {
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[corral]\noci_runtime = crun\nstorage = copy\nstop_signal = SIGPWR\n\
+             device_allowlist = nic:crl*, usb:1D6B:*\n",
+            "t",
+        )
+        .unwrap();
+        let c = Config::from_ini(&ini, &Overrides::default()).unwrap();
+        assert_eq!(c.corral.oci_runtime, RuntimeChoice::Crun);
+        assert_eq!(c.corral.storage, StorageChoice::Copy);
+        assert_eq!(c.corral.stop_signal.number(), libc::SIGPWR);
+        assert_eq!(c.corral.stop_signal.to_string(), "SIGPWR");
+        assert!(c.corral.device_allowlist.allows_str("nic", "crl0"));
+        assert!(c.corral.device_allowlist.allows_str("usb", "1d6b:0002"));
+        let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.corral.storage, StorageChoice::Auto);
+        assert_eq!(c.corral.stop_signal.number(), libc::SIGTERM);
+        for (bad, key, value) in [
+            ("oci_runtime = kata", "oci_runtime", "kata"),
+            ("storage = zfs", "storage", "zfs"),
+            ("stop_signal = SIGNOPE", "stop_signal", "SIGNOPE"),
+            ("stop_signal = 0", "stop_signal", "0"),
+            (
+                "device_allowlist = nic:a*, floppy:*",
+                "device_allowlist",
+                "floppy:*",
+            ),
+            (
+                "device_allowlist = disk:relative",
+                "device_allowlist",
+                "disk:relative",
+            ),
+            ("allow_nesting = t", "allow_nesting", "t"),
+        ] {
+            let mut ini = Ini::default();
+            ini.merge_str(&format!("[corral]\n{bad}\n"), "t").unwrap();
+            let err = Config::from_ini(&ini, &Overrides::default()).unwrap_err();
+            match &err {
+                ConfigError::Invalid {
+                    section,
+                    key: k,
+                    value: v,
+                    ..
+                } => assert_eq!((*section, *k, v.as_str()), ("corral", key, value), "{bad}"),
+                other => panic!("{bad}: {other}"),
+            }
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

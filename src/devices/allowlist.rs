@@ -167,6 +167,18 @@ impl Allowlist {
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+
+    /// How many patterns there are.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+}
+
+/// As the `TYPE:GLOB` patterns, normalised.
+impl serde::Serialize for Allowlist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.patterns.iter().map(|(k, g)| format!("{k}:{g}")))
+    }
 }
 
 #[cfg(test)]

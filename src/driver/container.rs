@@ -259,10 +259,7 @@ impl ContainerDriver {
         store: Store,
         cgroup_root: PathBuf,
     ) -> Result<ContainerDriver, DriverError> {
-        let stop_signal =
-            crate::runtime::signal_number(&cfg.corral.stop_signal).ok_or_else(|| {
-                DriverError::Invalid(format!("bad stop signal {}", cfg.corral.stop_signal))
-            })?;
+        let stop_signal = cfg.corral.stop_signal.number();
         let images = ImageCache::new(
             cfg.images_dir(),
             cfg.corral.max_image_bytes,
@@ -302,8 +299,7 @@ impl ContainerDriver {
                 dir = dir.display(),
             )));
         }
-        let allowlist = Allowlist::parse(&cfg.corral.device_allowlist)
-            .map_err(|e| DriverError::Invalid(format!("[corral] device_allowlist: {e}")))?;
+        let allowlist = cfg.corral.device_allowlist.clone();
         if let Some(set) = cfg
             .compute
             .cpu_dedicated_set

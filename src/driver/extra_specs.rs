@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::Limits;
-use crate::config::parse_bool;
 use crate::devices::{self, DeviceConfig};
+use crate::strutil::parse_bool;
 
 /// A refused extra spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +91,8 @@ fn signed(key: &str, value: &str) -> Result<i64, ExtraSpecError> {
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool, ExtraSpecError> {
-    parse_bool(value).ok_or_else(|| err(key, value, "not a boolean (true/false, yes/no, 1/0)"))
+    parse_bool(value.trim())
+        .ok_or_else(|| err(key, value, "not a boolean (true/false, yes/no, 1/0)"))
 }
 
 /// 0 means "no throttle" (as for libvirt): unset.

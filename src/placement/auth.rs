@@ -309,16 +309,13 @@ fn parse_interfaces(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// oslo.config's boolean spellings.
+/// oslo.config's boolean spellings; an empty value is false.
 fn parse_bool(key: &str, value: &str) -> Result<bool, PlacementError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(PlacementError::config(
-            key,
-            format!("not a boolean: {value}"),
-        )),
+    if value.is_empty() {
+        return Ok(false);
     }
+    crate::strutil::parse_bool(value)
+        .ok_or_else(|| PlacementError::config(key, format!("not a boolean: {value}")))
 }
 
 fn parse_timeout(key: &str, value: &str) -> Result<Option<Duration>, PlacementError> {

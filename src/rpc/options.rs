@@ -186,14 +186,10 @@ const IGNORED_RABBIT_OPTIONS: &[&str] = &[
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, OptionsError> {
     // oslo_config.types.Boolean: lower-cased, no trimming, four spellings each
-    match value.to_lowercase().as_str() {
-        "true" | "1" | "on" | "yes" => Ok(true),
-        "false" | "0" | "off" | "no" => Ok(false),
-        _ => Err(OptionsError::InvalidBool {
-            name: name.into(),
-            value: value.into(),
-        }),
-    }
+    crate::strutil::parse_bool(value).ok_or_else(|| OptionsError::InvalidBool {
+        name: name.into(),
+        value: value.into(),
+    })
 }
 
 fn parse_int(

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+mod choice;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,8 +14,7 @@ use tokio::process::Command;
 
 pub use bundle::{BundleConfig, IdMap};
 pub use cgroups::CgroupMode;
-
-use crate::config::RuntimeChoice;
+pub use choice::{RuntimeChoice, StopSignal};
 
 /// Errors from the runtime layer.
 #[derive(Debug, thiserror::Error)]

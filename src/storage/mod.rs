@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::config::StorageChoice;
 use crate::fsutil;
 
 /// Errors of the storage layer.
@@ -71,6 +70,30 @@ fn overlay_available() -> bool {
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> bool {
     fsutil::is_mount_point(path)
+}
+
+/// How an instance's writable root is made from the cached image
+/// (`[corral] storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageChoice {
+    /// overlayfs when the kernel offers it, a copy otherwise.
+    Auto,
+    Overlay,
+    Copy,
+}
+
+impl std::str::FromStr for StorageChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StorageChoice, String> {
+        match s {
+            "auto" => Ok(StorageChoice::Auto),
+            "overlay" => Ok(StorageChoice::Overlay),
+            "copy" => Ok(StorageChoice::Copy),
+            _ => Err("must be auto, overlay or copy".into()),
+        }
+    }
 }
 
 impl Storage {
