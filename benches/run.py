@@ -53,7 +53,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.parse
 
 try:
     import requests
@@ -61,8 +60,11 @@ except ImportError:  # pragma: no cover
     sys.exit("benches/run.py needs the 'requests' package (pip install requests)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the stack description, database access and compute-host nova.conf the Nova tests use too
+sys.path.insert(0, os.path.join(ROOT, "tox-harness", "nova"))
+import stacklib  # noqa: E402
 BIN = os.environ.get("CORRAL_BIN", os.path.join(ROOT, "target", "release", "corral"))
-STACK_BASE = os.environ.get("CORRAL_STACK_BASE", "/var/tmp/corral-novastack")
+STACK_BASE = stacklib.STACK_BASE
 WORK_BASE = os.environ.get("CORRAL_BENCH_WORK", "/var/tmp/corral-bench")
 RUN_BASE = "/run/corral-bench"
 CGROUP_PARENT = "corral-bench"  # Nova hosts: /<controller>/corral-bench/<uuid>
@@ -72,13 +74,9 @@ LXD_SOCKET = os.environ.get("LXD_SOCKET", "/var/lib/lxd/unix.socket")
 LOCK_FILE = os.environ.get("CORRAL_BENCH_LOCK", "/run/lock/corral-bench.lock")
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-NOVA_HEADERS = {
-    "X-Auth-Token": "admin:admin",
-    "OpenStack-API-Version": "compute 2.74",
-    "X-OpenStack-Nova-API-Version": "2.74",
-    "Content-Type": "application/json",
-}
-PLACEMENT_HEADERS = {"X-Auth-Token": "admin", "OpenStack-API-Version": "placement 1.14"}
+# 2.74: the oldest microversion with `host` in POST /servers
+NOVA_HEADERS = dict(stacklib.nova_headers("2.74"), **{"Content-Type": "application/json"})
+PLACEMENT_HEADERS = stacklib.placement_headers("1.14")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # Sizes of each figure: full and --short.
@@ -406,18 +404,6 @@ def sweep_runtime_root(root):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def parse_conf_value(path, section, key):
-    sec = None
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("["):
-                sec = line.strip("[]").strip()
-            elif sec == section and "=" in line and line.split("=", 1)[0].strip() == key:
-                return line.split("=", 1)[1].strip()
-    return None
-
-
 # ----------------------------------------------------------------------------- unix-socket HTTP
 
 
@@ -481,33 +467,18 @@ class LxdLikeApi:
 # ----------------------------------------------------------------------------- Nova stack access
 
 
-class Stack:
+class Stack(stacklib.Stack):
+    """The stack of scripts/nova-stack.sh (stacklib.Stack) with what the runner asks of it."""
+
     def __init__(self):
-        envf = os.path.join(STACK_BASE, "stack.env")
-        env = {}
-        with open(envf) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.strip().split("=", 1)
-                    env[k] = v.strip("'\"")
-        self.env = env
-        self.nova = env["NOVA_URL"].rstrip("/")
-        self.placement = env["PLACEMENT_URL"].rstrip("/")
-        self.glance = env["GLANCE_URL"].rstrip("/")
-        self.transport = env["TRANSPORT_URL"]
-        self.nova_conf = env["NOVA_CONF"]
-        self.venv = env["NOVA_VENV"]
-        self.vhost = urllib.parse.urlparse(self.transport).path.lstrip("/") or "/"
+        super().__init__(STACK_BASE)
+        self.nova = self.nova_url.rstrip("/")
+        self.placement = self.placement_url.rstrip("/")
+        self.glance = self.glance_url.rstrip("/")
         self.s = requests.Session()
         self.s.headers.update(NOVA_HEADERS)
         self.p = requests.Session()
         self.p.headers.update(PLACEMENT_HEADERS)
-        conn = parse_conf_value(self.nova_conf, "database", "connection")
-        u = urllib.parse.urlparse(conn)
-        self.db = dict(user=urllib.parse.unquote(u.username or ""), password=urllib.parse.unquote(u.password or ""),
-                       host=u.hostname or "127.0.0.1", port=str(u.port or 3306), name=u.path.lstrip("/"))
-        api_conn = parse_conf_value(self.nova_conf, "api_database", "connection") or conn
-        self.api_db = urllib.parse.urlparse(api_conn).path.lstrip("/")
 
     # -- nova-api
     def get(self, path, **kw):
@@ -593,9 +564,7 @@ class Stack:
 
     # -- database (read only)
     def sql(self, query, db=None):
-        cmd = ["mariadb", "-h", self.db["host"], "-P", self.db["port"], "-u", self.db["user"],
-               f"-p{self.db['password']}", "-N", "-B", db or self.db["name"], "-e", query]
-        return [line.split("\t") for line in run(cmd, timeout=60).stdout.splitlines()]
+        return self.db_query(query, db or self.db_name("nova"))
 
     def count_states(self, prefix):
         """{vm_state: count} of this run's live servers named prefix or prefix-<n>, read
@@ -618,7 +587,7 @@ class Stack:
                                        f"display_name regexp '^{prefix}(-[0-9]+)?$'") if r]
 
     def host_mapped(self, host):
-        return bool(self.sql(f"select id from host_mappings where host='{host}'", db=self.api_db))
+        return bool(self.sql(f"select id from host_mappings where host='{host}'", db=self.db_name("nova_api")))
 
     # -- glance
     def upload_image(self, name, path):
@@ -675,34 +644,20 @@ class Host:
         self._write_conf()
 
     def _write_conf(self):
-        st = self.stack
-        d = {"host": self.name, "transport_url": st.transport, "my_ip": "127.0.0.1",
-             "state_path": self.dir, "report_interval": "10"}
-        d.update(self.extra)
-        lines = ["[DEFAULT]"] + [f"{k} = {v}" for k, v in d.items()]
+        defaults = {"report_interval": "10"}
         if self.kind == "reference":
-            lines += ["compute_driver = fake.FakeDriverWithoutFakeNodes",
-                      f"instances_path = {self.dir}/instances",
-                      "periodic_fuzzy_delay = 0",
-                      "graceful_shutdown_timeout = 1",
-                      f"log_file = {self.log}",
-                      f"debug = {'True' if self.debug else 'False'}"]
+            defaults.update(graceful_shutdown_timeout="1", log_file=self.log)
             if self.debug:  # oslo.messaging logs the receipt of each cast at DEBUG
-                lines.append("default_log_levels = amqp=WARN,amqplib=WARN,sqlalchemy=WARN,oslo.messaging=DEBUG,"
-                             "oslo_messaging=DEBUG,iso8601=WARN,urllib3.connectionpool=WARN,"
-                             "keystoneauth=WARN,stevedore=WARN,oslo_policy=INFO,oslo.privsep.daemon=INFO")
-        lines += ["", "[placement]", "auth_type = admin_token", "token = admin",
-                  f"endpoint = {st.placement}", "", "[glance]", f"endpoint_override = {st.glance}"]
-        if self.kind == "reference":
-            lines += ["", "[neutron]", "auth_type = admin_token", "token = admin",
-                      f"endpoint = {st.env.get('NEUTRON_URL', '')}",
-                      f"endpoint_override = {st.env.get('NEUTRON_URL', '')}",
-                      "", "[oslo_concurrency]", f"lock_path = {self.dir}/locks",
-                      "", "[oslo_messaging_notifications]", "driver = noop", "", "[vnc]", "enabled = False"]
-        else:
-            lines += ["", "[corral]", f"runtime_root = {self.runtime_root}", f"cgroup_parent = {CGROUP_PARENT}"]
+                defaults["default_log_levels"] = (
+                    "amqp=WARN,amqplib=WARN,sqlalchemy=WARN,oslo.messaging=DEBUG,"
+                    "oslo_messaging=DEBUG,iso8601=WARN,urllib3.connectionpool=WARN,"
+                    "keystoneauth=WARN,stevedore=WARN,oslo_policy=INFO,oslo.privsep.daemon=INFO")
+        defaults.update(self.extra)
+        text = stacklib.compute_conf(self.stack, self.kind, self.name, self.dir,
+                                     runtime_root=self.runtime_root, cgroup_parent=CGROUP_PARENT,
+                                     debug=self.debug and self.kind == "reference", defaults=defaults)
         with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(text)
 
     def start(self):
         env = dict(os.environ)

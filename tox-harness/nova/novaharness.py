@@ -18,15 +18,10 @@ import uuid
 import pytest
 import requests
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-STACK_SCRIPT = os.path.join(REPO, "scripts", "nova-stack.sh")
-IMAGE_SCRIPT = os.path.join(REPO, "openstack", "images", "build-busybox-rootfs.sh")
-STACK_BASE = os.environ.get("CORRAL_STACK_BASE", "/var/tmp/corral-novastack")
+import stacklib
+from stacklib import COMPUTE_MICROVERSION, REPO, STACK_BASE, corral_binary  # noqa: F401
 
-# nova 34.0.0 tops out at 2.104 (nova/api/openstack/api_version_request.py
-# _MAX_API_VERSION); `host` in POST /servers needs >= 2.74 and the admin role.
-COMPUTE_MICROVERSION = "2.104"
-PLACEMENT_MICROVERSION = "1.39"
+IMAGE_SCRIPT = os.path.join(REPO, "openstack", "images", "build-busybox-rootfs.sh")
 
 TRANSITION_TIMEOUT = float(os.environ.get("CORRAL_NOVA_TRANSITION_TIMEOUT", "120"))
 HOST_UP_TIMEOUT = float(os.environ.get("CORRAL_NOVA_HOST_UP_TIMEOUT", "60"))
@@ -55,21 +50,14 @@ def _utc_ts(s):
 # ----------------------------------------------------------------------------- stack
 
 
-class Stack:
-    """What nova-stack.sh wrote to $BASE/stack.json."""
-
-    def __init__(self, base=STACK_BASE):
-        path = os.path.join(base, "stack.json")
-        with open(path) as f:
-            d = json.load(f)
-        self.__dict__.update(d)
-        self.path = path
+class Stack(stacklib.Stack):
+    """What nova-stack.sh wrote to $BASE/stack.json (see stacklib.Stack)."""
 
     @staticmethod
     def ensure_up():
         """Runs `nova-stack.sh up` (idempotent; about 3 s when already up)."""
         t0 = _now()
-        p = subprocess.run(["bash", STACK_SCRIPT, "up"], capture_output=True, text=True)
+        p = stacklib.stack_up()
         if p.returncode != 0:
             pytest.exit(
                 "scripts/nova-stack.sh up failed (rc %d):\n%s\n%s"
@@ -77,23 +65,6 @@ class Stack:
                 returncode=3,
             )
         return _now() - t0
-
-    def db_query(self, sql):
-        """Runs one SELECT on MariaDB with the stack's user; returns rows of strings."""
-        p = subprocess.run(
-            ["mariadb", "-h127.0.0.1", "-P3306", "-u" + self.db_user, "-p" + self.db_password,
-             "-N", "-B", "-e", sql],
-            capture_output=True, text=True, timeout=30,
-        )
-        if p.returncode != 0:
-            raise RuntimeError("mariadb query failed: %s: %s" % (sql, p.stderr))
-        return [line.split("\t") for line in p.stdout.splitlines() if line]
-
-    def nova_manage(self, *args, timeout=120):
-        return subprocess.run(
-            [os.path.join(self.venv, "bin", "nova-manage"), "--config-file", self.nova_conf] + list(args),
-            capture_output=True, text=True, timeout=timeout,
-        )
 
 
 # ----------------------------------------------------------------------------- REST
@@ -136,12 +107,7 @@ class Nova(RestClient):
     """nova-api as admin (noauth token `admin:admin`), microversion 2.104."""
 
     def __init__(self, stack):
-        super().__init__(stack.nova_url, {
-            "X-Auth-Token": "admin:admin",
-            "OpenStack-API-Version": "compute " + COMPUTE_MICROVERSION,
-            "X-OpenStack-Nova-API-Version": COMPUTE_MICROVERSION,
-            "Accept": "application/json",
-        })
+        super().__init__(stack.nova_url, stacklib.nova_headers())
 
     def server(self, sid):
         """The server dict, or None once it is gone (404)."""
@@ -158,11 +124,7 @@ class Nova(RestClient):
 
 class Placement(RestClient):
     def __init__(self, stack):
-        super().__init__(stack.placement_url, {
-            "X-Auth-Token": "admin",
-            "OpenStack-API-Version": "placement " + PLACEMENT_MICROVERSION,
-            "Accept": "application/json",
-        })
+        super().__init__(stack.placement_url, stacklib.placement_headers())
 
     def provider(self, name):
         rps = self.get("/resource_providers?name=" + name, expect=200).json()["resource_providers"]
@@ -262,8 +224,11 @@ class ComputeHost:
 
     kind = None
 
-    def __init__(self, stack, nova, placement, name):
+    def __init__(self, stack, nova, placement, name, extra_conf=None):
         self.stack, self.nova, self.placement, self.name = stack, nova, placement, name
+        # {section: {option: value}} added to its nova.conf, e.g.
+        # {"corral": {"allow_privileged": "false"}, "compute": {"cpu_dedicated_set": "1"}}
+        self.extra_conf = extra_conf or {}
         self.dir = os.path.join(stack.hosts, name)
         self.state_dir = os.path.join(self.dir, "state")
         self.conf = os.path.join(self.dir, "nova.conf")
@@ -274,8 +239,7 @@ class ComputeHost:
         self.rp_uuid = None
 
     # -- overridden per kind
-    def write_conf(self):
-        raise NotImplementedError
+    runtime_root = None
 
     def command(self):
         raise NotImplementedError
@@ -284,12 +248,11 @@ class ComputeHost:
         return dict(os.environ)
 
     # -- common
-    def _common_conf(self):
-        with open(self.stack.compute_common_snippet) as f:
-            common = f.read().strip()
-        with open(self.stack.compute_services_snippet) as f:
-            services = f.read().strip()
-        return common, services
+    def write_conf(self):
+        with open(self.conf, "w") as f:
+            f.write(stacklib.compute_conf(self.stack, self.kind, self.name, self.state_dir,
+                                          runtime_root=self.runtime_root, cgroup_parent=CGROUP_PARENT,
+                                          debug=self.kind == "corral", extra=self.extra_conf))
 
     def start(self):
         os.makedirs(self.state_dir, exist_ok=True)
@@ -435,37 +398,9 @@ class ReferenceHost(ComputeHost):
 
     kind = "reference"
 
-    def write_conf(self):
-        common, services = self._common_conf()
-        os.makedirs(os.path.join(self.state_dir, "instances"), exist_ok=True)
-        with open(self.conf, "w") as f:
-            f.write("""[DEFAULT]
-debug = False
-host = {name}
-{common}
-state_path = {state}
-instances_path = {state}/instances
-# FakeDriver makes a new node uuid per process; this one persists $state_path/compute_id
-compute_driver = fake.FakeDriverWithoutFakeNodes
-
-[oslo_concurrency]
-lock_path = {state}/locks
-
-{services}
-""".format(name=self.name, common=common, state=self.state_dir, services=services))
-
     def command(self):
         return [os.path.join(self.stack.venv, "bin", "nova-compute"), "--config-file", self.conf,
                 "--log-file", self.log]
-
-
-def corral_binary():
-    if os.environ.get("CORRAL_BIN"):
-        return os.environ["CORRAL_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-    if not os.path.isabs(target):
-        target = os.path.join(REPO, target)
-    return os.path.join(target, "debug", "corral")
 
 
 class CorralHost(ComputeHost):
@@ -473,19 +408,10 @@ class CorralHost(ComputeHost):
 
     kind = "corral"
 
-    def __init__(self, *a, extra_conf=None, **kw):
+    def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.runtime_root = os.path.join(RUNTIME_ROOT_BASE, self.name)
         self.socket = os.path.join(self.dir, "corral.sock")
-        # {section: {option: value}} added to its nova.conf, e.g.
-        # {"corral": {"allow_privileged": "false"}, "compute": {"cpu_dedicated_set": "1"}}
-        self.extra_conf = extra_conf or {}
-
-    def write_conf(self):
-        common, services = self._common_conf()
-        with open(self.conf, "w") as f:
-            f.write(corral_nova_conf(self.name, common, services, self.state_dir, self.runtime_root,
-                                     self.extra_conf))
 
     def env(self):
         e = dict(os.environ)
@@ -529,38 +455,6 @@ class CorralHost(ComputeHost):
             self.runc("delete", "--force", c["id"])
         shutil.rmtree(self.runtime_root, ignore_errors=True)
         super().cleanup_state()
-
-
-def corral_nova_conf(name, common, services, state_dir, runtime_root, extra=None):
-    """The nova.conf a corral compute host gets (the Rust side reads these options).
-    No [database]/[api_database]: like nova-compute, corral reaches the DB only through
-    the conductor. `extra` ({section: {option: value}}): more options; those of [corral]
-    join its [corral] block, other sections are appended."""
-    extra = dict(extra or {})
-    more_corral = "".join("%s = %s\n" % kv for kv in extra.pop("corral", {}).items())
-    more = "".join("\n[%s]\n%s" % (sec, "".join("%s = %s\n" % kv for kv in opts.items()))
-                   for sec, opts in extra.items())
-    return _CORRAL_CONF.format(name=name, common=common, state=state_dir, services=services,
-                               root=runtime_root, cg=CGROUP_PARENT) + more_corral + more
-
-
-_CORRAL_CONF = """[DEFAULT]
-debug = True
-host = {name}
-{common}
-state_path = {state}
-
-{services}
-
-[oslo_concurrency]
-lock_path = {state}/locks
-
-[corral]
-# the containers of this host: `runc --root {root} list`
-oci_runtime = runc
-runtime_root = {root}
-cgroup_parent = {cg}
-"""
 
 
 HOST_CLASSES = {"reference": ReferenceHost, "corral": CorralHost}
