@@ -1094,16 +1094,9 @@ fn fault_text(class: &str, message: &str) -> (String, String) {
 
 /// `uptime`'s line, as nova-compute returns it.
 fn host_uptime() -> String {
-    let up = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|s| s.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0) as u64;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let l: Vec<&str> = load.split_whitespace().take(3).collect();
+    let proc = std::path::Path::new(crate::host::PROC);
+    let up = crate::host::uptime_secs(proc).unwrap_or(0.0) as u64;
+    let l = crate::host::load_average(proc);
     let now = time::OffsetDateTime::now_utc();
     let (days, hours, mins) = (up / 86400, (up % 86400) / 3600, (up % 3600) / 60);
     format!(

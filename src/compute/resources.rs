@@ -34,26 +34,11 @@ pub struct HostResources {
 
 /// Reads the host: online CPUs, memory, and the disk holding `state_path`.
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
-    // SAFETY: sysconf has no memory effects.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let vcpus = if cpus > 0 { cpus as u64 } else { 1 };
-    let memory_mb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(0);
-    let local_gb = nix::sys::statvfs::statvfs(state_path)
-        .map(|s| s.blocks() * s.fragment_size() / (1 << 30))
-        .unwrap_or(0);
+    let proc = std::path::Path::new(crate::host::PROC);
     HostResources {
-        vcpus,
-        memory_mb,
-        local_gb,
+        vcpus: crate::host::online_cpu_count(),
+        memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
+        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
     }
 }
 

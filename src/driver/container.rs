@@ -1394,8 +1394,7 @@ impl ContainerDriver {
 
 /// The host's online CPUs, when the kernel says.
 fn online_cpus() -> Option<CpuSet> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    CpuSet::parse(text.trim()).ok()
+    crate::host::online_cpus(Path::new(crate::host::SYS))
 }
 
 fn validate_alias(alias: &str) -> Result<(), DriverError> {
