@@ -12,7 +12,7 @@ use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
 use super::{spec, ComputeError, RPC_API_VERSION};
 use crate::config::Config;
-use crate::driver::{ContainerDriver, Driver, DriverError, PowerState};
+use crate::driver::{Driver, DriverError, PowerState};
 use crate::nova::object::{NovaObject, VersionedObject};
 use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
 use crate::nova::rpc_methods::ComputeCall;
@@ -101,7 +101,7 @@ const RPC_METHODS: &[&str] = &[
 /// The compute manager.
 pub struct Manager {
     cfg: Arc<Config>,
-    driver: Arc<ContainerDriver>,
+    driver: Arc<dyn Driver>,
     conductor: Conductor,
     tracker: ResourceTracker,
     glance: Option<Glance>,
@@ -155,7 +155,7 @@ impl Manager {
     pub fn new(
         cfg: Arc<Config>,
         nova: &crate::config::NovaConfig,
-        driver: Arc<ContainerDriver>,
+        driver: Arc<dyn Driver>,
         conductor: Conductor,
         tracker: ResourceTracker,
     ) -> Result<Manager, ComputeError> {
@@ -785,7 +785,7 @@ impl Manager {
         let token = ctx.get("auth_token").and_then(Value::as_str);
         let request_id = ctx.get("request_id").and_then(Value::as_str);
         glance
-            .ensure_cached(&self.driver, image_id, token, request_id)
+            .ensure_cached(self.driver.images(), image_id, token, request_id)
             .await
     }
 

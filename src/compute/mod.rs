@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, NovaConfig};
-use crate::driver::ContainerDriver;
+use crate::driver::{Driver, ImageStore};
 use crate::nova::object::{NovaObject, ObjectError};
 use crate::nova::RequestContext;
 use crate::rpc::{Context, Endpoint, RpcError, RpcOptions, RpcServer, Transport};
@@ -120,7 +120,7 @@ impl ComputeService {
     /// Starts the compute service the way nova-compute does.
     pub async fn start(
         cfg: Arc<Config>,
-        driver: Arc<ContainerDriver>,
+        driver: Arc<dyn Driver>,
     ) -> Result<ComputeService, ComputeError> {
         let nova: NovaConfig = cfg
             .nova
@@ -203,7 +203,7 @@ impl ComputeService {
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 loop {
                     tick.tick().await;
-                    clean_image_cache(&d, min_age).await;
+                    clean_image_cache(d.images(), min_age).await;
                 }
             }));
         }
@@ -283,8 +283,8 @@ async fn ensure_service(
 
 /// The image cache manager pass: Glance images no instance uses and older than
 /// `min_age` seconds leave the cache.
-pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
-    let images = match driver.list_images().await {
+pub async fn clean_image_cache(images: &dyn ImageStore, min_age: u64) {
+    let listed = match images.list_images().await {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(error = %e, "image cache pass: cannot list images");
@@ -292,7 +292,7 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
         }
     };
     let now = chrono::Utc::now();
-    for img in images {
+    for img in listed {
         let Some(alias) = img.alias.as_deref().filter(|a| a.starts_with("glance/")) else {
             continue;
         };
@@ -302,7 +302,7 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
         if !old {
             continue;
         }
-        match driver.delete_image(alias).await {
+        match images.delete_image(alias).await {
             Ok(()) => tracing::info!(alias, "removed an unused image from the cache"),
             Err(crate::driver::DriverError::Conflict(_)) => {}
             Err(e) => tracing::warn!(alias, error = %e, "image cache pass: cannot remove"),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::conductor::Conductor;
 use super::{ComputeError, SERVICE_VERSION};
 use crate::config::{Config, NovaConfig};
-use crate::driver::{ContainerDriver, Driver};
+use crate::driver::Driver;
 use crate::nova::object::NovaObject;
 use crate::placement::types::Inventory;
 use crate::placement::{PlacementClient, PlacementOptions};
@@ -100,7 +100,7 @@ pub fn version_int(version: &str) -> i64 {
 struct Inner {
     cfg: Arc<Config>,
     nova: NovaConfig,
-    driver: Arc<ContainerDriver>,
+    driver: Arc<dyn Driver>,
     conductor: Conductor,
     placement: PlacementClient,
     node_uuid: Uuid,
@@ -119,7 +119,7 @@ impl ResourceTracker {
     pub fn new(
         cfg: Arc<Config>,
         nova: NovaConfig,
-        driver: Arc<ContainerDriver>,
+        driver: Arc<dyn Driver>,
         conductor: Conductor,
     ) -> Result<ResourceTracker, ComputeError> {
         let opts = PlacementOptions::from_pairs(&nova.placement_section)?;
@@ -286,7 +286,7 @@ impl ResourceTracker {
         service: &NovaObject,
         host: HostResources,
     ) -> Result<NovaObject, ComputeError> {
-        let rt = self.inner.driver.runtime();
+        let runtime_version = self.inner.driver.backend_info().runtime_version;
         let (cpu_r, ram_r, disk_r) = self.ratios();
         let mut node = NovaObject::new_nova34("ComputeNode")?;
         let mut hv = NovaObject::new_nova34("HVSpec")?;
@@ -306,7 +306,7 @@ impl ResourceTracker {
         node.set("memory_mb_used", json!(0));
         node.set("local_gb_used", json!(0));
         node.set("hypervisor_type", json!("lxc"));
-        node.set("hypervisor_version", json!(version_int(&rt.version)));
+        node.set("hypervisor_version", json!(version_int(&runtime_version)));
         node.set("hypervisor_hostname", json!(self.nodename()));
         node.set(
             "cpu_info",
