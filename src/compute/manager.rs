@@ -1282,3 +1282,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod manager_tests;
