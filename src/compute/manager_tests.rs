@@ -350,6 +350,14 @@ async fn terminate_destroys_first_and_a_missing_instance_is_no_failure() {
 }
 
 #[tokio::test]
+async fn a_build_nova_did_not_let_start_never_reaches_the_driver() {
+    // The save to `building` (expected task state scheduling) fails here,
+    // as when the instance was deleted meanwhile: the build is abandoned.
+    let (_, calls) = cast_calls("02-build_and_run_instance.json", FakeDriver::running()).await;
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
 async fn unsupported_casts_reach_no_driver_operation() {
     let (_, calls) = cast_calls("14-rescue_instance.json", FakeDriver::running()).await;
     assert!(calls.is_empty(), "{calls:?}");

@@ -382,6 +382,75 @@ async fn report_state(
 mod tests {
     use super::*;
 
+    /// An image cache of fixed records that records what is deleted.
+    struct Images {
+        records: Vec<crate::store::ImageRecord>,
+        deleted: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ImageStore for Images {
+        async fn import_image(
+            &self,
+            _archive: &std::path::Path,
+            _alias: Option<&str>,
+        ) -> Result<crate::store::ImageRecord, crate::driver::DriverError> {
+            Err(crate::driver::DriverError::Invalid("no imports".into()))
+        }
+        fn image_upload_path(&self) -> std::path::PathBuf {
+            std::path::PathBuf::from("/nonexistent")
+        }
+        async fn list_images(
+            &self,
+        ) -> Result<Vec<crate::store::ImageRecord>, crate::driver::DriverError> {
+            Ok(self.records.clone())
+        }
+        async fn get_image(
+            &self,
+            key: &str,
+        ) -> Result<crate::store::ImageRecord, crate::driver::DriverError> {
+            Err(crate::driver::DriverError::ImageNotFound(key.into()))
+        }
+        async fn delete_image(&self, key: &str) -> Result<(), crate::driver::DriverError> {
+            self.deleted.lock().unwrap().push(key.to_string());
+            if key == "glance/in-use" {
+                return Err(crate::driver::DriverError::Conflict("used".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_image_cache_pass_removes_only_old_glance_images() {
+        let ago = |secs: i64| {
+            (chrono::Utc::now() - chrono::Duration::seconds(secs))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let rec = |alias: Option<&str>, created_at: String| crate::store::ImageRecord {
+            fingerprint: format!("fp-{alias:?}"),
+            alias: alias.map(str::to_string),
+            size: 1,
+            created_at,
+            properties: Value::Null,
+        };
+        let images = Images {
+            records: vec![
+                rec(Some("glance/old"), ago(7200)),
+                rec(Some("glance/in-use"), ago(7200)),
+                rec(Some("glance/new"), ago(10)),
+                rec(Some("local-old"), ago(7200)),
+                rec(None, ago(7200)),
+                rec(Some("glance/bad-date"), "yesterday".into()),
+            ],
+            deleted: Default::default(),
+        };
+        clean_image_cache(&images, 3600).await;
+        assert_eq!(
+            *images.deleted.lock().unwrap(),
+            ["glance/old", "glance/in-use"]
+        );
+    }
+
     /// A report whose call is lost is abandoned at the end of its interval, not
     /// after `rpc_response_timeout`: the next heartbeat is never late behind it.
     #[tokio::test]
