@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::conductor::Conductor;
+use super::conductor::ConductorApi;
 use super::glance::Glance;
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
@@ -102,7 +102,7 @@ const RPC_METHODS: &[&str] = &[
 pub struct Manager {
     cfg: Arc<Config>,
     driver: Arc<dyn Driver>,
-    conductor: Conductor,
+    conductor: Arc<dyn ConductorApi>,
     tracker: ResourceTracker,
     glance: Option<Glance>,
     locks: crate::locks::KeyedLocks,
@@ -156,7 +156,7 @@ impl Manager {
         cfg: Arc<Config>,
         nova: &crate::config::NovaConfig,
         driver: Arc<dyn Driver>,
-        conductor: Conductor,
+        conductor: Arc<dyn ConductorApi>,
         tracker: ResourceTracker,
     ) -> Result<Manager, ComputeError> {
         let glance = nova

@@ -1,8 +1,9 @@
-//! The manager against a test double of `Driver`: which driver operations
-//! each RPC method makes, in what order, with what arguments, and how driver
-//! answers become replies. The conductor points at a broker that is not
-//! there, so every conductor call fails fast: what the manager does before and
-//! without a successful save is what these tests see.
+//! The manager against test doubles of `Driver` and of the conductor: which
+//! driver operations each RPC method makes, in what order, with what
+//! arguments, what it saves (vm_state, task_state, power_state, the expected
+//! task state), which faults and action events it records, and how driver
+//! answers become replies. A conductor that refuses every call shows what the
+//! manager does before and without a successful save.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,14 @@ impl FakeDriver {
 
     fn record(&self, call: String) {
         self.calls.lock().unwrap().push(call);
+    }
+
+    /// A live instance's new power state (a missing one stays missing).
+    fn set_power(&self, p: PowerState) {
+        let mut power = self.power.lock().unwrap();
+        if power.is_some() {
+            *power = Some(p);
+        }
     }
 
     fn calls(&self) -> Vec<String> {
@@ -134,7 +143,9 @@ impl Driver for FakeDriver {
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
         self.in_flight.lock().unwrap().0 -= 1;
-        self.outcome("power_on")
+        self.outcome("power_on")?;
+        self.set_power(PowerState::Running);
+        Ok(())
     }
     async fn power_off(
         &self,
@@ -146,7 +157,9 @@ impl Driver for FakeDriver {
             "power_off {uuid} {}s force={force}",
             timeout.as_secs()
         ));
-        self.outcome("power_off")
+        self.outcome("power_off")?;
+        self.set_power(PowerState::Shutdown);
+        Ok(())
     }
     async fn reboot(&self, uuid: &str, hard: bool, timeout: Duration) -> Result<(), DriverError> {
         self.record(format!("reboot {uuid} hard={hard} {}s", timeout.as_secs()));
@@ -154,19 +167,27 @@ impl Driver for FakeDriver {
     }
     async fn pause(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("pause {uuid}"));
-        self.outcome("pause")
+        self.outcome("pause")?;
+        self.set_power(PowerState::Paused);
+        Ok(())
     }
     async fn unpause(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("unpause {uuid}"));
-        self.outcome("unpause")
+        self.outcome("unpause")?;
+        self.set_power(PowerState::Running);
+        Ok(())
     }
     async fn suspend(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("suspend {uuid}"));
-        self.outcome("suspend")
+        self.outcome("suspend")?;
+        self.set_power(PowerState::Suspended);
+        Ok(())
     }
     async fn resume(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("resume {uuid}"));
-        self.outcome("resume")
+        self.outcome("resume")?;
+        self.set_power(PowerState::Running);
+        Ok(())
     }
     async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
         self.record(format!("rebuild {uuid} {image}"));
@@ -210,8 +231,169 @@ impl Driver for FakeDriver {
     }
 }
 
-/// A manager over `driver`, its conductor on a port where no broker listens.
+/// The conductor: records saves, creates, action events and casts; answers
+/// `InstanceList.get_by_host` with `instances`; refuses everything when
+/// `refuse` is set.
+#[derive(Default)]
+struct FakeConductor {
+    refuse: bool,
+    instances: Mutex<Vec<Value>>,
+    log: Mutex<Vec<Value>>,
+}
+
+impl FakeConductor {
+    fn refusing() -> Arc<FakeConductor> {
+        Arc::new(FakeConductor {
+            refuse: true,
+            ..Default::default()
+        })
+    }
+
+    fn answering() -> Arc<FakeConductor> {
+        Arc::new(FakeConductor::default())
+    }
+
+    fn check(&self) -> Result<(), ComputeError> {
+        if self.refuse {
+            return Err(ComputeError::Invalid("no conductor".into()));
+        }
+        Ok(())
+    }
+
+    fn log(&self) -> Vec<Value> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The saves, as `{field: value, ..., "expected": expected_task_state}`.
+    fn saves(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| e["op"] == "save")
+            .map(|e| e["fields"].clone())
+            .collect()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| e["op"] == "event")
+            .map(|e| e["event"].clone())
+            .collect()
+    }
+
+    fn faults(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| e["op"] == "create" && e["object"] == "InstanceFault")
+            .map(|e| e["fields"].clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::ConductorApi for FakeConductor {
+    async fn class_action(
+        &self,
+        _ctx: &Context,
+        objname: &str,
+        objmethod: &str,
+        _args: Vec<Value>,
+        _kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError> {
+        self.check()?;
+        if (objname, objmethod) == ("InstanceList", "get_by_host") {
+            let mut list = NovaObject::new_nova34("InstanceList").unwrap();
+            list.data.insert(
+                "objects".into(),
+                Value::Array(self.instances.lock().unwrap().clone()),
+            );
+            return Ok(list.to_primitive());
+        }
+        Ok(Value::Null)
+    }
+    async fn object_action(
+        &self,
+        _ctx: &Context,
+        obj: &mut NovaObject,
+        objmethod: &str,
+        _args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError> {
+        self.check()?;
+        let mut fields = Map::new();
+        for f in obj.what_changed() {
+            if matches!(objmethod, "save") || obj.name == "InstanceFault" {
+                fields.insert(f.clone(), obj.get(&f).cloned().unwrap_or(Value::Null));
+            }
+        }
+        if let Some(e) = kwargs.get("expected_task_state") {
+            fields.insert("expected".into(), e.clone());
+        }
+        self.log.lock().unwrap().push(json!({
+            "op": objmethod, "object": obj.name, "fields": fields,
+        }));
+        Ok(Value::Null)
+    }
+    async fn event_start(
+        &self,
+        _ctx: &Context,
+        _uuid: &str,
+        event: &str,
+        _host: &str,
+    ) -> Result<(), ComputeError> {
+        self.check()?;
+        self.log
+            .lock()
+            .unwrap()
+            .push(json!({"op": "event", "event": ["start", event]}));
+        Ok(())
+    }
+    async fn event_finish(
+        &self,
+        _ctx: &Context,
+        _uuid: &str,
+        event: &str,
+        error: Option<&str>,
+    ) -> Result<(), ComputeError> {
+        self.check()?;
+        self.log
+            .lock()
+            .unwrap()
+            .push(json!({"op": "event", "event": ["finish", event, error.is_some()]}));
+        Ok(())
+    }
+    async fn build_instances(
+        &self,
+        _ctx: &Context,
+        _args: Map<String, Value>,
+    ) -> Result<(), ComputeError> {
+        self.check()?;
+        self.log.lock().unwrap().push(json!({"op": "reschedule"}));
+        Ok(())
+    }
+    async fn scheduler_fanout(
+        &self,
+        _ctx: &Context,
+        method: &str,
+        _args: Map<String, Value>,
+    ) -> Result<(), ComputeError> {
+        self.check()?;
+        self.log
+            .lock()
+            .unwrap()
+            .push(json!({"op": "fanout", "method": method}));
+        Ok(())
+    }
+}
+
+/// A manager over `driver` whose conductor refuses every call.
 fn manager(driver: Arc<FakeDriver>, state: &Path) -> Manager {
+    manager_with(driver, FakeConductor::refusing(), state)
+}
+
+/// A manager over `driver` and `conductor`; the resource tracker's own
+/// conductor and Placement point at ports where nothing listens.
+fn manager_with(driver: Arc<FakeDriver>, conductor: Arc<FakeConductor>, state: &Path) -> Manager {
     let mut ini = Ini::default();
     ini.merge_str(
         "[DEFAULT]\nhost = ct-host-1\nshutdown_timeout = 7\n\
@@ -229,9 +411,8 @@ fn manager(driver: Arc<FakeDriver>, state: &Path) -> Manager {
     let options =
         crate::rpc::RpcOptions::from_sections(&nova.default_section, &nova.rabbit_section).unwrap();
     let transport = crate::rpc::Transport::from_url(&nova.transport_url, options).unwrap();
-    let conductor = Conductor::new(transport, Duration::from_millis(300));
-    let tracker =
-        ResourceTracker::new(cfg.clone(), nova.clone(), driver.clone(), conductor.clone()).unwrap();
+    let nowhere = super::super::conductor::Conductor::new(transport, Duration::from_millis(300));
+    let tracker = ResourceTracker::new(cfg.clone(), nova.clone(), driver.clone(), nowhere).unwrap();
     Manager::new(cfg, &nova, driver, conductor, tracker).unwrap()
 }
 
@@ -540,4 +721,239 @@ fn stop_and_reboot_parameters() {
         reboot_task_states(false),
         ("reboot_pending", "reboot_started", "rebooting")
     );
+}
+
+/// The instance a captured message carries, as Nova would list it with
+/// `vm_state`, `task_state` and `power_state` set.
+fn instance_in(vm: &str, task: Option<&str>, power: i64) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/nova-34/api-to-compute/04-start_instance.json");
+    let capture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let body: Value = serde_json::from_str(capture["body_raw"].as_str().unwrap()).unwrap();
+    let msg: Value = serde_json::from_str(body["oslo.message"].as_str().unwrap()).unwrap();
+    let mut inst = msg["args"]["instance"].clone();
+    let data = &mut inst["nova_object.data"];
+    data["vm_state"] = json!(vm);
+    data["task_state"] = json!(task);
+    data["power_state"] = json!(power);
+    inst
+}
+
+/// A cast against an answering conductor: the driver calls and the conductor.
+async fn answered_cast(
+    fixture: &str,
+    driver: Arc<FakeDriver>,
+) -> (String, Vec<String>, Arc<FakeConductor>) {
+    let dir = tempfile::tempdir().unwrap();
+    let conductor = FakeConductor::answering();
+    let m = manager_with(driver.clone(), conductor.clone(), dir.path());
+    let call = captured(fixture);
+    let uuid = uuid_of(&call);
+    m.cast(ctx(), call).await;
+    (uuid, driver.calls(), conductor)
+}
+
+#[tokio::test]
+async fn stop_saves_stopped_and_shutdown_from_powering_off() {
+    let (_, _, c) = answered_cast("03-stop_instance.json", FakeDriver::running()).await;
+    assert_eq!(
+        c.saves(),
+        [
+            json!({"power_state": 4, "vm_state": "stopped", "task_state": null, "expected": "powering-off"})
+        ]
+    );
+    assert_eq!(
+        c.events(),
+        [
+            json!(["start", "compute_stop_instance"]),
+            json!(["finish", "compute_stop_instance", false])
+        ]
+    );
+    assert!(c.faults().is_empty());
+}
+
+#[tokio::test]
+async fn start_saves_active_and_running_from_powering_on() {
+    let driver = FakeDriver::running();
+    *driver.power.lock().unwrap() = Some(PowerState::Shutdown);
+    let (_, _, c) = answered_cast("04-start_instance.json", driver).await;
+    assert_eq!(
+        c.saves(),
+        [
+            json!({"power_state": 1, "vm_state": "active", "task_state": null, "expected": "powering-on"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pause_and_suspend_save_their_own_states() {
+    let (_, _, c) = answered_cast("07-pause_instance.json", FakeDriver::running()).await;
+    assert_eq!(
+        c.saves(),
+        [
+            json!({"power_state": 3, "vm_state": "paused", "task_state": null, "expected": "pausing"})
+        ]
+    );
+    let (_, _, c) = answered_cast("09-suspend_instance.json", FakeDriver::running()).await;
+    assert_eq!(
+        c.saves(),
+        [
+            json!({"power_state": 7, "vm_state": "suspended", "task_state": null, "expected": "suspending"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reboot_walks_the_task_states_then_reboots() {
+    let call = captured("05-reboot_instance.json");
+    let ComputeCall::RebootInstance(a) = &call else {
+        panic!("not reboot_instance");
+    };
+    let hard = a.is_hard();
+    let (pending, started, expected) = reboot_task_states(hard);
+    let (uuid, calls, c) = answered_cast("05-reboot_instance.json", FakeDriver::running()).await;
+    assert_eq!(
+        calls,
+        [
+            format!("get_info {uuid}"),
+            format!("reboot {uuid} hard={hard} 7s"),
+            format!("get_info {uuid}")
+        ]
+    );
+    assert_eq!(
+        c.saves(),
+        [
+            json!({"power_state": 1, "task_state": pending, "expected": expected}),
+            json!({"task_state": started, "expected": pending}),
+            json!({"power_state": 1, "vm_state": "active", "task_state": null, "expected": started}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_operation_records_a_fault_and_leaves_its_task_state() {
+    let driver = FakeDriver::running();
+    driver.failing.lock().unwrap().push("pause");
+    let (_, _, c) = answered_cast("07-pause_instance.json", driver).await;
+    let faults = c.faults();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pause failed"),
+        "{faults:?}"
+    );
+    assert_eq!(c.saves(), [json!({"task_state": null})]);
+    assert_eq!(
+        c.events().last(),
+        Some(&json!(["finish", "compute_pause_instance", true]))
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_cast_is_a_not_implemented_fault() {
+    let (_, calls, c) = answered_cast("14-rescue_instance.json", FakeDriver::running()).await;
+    assert!(calls.is_empty());
+    let faults = c.faults();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0]["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("NotImplementedError: "),
+        "{faults:?}"
+    );
+    assert_eq!(c.saves(), [json!({"task_state": null})]);
+}
+
+/// `init_host` over one instance as Nova lists it.
+async fn after_restart(
+    instance: Value,
+    driver: Arc<FakeDriver>,
+) -> (Vec<String>, Arc<FakeConductor>) {
+    let dir = tempfile::tempdir().unwrap();
+    let conductor = FakeConductor::answering();
+    conductor.instances.lock().unwrap().push(instance);
+    let m = manager_with(driver.clone(), conductor.clone(), dir.path());
+    m.init_host(&ctx()).await;
+    (driver.calls(), conductor)
+}
+
+#[tokio::test]
+async fn a_build_interrupted_by_a_restart_ends_in_error() {
+    let (calls, c) = after_restart(
+        instance_in("building", Some("spawning"), 0),
+        FakeDriver::running(),
+    )
+    .await;
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].starts_with("destroy "), "{calls:?}");
+    let faults = c.faults();
+    assert!(
+        faults[0]["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("BuildAbortException: "),
+        "{faults:?}"
+    );
+    assert_eq!(
+        c.saves(),
+        [json!({"vm_state": "error", "task_state": null})]
+    );
+}
+
+#[tokio::test]
+async fn other_interrupted_tasks_are_cleared_with_the_power_state() {
+    let (calls, c) = after_restart(
+        instance_in("active", Some("powering-off"), 1),
+        FakeDriver::running(),
+    )
+    .await;
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].starts_with("get_info "), "{calls:?}");
+    assert_eq!(c.saves(), [json!({"task_state": null, "power_state": 1})]);
+    let (calls, c) = after_restart(instance_in("active", None, 1), FakeDriver::running()).await;
+    assert!(calls.is_empty(), "{calls:?}");
+    assert!(c.saves().is_empty());
+}
+
+/// The power-state sync over one instance as Nova lists it.
+async fn synced(instance: Value, driver: Arc<FakeDriver>) -> (Vec<String>, Arc<FakeConductor>) {
+    let dir = tempfile::tempdir().unwrap();
+    let conductor = FakeConductor::answering();
+    conductor.instances.lock().unwrap().push(instance);
+    let m = manager_with(driver.clone(), conductor.clone(), dir.path());
+    m.sync_power_states(&ctx()).await;
+    (driver.calls(), conductor)
+}
+
+#[tokio::test]
+async fn an_active_instance_whose_container_is_gone_is_stopped() {
+    let (calls, c) = synced(
+        instance_in("active", None, 1),
+        Arc::new(FakeDriver::default()),
+    )
+    .await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[1].ends_with(" 0s force=true"), "{calls:?}");
+    assert_eq!(
+        c.saves(),
+        [json!({"power_state": 4, "vm_state": "stopped", "task_state": null, "expected": null})]
+    );
+}
+
+#[tokio::test]
+async fn power_sync_corrects_stale_power_states_and_skips_busy_instances() {
+    let driver = FakeDriver::running();
+    *driver.power.lock().unwrap() = Some(PowerState::Shutdown);
+    let (_, c) = synced(instance_in("stopped", None, 1), driver).await;
+    assert_eq!(c.saves(), [json!({"power_state": 4})]);
+    let (calls, c) = synced(
+        instance_in("active", Some("pausing"), 1),
+        Arc::new(FakeDriver::default()),
+    )
+    .await;
+    assert!(calls.is_empty(), "{calls:?}");
+    assert!(c.saves().is_empty());
 }

@@ -143,7 +143,7 @@ impl ComputeService {
             cfg.clone(),
             &nova,
             driver.clone(),
-            conductor.clone(),
+            Arc::new(conductor.clone()),
             tracker.clone(),
         )?);
         tracker
