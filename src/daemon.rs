@@ -157,6 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     let state = AppState {
         driver: driver.clone(),
+        settings: api::ApiSettings::from_config(&cfg),
         ops: Operations::default(),
         reconcile: report,
     };

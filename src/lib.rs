@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod devices;
 pub mod driver;
 pub mod fsutil;
+pub mod host;
 pub mod image;
 pub mod locks;
 pub mod nova;

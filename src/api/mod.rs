@@ -14,8 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::driver::container::{InstanceView, ReconcileReport};
-use crate::driver::{ContainerDriver, Driver, DriverError, InstanceSpec, PowerState};
+use crate::driver::{Driver, DriverError, InstanceSpec, InstanceView, PowerState, ReconcileReport};
 use operations::Operations;
 use types::*;
 
@@ -101,9 +100,37 @@ fn error_body(status: StatusCode, message: &str) -> serde_json::Value {
     })
 }
 
+/// The configuration values the handlers use, handed over at construction.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// This host's name.
+    pub host: String,
+    /// Where corral keeps its state.
+    pub state_path: std::path::PathBuf,
+    /// Seconds a graceful stop waits before killing (`[DEFAULT] shutdown_timeout`).
+    pub shutdown_timeout: u64,
+    /// Seconds an exec runs at most unless the request says (`[corral] exec_timeout`).
+    pub exec_timeout: u64,
+    /// The largest image upload accepted (`[corral] max_image_bytes`).
+    pub max_image_bytes: u64,
+}
+
+impl ApiSettings {
+    pub fn from_config(cfg: &crate::config::Config) -> ApiSettings {
+        ApiSettings {
+            host: cfg.host.clone(),
+            state_path: cfg.state_path.clone(),
+            shutdown_timeout: cfg.shutdown_timeout,
+            exec_timeout: cfg.corral.exec_timeout,
+            max_image_bytes: cfg.corral.max_image_bytes,
+        }
+    }
+}
+
 /// Shared state of the handlers.
 pub struct AppState {
-    pub driver: Arc<ContainerDriver>,
+    pub driver: Arc<dyn Driver>,
+    pub settings: ApiSettings,
     pub ops: Operations,
     pub reconcile: ReconcileReport,
 }
@@ -209,9 +236,8 @@ fn query_param(req: &HttpRequest, key: &str) -> Option<String> {
 }
 
 async fn server_info(data: Data) -> HttpResponse {
-    let d = &data.driver;
-    let rt = d.runtime();
-    let cfg = d.config();
+    let backend = data.driver.backend_info();
+    let cfg = &data.settings;
     sync(
         StatusCode::OK,
         ServerInfo {
@@ -219,15 +245,11 @@ async fn server_info(data: Data) -> HttpResponse {
             server: "corral".into(),
             server_version: env!("CARGO_PKG_VERSION").into(),
             host: cfg.host.clone(),
-            runtime: rt.kind.name().into(),
-            runtime_version: rt.version.clone(),
-            runtime_root: rt.root.display().to_string(),
-            cgroup_mode: match (rt.cgroup_mode, rt.cgroup_hybrid) {
-                (crate::runtime::CgroupMode::V2, _) => "v2".into(),
-                (_, true) => "v1-hybrid".into(),
-                _ => "v1".into(),
-            },
-            storage: format!("{:?}", d.storage().kind).to_lowercase(),
+            runtime: backend.runtime,
+            runtime_version: backend.runtime_version,
+            runtime_root: backend.runtime_root.display().to_string(),
+            cgroup_mode: backend.cgroup_mode,
+            storage: backend.storage,
             state_path: cfg.state_path.display().to_string(),
             reconcile: serde_json::to_value(&data.reconcile).unwrap_or_default(),
         },
@@ -265,7 +287,7 @@ async fn create_instance(
         .clone()
         .or(body.source.fingerprint.clone())
         .ok_or_else(|| ApiError::BadRequest("source needs an alias or a fingerprint".into()))?;
-    crate::driver::container::validate_name(&body.name)?;
+    crate::driver::validate_name(&body.name)?;
     let mapped = crate::driver::extra_specs::apply(
         &body.extra_specs,
         body.limits,
@@ -283,7 +305,7 @@ async fn create_instance(
         }
     }
     // Checked here too so that the caller gets a synchronous 404/409.
-    data.driver.get_image(&image).await?;
+    data.driver.images().get_image(&image).await?;
     if data.driver.resolve(&body.name).await.is_ok() {
         return Err(DriverError::Conflict(format!("instance {} already exists", body.name)).into());
     }
@@ -367,7 +389,7 @@ async fn put_state(
     let name = path.into_inner();
     let body = body.into_inner();
     let uuid = data.driver.resolve(&name).await?;
-    let default_timeout = data.driver.config().shutdown_timeout;
+    let default_timeout = data.settings.shutdown_timeout;
     let timeout = match body.timeout {
         None => Duration::from_secs(default_timeout),
         Some(t) if t < 0 => Duration::from_secs(default_timeout),
@@ -449,10 +471,7 @@ async fn exec(
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let timeout = Duration::from_secs(
-        body.timeout
-            .unwrap_or(data.driver.config().corral.exec_timeout),
-    );
+    let timeout = Duration::from_secs(body.timeout.unwrap_or(data.settings.exec_timeout));
     let out = data
         .driver
         .exec(&uuid, &body.command, &env, body.cwd.as_deref(), timeout)
@@ -487,7 +506,7 @@ async fn to_image(data: &Data, img: crate::store::ImageRecord) -> Result<Image, 
 }
 
 async fn list_images(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
-    let imgs = data.driver.list_images().await?;
+    let imgs = data.driver.images().list_images().await?;
     if recursion(&req) {
         let mut out = Vec::new();
         for i in imgs {
@@ -528,12 +547,12 @@ async fn import_image(
         .transpose()?
         .filter(|a| !a.is_empty());
     if let Some(a) = &alias {
-        if data.driver.get_image(a).await.is_ok() {
+        if data.driver.images().get_image(a).await.is_ok() {
             return Err(DriverError::Conflict(format!("image alias {a} already exists")).into());
         }
     }
-    let max = data.driver.config().corral.max_image_bytes;
-    let path = data.driver.image_upload_path();
+    let max = data.settings.max_image_bytes;
+    let path = data.driver.images().image_upload_path();
     let guard = UploadGuard(path.clone());
     let mut file = tokio::fs::File::create(&path)
         .await
@@ -566,6 +585,7 @@ async fn import_image(
         .spawn("Importing image", BTreeMap::new(), async move {
             let _guard = guard;
             driver
+                .images()
                 .import_image(&path, alias.as_deref())
                 .await
                 .map(|img| serde_json::to_value(&img).ok())
@@ -575,12 +595,12 @@ async fn import_image(
 }
 
 async fn get_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    let img = data.driver.get_image(&path).await?;
+    let img = data.driver.images().get_image(&path).await?;
     Ok(sync(StatusCode::OK, to_image(&data, img).await?))
 }
 
 async fn delete_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    data.driver.delete_image(&path).await?;
+    data.driver.images().delete_image(&path).await?;
     Ok(sync(StatusCode::OK, serde_json::json!({})))
 }
 

@@ -213,3 +213,108 @@ impl Conductor {
         Ok(())
     }
 }
+
+/// What the compute manager asks of nova-conductor: a trait, so the manager's
+/// decisions (what it saves, which events it records) can be tested against
+/// a double.
+#[async_trait::async_trait]
+pub trait ConductorApi: Send + Sync {
+    async fn class_action(
+        &self,
+        ctx: &Context,
+        objname: &str,
+        objmethod: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError>;
+    async fn object_action(
+        &self,
+        ctx: &Context,
+        obj: &mut NovaObject,
+        objmethod: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError>;
+    async fn event_start(
+        &self,
+        ctx: &Context,
+        uuid: &str,
+        event: &str,
+        host: &str,
+    ) -> Result<(), ComputeError>;
+    async fn event_finish(
+        &self,
+        ctx: &Context,
+        uuid: &str,
+        event: &str,
+        error: Option<&str>,
+    ) -> Result<(), ComputeError>;
+    async fn build_instances(
+        &self,
+        ctx: &Context,
+        args: Map<String, Value>,
+    ) -> Result<(), ComputeError>;
+    async fn scheduler_fanout(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<(), ComputeError>;
+}
+
+#[async_trait::async_trait]
+impl ConductorApi for Conductor {
+    async fn class_action(
+        &self,
+        ctx: &Context,
+        objname: &str,
+        objmethod: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError> {
+        Conductor::class_action(self, ctx, objname, objmethod, args, kwargs).await
+    }
+    async fn object_action(
+        &self,
+        ctx: &Context,
+        obj: &mut NovaObject,
+        objmethod: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, ComputeError> {
+        Conductor::object_action(self, ctx, obj, objmethod, args, kwargs).await
+    }
+    async fn event_start(
+        &self,
+        ctx: &Context,
+        uuid: &str,
+        event: &str,
+        host: &str,
+    ) -> Result<(), ComputeError> {
+        Conductor::event_start(self, ctx, uuid, event, host).await
+    }
+    async fn event_finish(
+        &self,
+        ctx: &Context,
+        uuid: &str,
+        event: &str,
+        error: Option<&str>,
+    ) -> Result<(), ComputeError> {
+        Conductor::event_finish(self, ctx, uuid, event, error).await
+    }
+    async fn build_instances(
+        &self,
+        ctx: &Context,
+        args: Map<String, Value>,
+    ) -> Result<(), ComputeError> {
+        Conductor::build_instances(self, ctx, args).await
+    }
+    async fn scheduler_fanout(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<(), ComputeError> {
+        Conductor::scheduler_fanout(self, ctx, method, args).await
+    }
+}

@@ -13,7 +13,7 @@ use openssl::hash::{Hasher, MessageDigest};
 use serde_json::Value;
 
 use super::ComputeError;
-use crate::driver::{ContainerDriver, DriverError};
+use crate::driver::{DriverError, ImageStore};
 
 /// How long a download may go without receiving a byte.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -221,18 +221,18 @@ impl Glance {
     /// Makes sure the image is in the cache; returns its cache alias.
     pub async fn ensure_cached(
         &self,
-        driver: &ContainerDriver,
+        images: &dyn ImageStore,
         id: &str,
         token: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<String, ComputeError> {
         let alias = alias(id);
-        if driver.get_image(&alias).await.is_ok() {
+        if images.get_image(&alias).await.is_ok() {
             return Ok(alias);
         }
         let lock = self.downloads.handle(id);
         let _one_at_a_time = lock.lock().await;
-        if driver.get_image(&alias).await.is_ok() {
+        if images.get_image(&alias).await.is_ok() {
             return Ok(alias);
         }
         let meta = self.show(id, token, request_id).await?;
@@ -244,11 +244,11 @@ impl Glance {
                     .unwrap_or("unknown")
             )));
         }
-        let path = driver.image_upload_path();
+        let path = images.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
         // only a complete, verified download reaches the cache
-        driver.import_image(&path, Some(&alias)).await?;
+        images.import_image(&path, Some(&alias)).await?;
         drop(guard);
         Ok(alias)
     }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::conductor::Conductor;
+use super::conductor::ConductorApi;
 use super::glance::Glance;
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
 use super::{spec, ComputeError, RPC_API_VERSION};
 use crate::config::Config;
-use crate::driver::{ContainerDriver, Driver, DriverError, PowerState};
+use crate::driver::{Driver, DriverError, PowerState};
 use crate::nova::object::{NovaObject, VersionedObject};
 use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
 use crate::nova::rpc_methods::ComputeCall;
@@ -101,8 +101,8 @@ const RPC_METHODS: &[&str] = &[
 /// The compute manager.
 pub struct Manager {
     cfg: Arc<Config>,
-    driver: Arc<ContainerDriver>,
-    conductor: Conductor,
+    driver: Arc<dyn Driver>,
+    conductor: Arc<dyn ConductorApi>,
     tracker: ResourceTracker,
     glance: Option<Glance>,
     locks: crate::locks::KeyedLocks,
@@ -155,8 +155,8 @@ impl Manager {
     pub fn new(
         cfg: Arc<Config>,
         nova: &crate::config::NovaConfig,
-        driver: Arc<ContainerDriver>,
-        conductor: Conductor,
+        driver: Arc<dyn Driver>,
+        conductor: Arc<dyn ConductorApi>,
         tracker: ResourceTracker,
     ) -> Result<Manager, ComputeError> {
         let glance = nova
@@ -284,7 +284,8 @@ impl Manager {
             let vm = inst.str("vm_state").unwrap_or("").to_string();
             let task = inst.str("task_state").map(str::to_string);
             let uuid = inst.uuid.clone();
-            if vm == vm_states::BUILDING {
+            let action = recovery_for(&vm, task.as_deref());
+            if action == Recovery::FailBuild {
                 tracing::warn!(%uuid, "build interrupted by a restart: instance goes to error");
                 let _ = self.driver.destroy(&uuid).await;
                 self.add_fault(
@@ -307,9 +308,9 @@ impl Manager {
                     .await;
                 let _ = self.tracker.release(ctx, &uuid).await;
                 self.tracker.delete_allocations(&uuid).await;
-            } else if task.as_deref() == Some(task_states::DELETING) {
+            } else if action == Recovery::FinishDelete {
                 let _ = self.do_terminate(ctx, &mut inst).await;
-            } else if task.is_some() {
+            } else if action == Recovery::ClearTask {
                 let power = self.current_power(&uuid).await;
                 let _ = self
                     .save(
@@ -369,11 +370,8 @@ impl Manager {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             let vm = inst.str("vm_state").unwrap_or("").to_string();
-            if vm == vm_states::ACTIVE
-                && (power == power_state::SHUTDOWN
-                    || power == power_state::CRASHED
-                    || power == power_state::NOSTATE)
-            {
+            let action = power_sync_for(&vm, db_power, power);
+            if action == PowerSync::StopInstance {
                 tracing::warn!(uuid = %inst.uuid, "container stopped outside Nova: instance stopped");
                 let _ = self
                     .driver
@@ -391,7 +389,7 @@ impl Manager {
                         Some(Value::Null),
                     )
                     .await;
-            } else if power != db_power {
+            } else if action == PowerSync::SavePower {
                 let _ = self
                     .save(ctx, &mut inst, &[("power_state", json!(power))], None)
                     .await;
@@ -496,11 +494,7 @@ impl Manager {
         if let Err(e) = &result {
             let msg = e.full_message();
             tracing::warn!(%uuid, method, error = %msg, "operation failed");
-            let class = if msg.starts_with("NotImplementedError") {
-                "NotImplementedError"
-            } else {
-                e.nova_class()
-            };
+            let class = fault_class(e, &msg);
             self.add_fault(&ctx, &uuid, class, &msg).await;
             // reverts_task_state: the instance leaves its task state.
             let _ = self
@@ -785,7 +779,7 @@ impl Manager {
         let token = ctx.get("auth_token").and_then(Value::as_str);
         let request_id = ctx.get("request_id").and_then(Value::as_str);
         glance
-            .ensure_cached(&self.driver, image_id, token, request_id)
+            .ensure_cached(self.driver.images(), image_id, token, request_id)
             .await
     }
 
@@ -898,7 +892,7 @@ impl Manager {
         inst: &mut Inst,
         clean: bool,
     ) -> Result<(), ComputeError> {
-        let timeout = Duration::from_secs(if clean { self.cfg.shutdown_timeout } else { 0 });
+        let timeout = stop_timeout(clean, self.cfg.shutdown_timeout);
         self.driver.power_off(&inst.uuid, timeout, !clean).await?;
         self.settle(
             ctx,
@@ -922,15 +916,7 @@ impl Manager {
         inst: &mut Inst,
         hard: bool,
     ) -> Result<(), ComputeError> {
-        let (pending, started, expected) = if hard {
-            (
-                "reboot_pending_hard",
-                "reboot_started_hard",
-                task_states::REBOOTING_HARD,
-            )
-        } else {
-            ("reboot_pending", "reboot_started", task_states::REBOOTING)
-        };
+        let (pending, started, expected) = reboot_task_states(hard);
         let power = self.current_power(&inst.uuid).await;
         self.save(
             ctx,
@@ -1083,6 +1069,82 @@ impl Manager {
     }
 }
 
+/// What `init_host` does with an instance a restart found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// A build was interrupted: the instance goes to error.
+    FailBuild,
+    /// A delete was interrupted: finish it.
+    FinishDelete,
+    /// Another task was interrupted: clear it, refresh the power state.
+    ClearTask,
+    Nothing,
+}
+
+fn recovery_for(vm_state: &str, task_state: Option<&str>) -> Recovery {
+    if vm_state == vm_states::BUILDING {
+        Recovery::FailBuild
+    } else if task_state == Some(task_states::DELETING) {
+        Recovery::FinishDelete
+    } else if task_state.is_some() {
+        Recovery::ClearTask
+    } else {
+        Recovery::Nothing
+    }
+}
+
+/// What the power-state sync does with an idle instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PowerSync {
+    /// Active, but the container is gone or stopped: the instance is stopped.
+    StopInstance,
+    /// The power state Nova holds is stale.
+    SavePower,
+    Nothing,
+}
+
+fn power_sync_for(vm_state: &str, db_power: i64, power: i64) -> PowerSync {
+    if vm_state == vm_states::ACTIVE
+        && (power == power_state::SHUTDOWN
+            || power == power_state::CRASHED
+            || power == power_state::NOSTATE)
+    {
+        PowerSync::StopInstance
+    } else if power != db_power {
+        PowerSync::SavePower
+    } else {
+        PowerSync::Nothing
+    }
+}
+
+/// The exception class of the fault a failed cast records.
+fn fault_class<'a>(e: &'a ComputeError, message: &str) -> &'a str {
+    if message.starts_with("NotImplementedError") {
+        "NotImplementedError"
+    } else {
+        e.nova_class()
+    }
+}
+
+/// How long a stop waits for the instance: a clean shutdown the configured
+/// time, a forced one not at all.
+fn stop_timeout(clean: bool, shutdown_timeout: u64) -> Duration {
+    Duration::from_secs(if clean { shutdown_timeout } else { 0 })
+}
+
+/// A reboot's (pending, started, expected) task states.
+fn reboot_task_states(hard: bool) -> (&'static str, &'static str, &'static str) {
+    if hard {
+        (
+            "reboot_pending_hard",
+            "reboot_started_hard",
+            task_states::REBOOTING_HARD,
+        )
+    } else {
+        ("reboot_pending", "reboot_started", task_states::REBOOTING)
+    }
+}
+
 /// An instance fault's `message` (Nova's column holds 255 characters) and
 /// `details`, escaped: errors quote input bytes (a corrupt image's header, say).
 fn fault_text(class: &str, message: &str) -> (String, String) {
@@ -1094,16 +1156,9 @@ fn fault_text(class: &str, message: &str) -> (String, String) {
 
 /// `uptime`'s line, as nova-compute returns it.
 fn host_uptime() -> String {
-    let up = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|s| s.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0) as u64;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let l: Vec<&str> = load.split_whitespace().take(3).collect();
+    let proc = std::path::Path::new(crate::host::PROC);
+    let up = crate::host::uptime_secs(proc).unwrap_or(0.0) as u64;
+    let l = crate::host::load_average(proc);
     let now = time::OffsetDateTime::now_utc();
     let (days, hours, mins) = (up / 86400, (up % 86400) / 3600, (up % 3600) / 60);
     format!(
@@ -1227,3 +1282,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod manager_tests;

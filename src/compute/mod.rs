@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, NovaConfig};
-use crate::driver::ContainerDriver;
+use crate::driver::{Driver, ImageStore};
 use crate::nova::object::{NovaObject, ObjectError};
 use crate::nova::RequestContext;
 use crate::rpc::{Context, Endpoint, RpcError, RpcOptions, RpcServer, Transport};
@@ -120,7 +120,7 @@ impl ComputeService {
     /// Starts the compute service the way nova-compute does.
     pub async fn start(
         cfg: Arc<Config>,
-        driver: Arc<ContainerDriver>,
+        driver: Arc<dyn Driver>,
     ) -> Result<ComputeService, ComputeError> {
         let nova: NovaConfig = cfg
             .nova
@@ -143,7 +143,7 @@ impl ComputeService {
             cfg.clone(),
             &nova,
             driver.clone(),
-            conductor.clone(),
+            Arc::new(conductor.clone()),
             tracker.clone(),
         )?);
         tracker
@@ -203,7 +203,7 @@ impl ComputeService {
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 loop {
                     tick.tick().await;
-                    clean_image_cache(&d, min_age).await;
+                    clean_image_cache(d.images(), min_age).await;
                 }
             }));
         }
@@ -283,8 +283,8 @@ async fn ensure_service(
 
 /// The image cache manager pass: Glance images no instance uses and older than
 /// `min_age` seconds leave the cache.
-pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
-    let images = match driver.list_images().await {
+pub async fn clean_image_cache(images: &dyn ImageStore, min_age: u64) {
+    let listed = match images.list_images().await {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(error = %e, "image cache pass: cannot list images");
@@ -292,7 +292,7 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
         }
     };
     let now = chrono::Utc::now();
-    for img in images {
+    for img in listed {
         let Some(alias) = img.alias.as_deref().filter(|a| a.starts_with("glance/")) else {
             continue;
         };
@@ -302,7 +302,7 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
         if !old {
             continue;
         }
-        match driver.delete_image(alias).await {
+        match images.delete_image(alias).await {
             Ok(()) => tracing::info!(alias, "removed an unused image from the cache"),
             Err(crate::driver::DriverError::Conflict(_)) => {}
             Err(e) => tracing::warn!(alias, error = %e, "image cache pass: cannot remove"),
@@ -381,6 +381,75 @@ async fn report_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image cache of fixed records that records what is deleted.
+    struct Images {
+        records: Vec<crate::store::ImageRecord>,
+        deleted: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ImageStore for Images {
+        async fn import_image(
+            &self,
+            _archive: &std::path::Path,
+            _alias: Option<&str>,
+        ) -> Result<crate::store::ImageRecord, crate::driver::DriverError> {
+            Err(crate::driver::DriverError::Invalid("no imports".into()))
+        }
+        fn image_upload_path(&self) -> std::path::PathBuf {
+            std::path::PathBuf::from("/nonexistent")
+        }
+        async fn list_images(
+            &self,
+        ) -> Result<Vec<crate::store::ImageRecord>, crate::driver::DriverError> {
+            Ok(self.records.clone())
+        }
+        async fn get_image(
+            &self,
+            key: &str,
+        ) -> Result<crate::store::ImageRecord, crate::driver::DriverError> {
+            Err(crate::driver::DriverError::ImageNotFound(key.into()))
+        }
+        async fn delete_image(&self, key: &str) -> Result<(), crate::driver::DriverError> {
+            self.deleted.lock().unwrap().push(key.to_string());
+            if key == "glance/in-use" {
+                return Err(crate::driver::DriverError::Conflict("used".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_image_cache_pass_removes_only_old_glance_images() {
+        let ago = |secs: i64| {
+            (chrono::Utc::now() - chrono::Duration::seconds(secs))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let rec = |alias: Option<&str>, created_at: String| crate::store::ImageRecord {
+            fingerprint: format!("fp-{alias:?}"),
+            alias: alias.map(str::to_string),
+            size: 1,
+            created_at,
+            properties: Value::Null,
+        };
+        let images = Images {
+            records: vec![
+                rec(Some("glance/old"), ago(7200)),
+                rec(Some("glance/in-use"), ago(7200)),
+                rec(Some("glance/new"), ago(10)),
+                rec(Some("local-old"), ago(7200)),
+                rec(None, ago(7200)),
+                rec(Some("glance/bad-date"), "yesterday".into()),
+            ],
+            deleted: Default::default(),
+        };
+        clean_image_cache(&images, 3600).await;
+        assert_eq!(
+            *images.deleted.lock().unwrap(),
+            ["glance/old", "glance/in-use"]
+        );
+    }
 
     /// A report whose call is lost is abandoned at the end of its interval, not
     /// after `rpc_response_timeout`: the next heartbeat is never late behind it.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::conductor::Conductor;
 use super::{ComputeError, SERVICE_VERSION};
 use crate::config::{Config, NovaConfig};
-use crate::driver::{ContainerDriver, Driver};
+use crate::driver::Driver;
 use crate::nova::object::NovaObject;
 use crate::placement::types::Inventory;
 use crate::placement::{PlacementClient, PlacementOptions};
@@ -34,26 +34,11 @@ pub struct HostResources {
 
 /// Reads the host: online CPUs, memory, and the disk holding `state_path`.
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
-    // SAFETY: sysconf has no memory effects.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let vcpus = if cpus > 0 { cpus as u64 } else { 1 };
-    let memory_mb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(0);
-    let local_gb = nix::sys::statvfs::statvfs(state_path)
-        .map(|s| s.blocks() * s.fragment_size() / (1 << 30))
-        .unwrap_or(0);
+    let proc = std::path::Path::new(crate::host::PROC);
     HostResources {
-        vcpus,
-        memory_mb,
-        local_gb,
+        vcpus: crate::host::online_cpu_count(),
+        memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
+        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
     }
 }
 
@@ -115,7 +100,7 @@ pub fn version_int(version: &str) -> i64 {
 struct Inner {
     cfg: Arc<Config>,
     nova: NovaConfig,
-    driver: Arc<ContainerDriver>,
+    driver: Arc<dyn Driver>,
     conductor: Conductor,
     placement: PlacementClient,
     node_uuid: Uuid,
@@ -134,7 +119,7 @@ impl ResourceTracker {
     pub fn new(
         cfg: Arc<Config>,
         nova: NovaConfig,
-        driver: Arc<ContainerDriver>,
+        driver: Arc<dyn Driver>,
         conductor: Conductor,
     ) -> Result<ResourceTracker, ComputeError> {
         let opts = PlacementOptions::from_pairs(&nova.placement_section)?;
@@ -301,7 +286,7 @@ impl ResourceTracker {
         service: &NovaObject,
         host: HostResources,
     ) -> Result<NovaObject, ComputeError> {
-        let rt = self.inner.driver.runtime();
+        let runtime_version = self.inner.driver.backend_info().runtime_version;
         let (cpu_r, ram_r, disk_r) = self.ratios();
         let mut node = NovaObject::new_nova34("ComputeNode")?;
         let mut hv = NovaObject::new_nova34("HVSpec")?;
@@ -321,7 +306,7 @@ impl ResourceTracker {
         node.set("memory_mb_used", json!(0));
         node.set("local_gb_used", json!(0));
         node.set("hypervisor_type", json!("lxc"));
-        node.set("hypervisor_version", json!(version_int(&rt.version)));
+        node.set("hypervisor_version", json!(version_int(&runtime_version)));
         node.set("hypervisor_hostname", json!(self.nodename()));
         node.set(
             "cpu_info",

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{nic, Driver, DriverError, InstanceInfo, InstanceSpec, PowerState};
+use super::{
+    nic, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo, InstanceSpec, InstanceView,
+    PowerState, ReconcileReport,
+};
 use crate::config::{Config, CpuLimitMode, CpuSet};
 use crate::crashpoint::crash_point;
 use crate::devices::{self, Allowlist, HostPaths};
@@ -23,34 +26,6 @@ use crate::store::{ImageRecord, InstanceRecord, Phase, Store};
 /// The exclusive devices an instance holds, in its directory.
 const CLAIMS_FILE: &str = "claims.json";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// One instance as the host sees it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InstanceView {
-    pub uuid: String,
-    pub name: String,
-    pub image: String,
-    pub image_alias: Option<String>,
-    pub spec: InstanceSpec,
-    pub idmap: Option<IdMap>,
-    pub info: InstanceInfo,
-    pub created_at: String,
-}
-
-/// What start-up reconciliation found and did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ReconcileReport {
-    /// Instances whose container was gone or dead though they should run.
-    pub stale: Vec<String>,
-    /// Creates that were in flight at the last stop, rolled back.
-    pub rolled_back: Vec<String>,
-    /// Deletes that were in flight at the last stop, finished.
-    pub finished_deletes: Vec<String>,
-    /// Runtime containers under corral's runtime root with no store record.
-    pub orphans: Vec<String>,
-    /// Containers found running, as expected.
-    pub running: usize,
-}
 
 /// The container driver and host services (images, listing) for frontends.
 pub struct ContainerDriver {
@@ -399,109 +374,7 @@ impl ContainerDriver {
         })
     }
 
-    /// Resolves a name or uuid to a uuid.
-    pub async fn resolve(&self, key: &str) -> Result<String, DriverError> {
-        Ok(self.record(key).await?.uuid)
-    }
-
-    // ---- images ------------------------------------------------------------
-
-    /// Imports a root tarball (already on disk) under an optional alias.
-    pub async fn import_image(
-        &self,
-        archive: &Path,
-        alias: Option<&str>,
-    ) -> Result<ImageRecord, DriverError> {
-        let _one_at_a_time = self.import_lock.lock().await;
-        crash_point("import.after_upload");
-        if let Some(a) = alias {
-            validate_alias(a)?;
-            if self.store.find_image(a).await?.is_some() {
-                return Err(DriverError::Conflict(format!(
-                    "image alias {a} already exists"
-                )));
-            }
-        }
-        let fp = crate::image::fingerprint_blocking(archive).await?;
-        if let Some(existing) = self.store.find_image(&fp).await? {
-            return Err(DriverError::Conflict(format!(
-                "this image is already imported as {}",
-                existing.alias.unwrap_or(existing.fingerprint)
-            )));
-        }
-        let imported = self.images.import(archive).await?;
-        crash_point("import.after_unpack");
-        let rec = ImageRecord {
-            fingerprint: imported.fingerprint.clone(),
-            alias: alias.map(str::to_string),
-            size: imported.size as i64,
-            created_at: Store::timestamp(),
-            properties: imported.properties,
-        };
-        if let Err(e) = self.store.insert_image(&rec).await {
-            let _ = self.images.remove(&imported.fingerprint).await;
-            return Err(e.into());
-        }
-        crash_point("import.after_record");
-        tracing::info!(fingerprint = %rec.fingerprint, alias = ?rec.alias, files = imported.stats.files, "image imported");
-        Ok(rec)
-    }
-
-    /// A path for an upload in progress (removed by the caller).
-    pub fn image_upload_path(&self) -> PathBuf {
-        self.images.upload_path()
-    }
-
-    pub async fn list_images(&self) -> Result<Vec<ImageRecord>, DriverError> {
-        Ok(self.store.list_images().await?)
-    }
-
-    pub async fn get_image(&self, key: &str) -> Result<ImageRecord, DriverError> {
-        self.store
-            .find_image(key)
-            .await?
-            .ok_or_else(|| DriverError::ImageNotFound(key.to_string()))
-    }
-
-    /// Deletes an image no instance uses and no launch is using.
-    pub async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
-        let img = self.get_image(key).await?;
-        let guard = self
-            .images
-            .begin_delete(&img.fingerprint)
-            .map_err(image_busy)?;
-        let users = self.store.image_users(&img.fingerprint).await?;
-        if !users.is_empty() {
-            return Err(DriverError::Conflict(format!(
-                "image {key} is used by instances: {}",
-                users.join(", ")
-            )));
-        }
-        self.store.delete_image(&img.fingerprint).await?;
-        crash_point("image_delete.after_record");
-        self.images.remove_files(&img.fingerprint, guard).await?;
-        Ok(())
-    }
-
     // ---- instances ---------------------------------------------------------
-
-    /// Every instance with its live state.
-    pub async fn list(&self) -> Result<Vec<InstanceView>, DriverError> {
-        let records = self.store.list_instances().await?;
-        let images = self.store.list_images().await?;
-        let mut out = Vec::with_capacity(records.len());
-        for rec in records {
-            out.push(self.view(rec, &images).await?);
-        }
-        Ok(out)
-    }
-
-    /// One instance by name or uuid.
-    pub async fn get(&self, key: &str) -> Result<InstanceView, DriverError> {
-        let rec = self.record(key).await?;
-        let images = self.store.list_images().await?;
-        self.view(rec, &images).await
-    }
 
     async fn view(
         &self,
@@ -656,55 +529,6 @@ impl ContainerDriver {
         Ok(())
     }
 
-    /// Checks what a spec asks of this host (limits, security options,
-    /// dedicated CPUs, block I/O, devices) before anything is created.
-    pub fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
-        spec.limits.validate()?;
-        let c = &self.cfg.corral;
-        if spec.privileged && !c.allow_privileged {
-            return Err(DriverError::Invalid(
-                "privileged instances are not allowed on this host ([corral] allow_privileged = false)"
-                    .into(),
-            ));
-        }
-        if spec.nesting && !c.allow_nesting {
-            return Err(DriverError::Invalid(
-                "nesting is not allowed on this host ([corral] allow_nesting = false)".into(),
-            ));
-        }
-        if spec.limits.cpu_dedicated {
-            let Some(set) = &self.cfg.compute.cpu_dedicated_set else {
-                return Err(DriverError::Invalid(
-                    "dedicated CPUs (hw:cpu_policy=dedicated) need [compute] cpu_dedicated_set on this host"
-                        .into(),
-                ));
-            };
-            let want = spec.limits.cpus.unwrap_or(0.0) as usize;
-            if want > set.len() {
-                return Err(DriverError::Invalid(format!(
-                    "{want} dedicated CPUs asked for, [compute] cpu_dedicated_set has {} ({set})",
-                    set.len()
-                )));
-            }
-        }
-        if spec.limits.has_blkio() {
-            block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block")).map_err(|e| {
-                DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
-            })?;
-        }
-        let taken = if spec.devices.is_empty() {
-            BTreeSet::new()
-        } else {
-            self.held_claims(Some(&spec.uuid))?
-        };
-        for (name, dev) in &spec.devices {
-            devices::validate_name(name).map_err(device_invalid)?;
-            devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
-                .map_err(device_invalid)?;
-        }
-        Ok(())
-    }
-
     /// The devices instances hold exclusively (their `claims.json`), but
     /// for those of `except`. Fails closed: when an instance's claims file
     /// cannot be read or decoded, nothing exclusive is handed out (its
@@ -719,29 +543,6 @@ impl ContainerDriver {
                 Err(DriverError::Conflict(e.to_string()))
             }
         }
-    }
-
-    /// The Placement resources of the exclusive and countable devices the
-    /// host has and the allowlist allows (`CUSTOM_CORRAL_*`).
-    /// Interfaces moved into instances are no longer on the host: they are
-    /// counted from the instances' claims, so the total does not change
-    /// while they are in use.
-    pub fn device_inventory(&self) -> std::collections::BTreeMap<String, u32> {
-        let mut inv = devices::inventory(&self.host, &self.allowlist);
-        let (held, errors) = claims_in(&self.cfg.instances_dir(), None);
-        for e in errors {
-            tracing::error!(error = %e, "device claims unreadable");
-        }
-        for claim in held {
-            let Some(ifname) = claim.strip_prefix("nic:") else {
-                continue;
-            };
-            let on_host = self.host.sys.join("class/net").join(ifname).exists();
-            if !on_host && self.allowlist.allows_str("nic", ifname) {
-                *inv.entry(devices::NIC_CLASS.to_string()).or_insert(0) += 1;
-            }
-        }
-        inv
     }
 
     /// Free CPUs of `[compute] cpu_dedicated_set` for a new dedicated
@@ -1394,8 +1195,7 @@ impl ContainerDriver {
 
 /// The host's online CPUs, when the kernel says.
 fn online_cpus() -> Option<CpuSet> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    CpuSet::parse(text.trim()).ok()
+    crate::host::online_cpus(Path::new(crate::host::SYS))
 }
 
 fn validate_alias(alias: &str) -> Result<(), DriverError> {
@@ -1415,7 +1215,201 @@ fn validate_alias(alias: &str) -> Result<(), DriverError> {
 }
 
 #[async_trait::async_trait]
+impl ImageStore for ContainerDriver {
+    /// Imports a root tarball (already on disk) under an optional alias.
+    async fn import_image(
+        &self,
+        archive: &Path,
+        alias: Option<&str>,
+    ) -> Result<ImageRecord, DriverError> {
+        let _one_at_a_time = self.import_lock.lock().await;
+        crash_point("import.after_upload");
+        if let Some(a) = alias {
+            validate_alias(a)?;
+            if self.store.find_image(a).await?.is_some() {
+                return Err(DriverError::Conflict(format!(
+                    "image alias {a} already exists"
+                )));
+            }
+        }
+        let fp = crate::image::fingerprint_blocking(archive).await?;
+        if let Some(existing) = self.store.find_image(&fp).await? {
+            return Err(DriverError::Conflict(format!(
+                "this image is already imported as {}",
+                existing.alias.unwrap_or(existing.fingerprint)
+            )));
+        }
+        let imported = self.images.import(archive).await?;
+        crash_point("import.after_unpack");
+        let rec = ImageRecord {
+            fingerprint: imported.fingerprint.clone(),
+            alias: alias.map(str::to_string),
+            size: imported.size as i64,
+            created_at: Store::timestamp(),
+            properties: imported.properties,
+        };
+        if let Err(e) = self.store.insert_image(&rec).await {
+            let _ = self.images.remove(&imported.fingerprint).await;
+            return Err(e.into());
+        }
+        crash_point("import.after_record");
+        tracing::info!(fingerprint = %rec.fingerprint, alias = ?rec.alias, files = imported.stats.files, "image imported");
+        Ok(rec)
+    }
+
+    /// A path for an upload in progress (removed by the caller).
+    fn image_upload_path(&self) -> PathBuf {
+        self.images.upload_path()
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRecord>, DriverError> {
+        Ok(self.store.list_images().await?)
+    }
+
+    async fn get_image(&self, key: &str) -> Result<ImageRecord, DriverError> {
+        self.store
+            .find_image(key)
+            .await?
+            .ok_or_else(|| DriverError::ImageNotFound(key.to_string()))
+    }
+
+    /// Deletes an image no instance uses and no launch is using.
+    async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
+        let img = self.get_image(key).await?;
+        let guard = self
+            .images
+            .begin_delete(&img.fingerprint)
+            .map_err(image_busy)?;
+        let users = self.store.image_users(&img.fingerprint).await?;
+        if !users.is_empty() {
+            return Err(DriverError::Conflict(format!(
+                "image {key} is used by instances: {}",
+                users.join(", ")
+            )));
+        }
+        self.store.delete_image(&img.fingerprint).await?;
+        crash_point("image_delete.after_record");
+        self.images.remove_files(&img.fingerprint, guard).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
 impl Driver for ContainerDriver {
+    fn images(&self) -> &dyn ImageStore {
+        self
+    }
+
+    fn backend_info(&self) -> BackendInfo {
+        let rt = &self.runtime;
+        BackendInfo {
+            runtime: rt.kind.name().into(),
+            runtime_version: rt.version.clone(),
+            runtime_root: rt.root.clone(),
+            cgroup_mode: match (rt.cgroup_mode, rt.cgroup_hybrid) {
+                (CgroupMode::V2, _) => "v2".into(),
+                (_, true) => "v1-hybrid".into(),
+                _ => "v1".into(),
+            },
+            storage: format!("{:?}", self.storage.kind).to_lowercase(),
+        }
+    }
+
+    /// Checks what a spec asks of this host (limits, security options,
+    /// dedicated CPUs, block I/O, devices) before anything is created.
+    fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        spec.limits.validate()?;
+        let c = &self.cfg.corral;
+        if spec.privileged && !c.allow_privileged {
+            return Err(DriverError::Invalid(
+                "privileged instances are not allowed on this host ([corral] allow_privileged = false)"
+                    .into(),
+            ));
+        }
+        if spec.nesting && !c.allow_nesting {
+            return Err(DriverError::Invalid(
+                "nesting is not allowed on this host ([corral] allow_nesting = false)".into(),
+            ));
+        }
+        if spec.limits.cpu_dedicated {
+            let Some(set) = &self.cfg.compute.cpu_dedicated_set else {
+                return Err(DriverError::Invalid(
+                    "dedicated CPUs (hw:cpu_policy=dedicated) need [compute] cpu_dedicated_set on this host"
+                        .into(),
+                ));
+            };
+            let want = spec.limits.cpus.unwrap_or(0.0) as usize;
+            if want > set.len() {
+                return Err(DriverError::Invalid(format!(
+                    "{want} dedicated CPUs asked for, [compute] cpu_dedicated_set has {} ({set})",
+                    set.len()
+                )));
+            }
+        }
+        if spec.limits.has_blkio() {
+            block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block")).map_err(|e| {
+                DriverError::Invalid(format!("block I/O limits cannot be applied: {e}"))
+            })?;
+        }
+        let taken = if spec.devices.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.held_claims(Some(&spec.uuid))?
+        };
+        for (name, dev) in &spec.devices {
+            devices::validate_name(name).map_err(device_invalid)?;
+            devices::resolve_on(name, dev, &self.allowlist, &self.host, &taken)
+                .map_err(device_invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The Placement resources of the exclusive and countable devices the
+    /// host has and the allowlist allows (`CUSTOM_CORRAL_*`).
+    /// Interfaces moved into instances are no longer on the host: they are
+    /// counted from the instances' claims, so the total does not change
+    /// while they are in use.
+    fn device_inventory(&self) -> std::collections::BTreeMap<String, u32> {
+        let mut inv = devices::inventory(&self.host, &self.allowlist);
+        let (held, errors) = claims_in(&self.cfg.instances_dir(), None);
+        for e in errors {
+            tracing::error!(error = %e, "device claims unreadable");
+        }
+        for claim in held {
+            let Some(ifname) = claim.strip_prefix("nic:") else {
+                continue;
+            };
+            let on_host = self.host.sys.join("class/net").join(ifname).exists();
+            if !on_host && self.allowlist.allows_str("nic", ifname) {
+                *inv.entry(devices::NIC_CLASS.to_string()).or_insert(0) += 1;
+            }
+        }
+        inv
+    }
+
+    /// Resolves a name or uuid to a uuid.
+    async fn resolve(&self, key: &str) -> Result<String, DriverError> {
+        Ok(self.record(key).await?.uuid)
+    }
+
+    /// Every instance with its live state.
+    async fn list(&self) -> Result<Vec<InstanceView>, DriverError> {
+        let records = self.store.list_instances().await?;
+        let images = self.store.list_images().await?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            out.push(self.view(rec, &images).await?);
+        }
+        Ok(out)
+    }
+
+    /// One instance by name or uuid.
+    async fn get(&self, key: &str) -> Result<InstanceView, DriverError> {
+        let rec = self.record(key).await?;
+        let images = self.store.list_images().await?;
+        self.view(rec, &images).await
+    }
+
     async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;

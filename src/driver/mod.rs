@@ -9,14 +9,15 @@ pub mod nic;
 pub mod pci;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use container::ContainerDriver;
+pub use container::{validate_name, ContainerDriver};
 
 use crate::image::ImageError;
 use crate::runtime::{ExecOutput, RuntimeError};
 use crate::storage::StorageError;
-use crate::store::StoreError;
+use crate::store::{ImageRecord, StoreError};
 
 /// Errors of driver operations. Frontends map each variant to their wire once.
 #[derive(Debug, thiserror::Error)]
@@ -323,9 +324,85 @@ pub struct InstanceInfo {
     pub stats: Option<crate::runtime::cgroups::Stats>,
 }
 
+/// One instance as the host sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceView {
+    pub uuid: String,
+    pub name: String,
+    pub image: String,
+    pub image_alias: Option<String>,
+    pub spec: InstanceSpec,
+    pub idmap: Option<crate::runtime::IdMap>,
+    pub info: InstanceInfo,
+    pub created_at: String,
+}
+
+/// What start-up reconciliation found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Instances whose container was gone or dead though they should run.
+    pub stale: Vec<String>,
+    /// Creates that were in flight at the last stop, rolled back.
+    pub rolled_back: Vec<String>,
+    /// Deletes that were in flight at the last stop, finished.
+    pub finished_deletes: Vec<String>,
+    /// Runtime containers under corral's runtime root with no store record.
+    pub orphans: Vec<String>,
+    /// Containers found running, as expected.
+    pub running: usize,
+}
+
+/// The backends the driver picked at start-up, as frontends report them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// The OCI runtime's name (`runc`, `crun`).
+    pub runtime: String,
+    pub runtime_version: String,
+    /// The runtime's state directory.
+    pub runtime_root: PathBuf,
+    /// `v2`, `v1` or `v1-hybrid`.
+    pub cgroup_mode: String,
+    /// The storage pool kind, lowercase.
+    pub storage: String,
+}
+
+/// The image cache as frontends use it: imports, listing, removal.
+#[async_trait::async_trait]
+pub trait ImageStore: Send + Sync {
+    /// Imports a root tarball (already on disk) under an optional alias.
+    async fn import_image(
+        &self,
+        archive: &Path,
+        alias: Option<&str>,
+    ) -> Result<ImageRecord, DriverError>;
+    /// A path for an upload in progress (removed by the caller).
+    fn image_upload_path(&self) -> PathBuf;
+    async fn list_images(&self) -> Result<Vec<ImageRecord>, DriverError>;
+    /// One image by alias or fingerprint.
+    async fn get_image(&self, key: &str) -> Result<ImageRecord, DriverError>;
+    /// Deletes an image no instance uses and no launch is using.
+    async fn delete_image(&self, key: &str) -> Result<(), DriverError>;
+}
+
 /// The operations frontends drive. Identified by instance uuid.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
+    /// The image cache instances are created from.
+    fn images(&self) -> &dyn ImageStore;
+    /// The runtime, cgroup and storage backends in use.
+    fn backend_info(&self) -> BackendInfo;
+    /// Checks what a spec asks of this host (limits, security options,
+    /// dedicated CPUs, block I/O, devices) before anything is created.
+    fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError>;
+    /// The Placement resources of the exclusive and countable devices the
+    /// host has and allows (`CUSTOM_CORRAL_*`), by resource class.
+    fn device_inventory(&self) -> BTreeMap<String, u32>;
+    /// Resolves a name or uuid to a uuid.
+    async fn resolve(&self, key: &str) -> Result<String, DriverError>;
+    /// Every instance with its live state.
+    async fn list(&self) -> Result<Vec<InstanceView>, DriverError>;
+    /// One instance by name or uuid.
+    async fn get(&self, key: &str) -> Result<InstanceView, DriverError>;
     /// Creates the instance (root, bundle, container) and starts it if asked.
     async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError>;
     /// Removes everything of the instance, running or not.
