@@ -208,7 +208,7 @@ fn print<T: Serialize>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
         Format::Table => print!("{}", table(value)),
     }
     Ok(())
@@ -543,7 +543,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             ImageCommand::Info { name } => {
                 let img: Image = c.get(&format!("/1.0/images/{}", enc(name)))?;
                 print(f, &img, |i| {
-                    format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+                    format!("{}\n", serde_yaml_ng::to_string(i).unwrap_or_default())
                 })?;
             }
             ImageCommand::Delete { name } => {
@@ -554,7 +554,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         Command::Status => {
             let info: ServerInfo = c.get("/1.0")?;
             print(f, &info, |i| {
-                format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+                format!("{}\n", serde_yaml_ng::to_string(i).unwrap_or_default())
             })?;
         }
     }
@@ -584,7 +584,7 @@ fn nova_decode(file: &std::path::Path, show_secrets: bool, f: Format) -> anyhow:
     let values = crate::nova::capture::decode_capture(&text, !show_secrets)
         .with_context(|| format!("cannot decode {}", file.display()))?;
     match f {
-        Format::Yaml => print!("{}", serde_yaml::to_string(&values)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&values)?),
         _ => println!("{}", serde_json::to_string_pretty(&values)?),
     }
     Ok(0)

@@ -291,14 +291,17 @@ pub async fn clean_image_cache(driver: &ContainerDriver, min_age: u64) {
             return;
         }
     };
-    let now = chrono::Utc::now();
+    let now = time::OffsetDateTime::now_utc();
     for img in images {
         let Some(alias) = img.alias.as_deref().filter(|a| a.starts_with("glance/")) else {
             continue;
         };
-        let old = chrono::DateTime::parse_from_rfc3339(&img.created_at)
-            .map(|c| (now - c.with_timezone(&chrono::Utc)).num_seconds() >= min_age as i64)
-            .unwrap_or(false);
+        let old = time::OffsetDateTime::parse(
+            &img.created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|c| (now - c).whole_seconds() >= min_age as i64)
+        .unwrap_or(false);
         if !old {
             continue;
         }

@@ -106,7 +106,17 @@ pub struct Store {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(time::OffsetDateTime::now_utc())
+}
+
+/// RFC 3339 in UTC with milliseconds and a `Z`: `2023-11-14T22:13:20.123Z`.
+fn stamp(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -406,6 +416,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_utc_millis_with_z() {
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(stamp(at), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            stamp(time::OffsetDateTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let east = at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(stamp(east), "2023-11-14T22:13:20.123Z");
+        assert_eq!(Store::timestamp().len(), 24);
+    }
 
     #[tokio::test]
     async fn id_ranges_are_unique_and_reused() {
