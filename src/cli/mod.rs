@@ -670,6 +670,14 @@ mod tests {
         assert_eq!(percent_path("a b"), "a%20b");
         assert!(parse_env(&["A=1".into()]).is_ok());
         assert!(parse_env(&["=1".into()]).is_err());
+        let yaml = serde_yaml_ng::to_string(
+            &serde_json::json!({"name": "a", "limits": {"cpus": 0.5}, "devices": [], "pid": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            yaml,
+            "name: a\nlimits:\n  cpus: 0.5\ndevices: []\npid: null\n"
+        );
         let pairs = parse_pairs(&["quota:cpu_shares = 512".into(), "a=b=c".into()]).unwrap();
         assert_eq!(pairs["quota:cpu_shares"], "512");
         assert_eq!(pairs["a"], "b=c");
