@@ -13,7 +13,7 @@ impl Contract {
     fn load() -> Contract {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
         let text = std::fs::read_to_string(path).unwrap();
-        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
         Contract { doc }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::devices::DeviceConfig;
-use crate::driver::Limits;
+pub use crate::driver::Limits;
 use crate::runtime::IdMap;
 
 /// LXD-shaped envelope of every response.

@@ -10,8 +10,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::api::types::{ExecResult, Image, Instance, ServerInfo};
-use crate::driver::Limits;
+use crate::api::types::{
+    ExecPost, ExecResult, Image, Instance, InstancesPost, Limits, ServerInfo, Source, StatePut,
+};
 use client::Client;
 
 /// Where clients look for the daemon when no socket is given.
@@ -208,7 +209,7 @@ fn print<T: Serialize>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
         Format::Table => print!("{}", table(value)),
     }
     Ok(())
@@ -351,14 +352,18 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         .socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-    let c = Client::new(&socket);
     let f = cli.format;
-    let enc = |s: &str| percent_path(s);
     match &cli.command {
         Command::Daemon(_) => bail!("the daemon is not a client verb"),
         Command::Nova(NovaCommand::Decode { file, show_secrets }) => {
             return nova_decode(file, *show_secrets, f);
         }
+        _ => {}
+    }
+    let c = Client::new(&socket);
+    let enc = |s: &str| percent_path(s);
+    match &cli.command {
+        Command::Daemon(_) | Command::Nova(_) => {}
         Command::Launch(a) | Command::Init(a) => {
             let start = matches!(cli.command, Command::Launch(_));
             let memory_bytes = a
@@ -373,14 +378,17 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let extra_specs =
-                crate::driver::extra_specs::parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
-            let devices = crate::driver::extra_specs::parse_pairs(&a.device)
+            let extra_specs = parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
+            let devices = parse_pairs(&a.device)
                 .map_err(|e| anyhow::anyhow!("--device: {e} (use NAME=TYPE,KEY=VALUE,...)"))?;
-            let body = serde_json::json!({
-                "name": a.name,
-                "source": {"type": "image", "alias": a.image},
-                "limits": Limits {
+            let body = InstancesPost {
+                name: a.name.clone(),
+                source: Source {
+                    kind: "image".into(),
+                    alias: Some(a.image.clone()),
+                    fingerprint: None,
+                },
+                limits: Limits {
                     cpus: a.cpus,
                     cpu_shares: a.cpu_shares,
                     memory_bytes,
@@ -388,15 +396,15 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     swap_bytes,
                     ..Limits::default()
                 },
-                "privileged": a.privileged,
-                "nesting": a.nesting,
-                "extra_specs": extra_specs,
-                "devices": devices,
-                "command": (!a.command.is_empty()).then(|| a.command.clone()),
-                "environment": parse_env(&a.env)?,
-                "start": start,
-            });
-            c.run("POST", "/1.0/instances", Some(&body))?;
+                privileged: a.privileged,
+                nesting: a.nesting,
+                extra_specs,
+                devices,
+                command: (!a.command.is_empty()).then(|| a.command.clone()),
+                environment: parse_env(&a.env)?,
+                start,
+            };
+            c.run("POST", "/1.0/instances", Some(&json(&body)?))?;
             let inst: Instance = c.get(&format!("/1.0/instances/{}", enc(&a.name)))?;
             print(f, &inst, |i| {
                 format!(
@@ -457,15 +465,16 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             cwd,
             command,
         } => {
-            let body = serde_json::json!({
-                "command": command,
-                "environment": parse_env(env)?,
-                "cwd": cwd,
-            });
+            let body = ExecPost {
+                command: command.clone(),
+                environment: parse_env(env)?,
+                cwd: cwd.clone(),
+                timeout: None,
+            };
             let r: ExecResult = c.sync(
                 "POST",
                 &format!("/1.0/instances/{}/exec", enc(name)),
-                Some(&body),
+                Some(&json(&body)?),
             )?;
             if f == Format::Table {
                 use std::io::Write;
@@ -543,7 +552,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             ImageCommand::Info { name } => {
                 let img: Image = c.get(&format!("/1.0/images/{}", enc(name)))?;
                 print(f, &img, |i| {
-                    format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+                    format!("{}\n", serde_yaml_ng::to_string(i).unwrap_or_default())
                 })?;
             }
             ImageCommand::Delete { name } => {
@@ -554,7 +563,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         Command::Status => {
             let info: ServerInfo = c.get("/1.0")?;
             print(f, &info, |i| {
-                format!("{}\n", serde_yaml::to_string(i).unwrap_or_default())
+                format!("{}\n", serde_yaml_ng::to_string(i).unwrap_or_default())
             })?;
         }
     }
@@ -584,7 +593,7 @@ fn nova_decode(file: &std::path::Path, show_secrets: bool, f: Format) -> anyhow:
     let values = crate::nova::capture::decode_capture(&text, !show_secrets)
         .with_context(|| format!("cannot decode {}", file.display()))?;
     match f {
-        Format::Yaml => print!("{}", serde_yaml::to_string(&values)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&values)?),
         _ => println!("{}", serde_json::to_string_pretty(&values)?),
     }
     Ok(0)
@@ -597,13 +606,40 @@ fn state(
     force: bool,
     timeout: Option<i64>,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({"action": action, "force": force, "timeout": timeout});
+    let body = StatePut {
+        action: action.to_string(),
+        timeout,
+        force,
+    };
     c.run(
         "PUT",
         &format!("/1.0/instances/{}/state", percent_path(name)),
-        Some(&body),
+        Some(&json(&body)?),
     )?;
     Ok(())
+}
+
+/// A request body as JSON.
+fn json<T: Serialize>(body: &T) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(body)?)
+}
+
+/// `KEY=VALUE` flags (`--limit`, `--device`) as a map; a key given twice is
+/// an error.
+fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("{p:?} is not KEY=VALUE"))?;
+        if out
+            .insert(k.trim().to_string(), v.trim().to_string())
+            .is_some()
+        {
+            return Err(format!("{k} is given twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// Escapes a path segment.
@@ -634,5 +670,24 @@ mod tests {
         assert_eq!(percent_path("a b"), "a%20b");
         assert!(parse_env(&["A=1".into()]).is_ok());
         assert!(parse_env(&["=1".into()]).is_err());
+        let yaml = serde_yaml_ng::to_string(
+            &serde_json::json!({"name": "a", "limits": {"cpus": 0.5}, "devices": [], "pid": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            yaml,
+            "name: a\nlimits:\n  cpus: 0.5\ndevices: []\npid: null\n"
+        );
+        let pairs = parse_pairs(&["quota:cpu_shares = 512".into(), "a=b=c".into()]).unwrap();
+        assert_eq!(pairs["quota:cpu_shares"], "512");
+        assert_eq!(pairs["a"], "b=c");
+        assert_eq!(
+            parse_pairs(&["a=1".into(), "a=2".into()]).unwrap_err(),
+            "a is given twice"
+        );
+        assert_eq!(
+            parse_pairs(&["x".into()]).unwrap_err(),
+            "\"x\" is not KEY=VALUE"
+        );
     }
 }

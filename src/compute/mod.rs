@@ -291,14 +291,17 @@ pub async fn clean_image_cache(images: &dyn ImageStore, min_age: u64) {
             return;
         }
     };
-    let now = chrono::Utc::now();
+    let now = time::OffsetDateTime::now_utc();
     for img in listed {
         let Some(alias) = img.alias.as_deref().filter(|a| a.starts_with("glance/")) else {
             continue;
         };
-        let old = chrono::DateTime::parse_from_rfc3339(&img.created_at)
-            .map(|c| (now - c.with_timezone(&chrono::Utc)).num_seconds() >= min_age as i64)
-            .unwrap_or(false);
+        let old = time::OffsetDateTime::parse(
+            &img.created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|c| (now - c).whole_seconds() >= min_age as i64)
+        .unwrap_or(false);
         if !old {
             continue;
         }
@@ -423,8 +426,11 @@ mod tests {
     #[tokio::test]
     async fn the_image_cache_pass_removes_only_old_glance_images() {
         let ago = |secs: i64| {
-            (chrono::Utc::now() - chrono::Duration::seconds(secs))
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            (time::OffsetDateTime::now_utc() - time::Duration::seconds(secs))
+                .replace_nanosecond(0)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
         };
         let rec = |alias: Option<&str>, created_at: String| crate::store::ImageRecord {
             fingerprint: format!("fp-{alias:?}"),

@@ -113,7 +113,7 @@ fn load(path: &Path) -> Result<Spec, String> {
     if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
-        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+        serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())
     }
 }
 

@@ -1,11 +1,14 @@
 //! The local store: what only this host knows (images, instances, id ranges,
-//! in-flight phases). SQLite through sqlx; one file under `state_path`.
+//! in-flight phases). SQLite through sqlx; one file under `state_path`, its
+//! schema kept by the migrations in `migrate`.
 
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+mod migrate;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -20,30 +23,11 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("{kind} {name} already exists")]
     Conflict { kind: &'static str, name: String },
+    #[error("cannot bring the store's schema up to date")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no free id range left: all {0} are in use (raise [corral] idmap_max_instances)")]
     IdRangesExhausted(u32),
 }
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS images (
-        fingerprint TEXT PRIMARY KEY,
-        alias TEXT UNIQUE,
-        size INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        properties TEXT NOT NULL DEFAULT '{}'
-    )",
-    "CREATE TABLE IF NOT EXISTS instances (
-        uuid TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        image TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        idmap_slot INTEGER UNIQUE,
-        phase TEXT NOT NULL,
-        desired TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )",
-];
 
 /// An image in the cache.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -106,7 +90,17 @@ pub struct Store {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(time::OffsetDateTime::now_utc())
+}
+
+/// RFC 3339 in UTC with milliseconds and a `Z`: `2023-11-14T22:13:20.123Z`.
+fn stamp(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -133,9 +127,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(open_err)?;
-        for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&pool).await?;
-        }
+        migrate::run(&pool).await?;
         Ok(Store { pool })
     }
 
@@ -406,6 +398,139 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_utc_millis_with_z() {
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(stamp(at), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            stamp(time::OffsetDateTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let east = at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(stamp(east), "2023-11-14T22:13:20.123Z");
+        assert_eq!(Store::timestamp().len(), 24);
+        // The image cache reads the age back as RFC 3339.
+        let back =
+            time::OffsetDateTime::parse(&stamp(at), &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
+    }
+
+    /// The schema as the store created it before it kept migrations.
+    const SCHEMA_BEFORE_MIGRATIONS: &[&str] = &[
+        "CREATE TABLE IF NOT EXISTS images (
+            fingerprint TEXT PRIMARY KEY,
+            alias TEXT UNIQUE,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            properties TEXT NOT NULL DEFAULT '{}'
+        )",
+        "CREATE TABLE IF NOT EXISTS instances (
+            uuid TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            image TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            idmap_slot INTEGER UNIQUE,
+            phase TEXT NOT NULL,
+            desired TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )",
+    ];
+
+    async fn raw_pool(path: &Path) -> SqlitePool {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap()
+    }
+
+    /// Columns and indexes of the store's tables, as SQLite reports them.
+    async fn shape(pool: &SqlitePool) -> Vec<String> {
+        let mut out = Vec::new();
+        for table in ["images", "instances"] {
+            for row in sqlx::query(&format!("PRAGMA table_info({table})"))
+                .fetch_all(pool)
+                .await
+                .unwrap()
+            {
+                out.push(format!(
+                    "{table}.{}:{}:{}:{:?}:{}",
+                    row.get::<String, _>("name"),
+                    row.get::<String, _>("type"),
+                    row.get::<i64, _>("notnull"),
+                    row.get::<Option<String>, _>("dflt_value"),
+                    row.get::<i64, _>("pk"),
+                ));
+            }
+            for row in sqlx::query(&format!("PRAGMA index_list({table})"))
+                .fetch_all(pool)
+                .await
+                .unwrap()
+            {
+                let index: String = row.get("name");
+                let cols: Vec<String> = sqlx::query(&format!("PRAGMA index_info({index})"))
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>("name"))
+                    .collect();
+                out.push(format!(
+                    "{table} index unique={} on {cols:?}",
+                    row.get::<i64, _>("unique")
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_migrations_opens_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.sqlite");
+        let pool = raw_pool(&old).await;
+        for stmt in SCHEMA_BEFORE_MIGRATIONS {
+            sqlx::query(stmt).execute(&pool).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO images (fingerprint, alias, size, created_at, properties)
+             VALUES ('abcdef0123456789', 'busybox', 42, '2023-11-14T22:13:20.123Z', '{}')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let before = shape(&pool).await;
+        pool.close().await;
+
+        for _ in 0..2 {
+            let s = Store::open(&old).await.unwrap();
+            let img = s.find_image("busybox").await.unwrap().unwrap();
+            assert_eq!(
+                (img.fingerprint.as_str(), img.size),
+                ("abcdef0123456789", 42)
+            );
+            assert_eq!(shape(&s.pool).await, before);
+            let applied: Vec<(i64, bool)> =
+                sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(applied, vec![(1, true)]);
+            s.pool.close().await;
+        }
+
+        // A new store gets the same tables.
+        let fresh = Store::open(&dir.path().join("new.sqlite")).await.unwrap();
+        assert_eq!(shape(&fresh.pool).await, before);
+    }
 
     #[tokio::test]
     async fn id_ranges_are_unique_and_reused() {
