@@ -18,13 +18,12 @@ use super::context::{RequestContext, CONTEXT_PREFIX};
 use super::fields::{Field, JsonString};
 use super::object::ObjectVersion;
 use crate::pyjson;
+use crate::rpc::envelope;
 
-/// `oslo.version` key.
-pub const OSLO_VERSION_KEY: &str = "oslo.version";
-/// `oslo.message` key.
-pub const OSLO_MESSAGE_KEY: &str = "oslo.message";
-/// The envelope version oslo.messaging writes and accepts (same major, minor <= 0).
-pub const RPC_ENVELOPE_VERSION: &str = "2.0";
+pub use crate::rpc::envelope::{
+    ENVELOPE_VERSION as RPC_ENVELOPE_VERSION, MESSAGE_KEY as OSLO_MESSAGE_KEY,
+    VERSION_KEY as OSLO_VERSION_KEY,
+};
 
 /// Errors decoding or encoding a message body.
 #[derive(Debug, thiserror::Error)]
@@ -489,15 +488,10 @@ impl Envelope {
         let inner = Value::Object(self.inner_map()?);
         match &self.oslo_version {
             None => Ok(pyjson::to_string(&inner)),
-            Some(v) => {
-                let mut outer = Map::new();
-                outer.insert(OSLO_VERSION_KEY.into(), Value::String(v.clone()));
-                outer.insert(
-                    OSLO_MESSAGE_KEY.into(),
-                    Value::String(pyjson::to_string(&inner)),
-                );
-                Ok(pyjson::to_string(&Value::Object(outer)))
-            }
+            Some(v) => match &inner {
+                Value::Object(m) => Ok(envelope::envelope_text(v, m)),
+                _ => Ok(pyjson::to_string(&inner)),
+            },
         }
     }
 }
@@ -560,20 +554,20 @@ pub fn encode_body(message: &RpcMessage) -> Result<String, EnvelopeError> {
     Envelope::new(message.clone()).encode()
 }
 
-/// oslo `version_is_compatible("2.0", v)`.
+/// The rpc layer's envelope version rule (oslo `version_is_compatible("2.0", v)`).
 fn check_envelope_version(version: &str) -> Result<(), EnvelopeError> {
-    let unsupported = || EnvelopeError::UnsupportedEnvelopeVersion(version.to_string());
-    let v: ObjectVersion = version.parse().map_err(|_| unsupported())?;
-    if v.is_compatible_with(ObjectVersion::new(2, 0)) {
+    if envelope::envelope_version_supported(version) {
         Ok(())
     } else {
-        Err(unsupported())
+        Err(EnvelopeError::UnsupportedEnvelopeVersion(
+            version.to_string(),
+        ))
     }
 }
 
 /// A fresh uuid4 hex id (`_msg_id`, `_unique_id`).
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    envelope::new_hex_id()
 }
 
 fn string_field(key: &str, value: Value) -> Result<Field<String>, EnvelopeError> {
@@ -689,6 +683,26 @@ mod tests {
         ));
         assert!(RpcReply::heartbeat("m1").is_heartbeat());
         assert!(!RpcReply::success("m1", json!("pong")).is_heartbeat());
+    }
+
+    /// oslo.messaging 17.x `version_is_compatible`: `int()` of each part (so spaces are
+    /// allowed), parts past the revision ignored, a newer revision refused.
+    #[test]
+    fn envelope_version_follows_oslo() {
+        let inner = r#"{\"method\": \"ping\", \"args\": {}}"#;
+        let with = |v: &str| format!(r#"{{"oslo.version": "{v}", "oslo.message": "{inner}"}}"#);
+        for v in ["2.0", "2.0.0", " 2.0", "2.0.0.7", "2.00"] {
+            assert!(decode_body(&with(v)).is_ok(), "{v} refused");
+        }
+        for v in ["2.0.1", "2.1", "1.9", "3.0", "2", "2.x", ""] {
+            assert!(
+                matches!(
+                    decode_body(&with(v)),
+                    Err(EnvelopeError::UnsupportedEnvelopeVersion(_))
+                ),
+                "{v} accepted"
+            );
+        }
     }
 
     #[test]

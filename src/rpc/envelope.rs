@@ -8,9 +8,12 @@ use crate::rpc::Context;
 
 /// `_RPC_ENVELOPE_VERSION`.
 pub const ENVELOPE_VERSION: &str = "2.0";
-const VERSION_KEY: &str = "oslo.version";
-const MESSAGE_KEY: &str = "oslo.message";
-const CONTEXT_PREFIX: &str = "_context_";
+/// The envelope key holding its version (`_VERSION_KEY`).
+pub const VERSION_KEY: &str = "oslo.version";
+/// The envelope key holding the inner message as a JSON string (`_MESSAGE_KEY`).
+pub const MESSAGE_KEY: &str = "oslo.message";
+/// The prefix of the request context keys in an inner request.
+pub const CONTEXT_PREFIX: &str = "_context_";
 /// How many `_unique_id`s a listener remembers (`_MsgIdCache.DUP_MSG_CHECK_SIZE`).
 pub const DUP_MSG_CHECK_SIZE: usize = 16;
 
@@ -34,13 +37,25 @@ pub fn new_hex_id() -> String {
 
 /// `serialize_msg` + kombu's json body: the bytes published.
 pub fn serialize_msg(inner: &Map<String, Value>) -> Vec<u8> {
+    envelope_text(ENVELOPE_VERSION, inner).into_bytes()
+}
+
+/// The body text of an envelope of `version` around `inner`, encoded as Python's
+/// `json.dumps` does (key order, separators, ASCII escapes).
+pub fn envelope_text(version: &str, inner: &Map<String, Value>) -> String {
     let mut env = Map::new();
-    env.insert(VERSION_KEY.into(), Value::String(ENVELOPE_VERSION.into()));
+    env.insert(VERSION_KEY.into(), Value::String(version.into()));
     env.insert(
         MESSAGE_KEY.into(),
         Value::String(pyjson::to_string(&Value::Object(inner.clone()))),
     );
-    pyjson::to_string(&Value::Object(env)).into_bytes()
+    pyjson::to_string(&Value::Object(env))
+}
+
+/// Whether this endpoint accepts an envelope of `version` (`deserialize_msg`'s check:
+/// `version_is_compatible("2.0", version)`, a version Python cannot parse refused).
+pub fn envelope_version_supported(version: &str) -> bool {
+    matches!(version_is_compatible(ENVELOPE_VERSION, version), Ok(true))
 }
 
 /// Parse the body and undo the envelope (`deserialize_msg`). A JSON object without both
@@ -59,7 +74,7 @@ pub fn deserialize_msg(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError>
         Some(other) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(other.to_string())),
         None => String::new(),
     };
-    if !matches!(version_is_compatible(ENVELOPE_VERSION, &version), Ok(true)) {
+    if !envelope_version_supported(&version) {
         return Err(EnvelopeError::UnsupportedEnvelopeVersion(version));
     }
     inner_message(&outer)
