@@ -18,7 +18,7 @@ use super::context::{RequestContext, CONTEXT_PREFIX};
 use super::fields::{Field, JsonString};
 use super::object::ObjectVersion;
 use crate::pyjson;
-use crate::rpc::envelope;
+use crate::rpc::envelope::{self, Failure};
 
 pub use crate::rpc::envelope::{
     ENVELOPE_VERSION as RPC_ENVELOPE_VERSION, MESSAGE_KEY as OSLO_MESSAGE_KEY,
@@ -431,38 +431,33 @@ impl RemoteFailure {
     /// A `nova.exception.<class>` failure that nova-api can rebuild: `args = [message]`,
     /// `kwargs` must be accepted by the class constructor (include `code`).
     pub fn nova(class: &str, message: &str, kwargs: Map<String, Value>) -> Self {
-        Self {
-            class: Field::Set(class.to_string()),
-            module: Field::Set("nova.exception".to_string()),
-            message: Field::Set(message.to_string()),
-            tb: Field::Set(Vec::new()),
-            args: Field::Set(vec![Value::String(message.to_string())]),
-            kwargs: Field::Set(kwargs),
-            extra: Map::new(),
-        }
+        Failure::nova(class, message, kwargs).into()
     }
 
     /// `builtins.NotImplementedError`, which nova-api maps to HTTP 501 for optional
     /// operations (console output, set password, ...).
     pub fn not_implemented(message: &str) -> Self {
-        Self {
-            class: Field::Set("NotImplementedError".to_string()),
-            module: Field::Set("builtins".to_string()),
-            message: Field::Set(message.to_string()),
-            tb: Field::Set(Vec::new()),
-            args: Field::Set(if message.is_empty() {
-                Vec::new()
-            } else {
-                vec![Value::String(message.to_string())]
-            }),
-            kwargs: Field::Set(Map::new()),
-            extra: Map::new(),
-        }
+        Failure::not_implemented(message).into()
     }
 
     /// The class name, if any.
     pub fn class_name(&self) -> Option<&str> {
         self.class.as_str()
+    }
+}
+
+/// The typed view of a failure the rpc layer builds: every key present.
+impl From<Failure> for RemoteFailure {
+    fn from(f: Failure) -> Self {
+        Self {
+            class: Field::Set(f.class),
+            module: Field::Set(f.module),
+            message: Field::Set(f.message),
+            tb: Field::Set(f.tb),
+            args: Field::Set(f.args),
+            kwargs: Field::Set(f.kwargs),
+            extra: Map::new(),
+        }
     }
 }
 
@@ -683,6 +678,28 @@ mod tests {
         ));
         assert!(RpcReply::heartbeat("m1").is_heartbeat());
         assert!(!RpcReply::success("m1", json!("pong")).is_heartbeat());
+    }
+
+    /// The typed view writes the same `failure` string as the rpc layer's encoder.
+    #[test]
+    fn failures_encode_as_rpc_does() {
+        let kwargs = json!({"instance_id": "x", "code": 404})
+            .as_object()
+            .unwrap()
+            .clone();
+        for (typed, rpc) in [
+            (
+                RemoteFailure::nova("InstanceNotFound", "gone", kwargs.clone()),
+                Failure::nova("InstanceNotFound", "gone", kwargs),
+            ),
+            (
+                RemoteFailure::not_implemented(""),
+                Failure::not_implemented(""),
+            ),
+        ] {
+            let reply = RpcReply::failure("m1", typed).to_map().unwrap();
+            assert_eq!(reply["failure"], json!(rpc.to_json_string()));
+        }
     }
 
     /// oslo.messaging 17.x `version_is_compatible`: `int()` of each part (so spaces are
