@@ -18,7 +18,7 @@ use super::context::{RequestContext, CONTEXT_PREFIX};
 use super::fields::{Field, JsonString};
 use super::object::ObjectVersion;
 use crate::pyjson;
-use crate::rpc::envelope::{self, Failure};
+use crate::rpc::envelope::{self, Failure, Opened, UnsupportedEnvelope};
 
 pub use crate::rpc::envelope::{
     ENVELOPE_VERSION as RPC_ENVELOPE_VERSION, MESSAGE_KEY as OSLO_MESSAGE_KEY,
@@ -500,21 +500,19 @@ pub fn decode_body(body: &str) -> Result<Envelope, EnvelopeError> {
 
 /// [`decode_body`] from already-parsed JSON.
 pub fn decode_body_value(value: Value) -> Result<Envelope, EnvelopeError> {
-    let Value::Object(mut outer) = value else {
+    let Value::Object(outer) = value else {
         return Err(EnvelopeError::NotAnObject);
     };
-    if !(outer.contains_key(OSLO_VERSION_KEY) && outer.contains_key(OSLO_MESSAGE_KEY)) {
-        return Ok(Envelope {
-            oslo_version: None,
-            message: decode_inner(outer)?,
-        });
-    }
-    let version = match outer.remove(OSLO_VERSION_KEY) {
-        Some(Value::String(v)) => v,
-        Some(other) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(other.to_string())),
-        None => return Err(EnvelopeError::UnsupportedEnvelopeVersion("none".into())),
+    let (version, mut outer) = match envelope::open_envelope(outer) {
+        Ok(Opened::Bare(inner)) => {
+            return Ok(Envelope {
+                oslo_version: None,
+                message: decode_inner(inner)?,
+            })
+        }
+        Ok(Opened::Enveloped { version, outer }) => (version, outer),
+        Err(UnsupportedEnvelope(v)) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(v)),
     };
-    check_envelope_version(&version)?;
     let inner_text = match outer.remove(OSLO_MESSAGE_KEY) {
         Some(Value::String(s)) => s,
         _ => return Err(EnvelopeError::MessageNotString),
@@ -547,17 +545,6 @@ pub fn decode_inner(inner: Map<String, Value>) -> Result<RpcMessage, EnvelopeErr
 /// Encodes a message in a 2.0 envelope.
 pub fn encode_body(message: &RpcMessage) -> Result<String, EnvelopeError> {
     Envelope::new(message.clone()).encode()
-}
-
-/// The rpc layer's envelope version rule (oslo `version_is_compatible("2.0", v)`).
-fn check_envelope_version(version: &str) -> Result<(), EnvelopeError> {
-    if envelope::envelope_version_supported(version) {
-        Ok(())
-    } else {
-        Err(EnvelopeError::UnsupportedEnvelopeVersion(
-            version.to_string(),
-        ))
-    }
 }
 
 /// A fresh uuid4 hex id (`_msg_id`, `_unique_id`).

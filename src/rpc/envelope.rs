@@ -66,18 +66,44 @@ pub fn deserialize_msg(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError>
     let Value::Object(outer) = outer else {
         return Err(EnvelopeError::NotAnObject);
     };
+    match open_envelope(outer).map_err(|u| EnvelopeError::UnsupportedEnvelopeVersion(u.0))? {
+        Opened::Bare(m) => Ok(m),
+        Opened::Enveloped { outer, .. } => inner_message(&outer),
+    }
+}
+
+/// An envelope whose `oslo.version` this endpoint refuses: the version as sent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("specified rpc envelope version, {0}, not supported by this endpoint")]
+pub struct UnsupportedEnvelope(pub String);
+
+/// A body object after the envelope check of `deserialize_msg`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opened {
+    /// No envelope (an un-enveloped 1.0 message): the message itself.
+    Bare(Map<String, Value>),
+    /// An envelope of a supported `version`; `outer` still holds both keys.
+    Enveloped {
+        version: String,
+        outer: Map<String, Value>,
+    },
+}
+
+/// `deserialize_msg`'s rule: a body object with both envelope keys is an envelope and
+/// its version must be supported; anything else is a bare message.
+pub fn open_envelope(outer: Map<String, Value>) -> Result<Opened, UnsupportedEnvelope> {
     if !(outer.contains_key(VERSION_KEY) && outer.contains_key(MESSAGE_KEY)) {
-        return Ok(outer);
+        return Ok(Opened::Bare(outer));
     }
     let version = match outer.get(VERSION_KEY) {
         Some(Value::String(v)) => v.clone(),
-        Some(other) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(other.to_string())),
+        Some(other) => return Err(UnsupportedEnvelope(other.to_string())),
         None => String::new(),
     };
     if !envelope_version_supported(&version) {
-        return Err(EnvelopeError::UnsupportedEnvelopeVersion(version));
+        return Err(UnsupportedEnvelope(version));
     }
-    inner_message(&outer)
+    Ok(Opened::Enveloped { version, outer })
 }
 
 /// The inner message of an envelope, ignoring its version; used to find a reply queue
