@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::context::{RequestContext, CONTEXT_PREFIX};
+use super::context::RequestContext;
 use super::fields::{Field, JsonString};
 use super::object::ObjectVersion;
 use crate::pyjson;
@@ -184,7 +184,7 @@ impl RpcRequest {
         self.timeout.get().and_then(Number::as_f64)
     }
 
-    fn from_map(map: Map<String, Value>) -> Result<Self, EnvelopeError> {
+    fn from_map(mut map: Map<String, Value>) -> Result<Self, EnvelopeError> {
         let mut method = None;
         let mut args = None;
         let mut req = RpcRequest {
@@ -199,7 +199,7 @@ impl RpcRequest {
             context: RequestContext::default(),
             extra: Map::new(),
         };
-        let mut context = Map::new();
+        let context = envelope::unpack_context(&mut map);
         for (key, value) in map {
             match key.as_str() {
                 "method" => method = Some(value),
@@ -217,11 +217,7 @@ impl RpcRequest {
                     }
                 }
                 _ => {
-                    if let Some(ctx_key) = key.strip_prefix(CONTEXT_PREFIX) {
-                        context.insert(ctx_key.to_string(), value);
-                    } else {
-                        req.extra.insert(key, value);
-                    }
+                    req.extra.insert(key, value);
                 }
             }
         }
@@ -259,9 +255,8 @@ impl RpcRequest {
             }
         }
         put_string(&mut m, "_unique_id", &self.unique_id);
-        for (k, v) in self.context.to_map().map_err(EnvelopeError::Encode)? {
-            m.insert(format!("{CONTEXT_PREFIX}{k}"), v);
-        }
+        let context = self.context.to_map().map_err(EnvelopeError::Encode)?;
+        envelope::pack_context(&mut m, &context);
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
         }

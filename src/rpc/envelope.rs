@@ -77,6 +77,30 @@ pub fn deserialize_msg(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError>
 #[error("specified rpc envelope version, {0}, not supported by this endpoint")]
 pub struct UnsupportedEnvelope(pub String);
 
+/// `unpack_context`: take the `_context_*` keys out of an inner request, in their
+/// order, with the prefix removed.
+pub fn unpack_context(msg: &mut Map<String, Value>) -> Context {
+    let mut context = Context::new();
+    let keys: Vec<String> = msg
+        .keys()
+        .filter(|k| k.starts_with(CONTEXT_PREFIX))
+        .cloned()
+        .collect();
+    for k in keys {
+        if let Some(v) = msg.shift_remove(&k) {
+            context.insert(k[CONTEXT_PREFIX.len()..].to_string(), v);
+        }
+    }
+    context
+}
+
+/// `pack_context`: add `context` to an inner request as `_context_*` keys.
+pub fn pack_context(msg: &mut Map<String, Value>, context: &Context) {
+    for (k, v) in context {
+        msg.insert(format!("{CONTEXT_PREFIX}{k}"), v.clone());
+    }
+}
+
 /// A body object after the envelope check of `deserialize_msg`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Opened {
@@ -410,17 +434,7 @@ pub struct Request {
 impl Request {
     /// `unpack_context` + `check_duplicate_message`'s pop: split a decoded message.
     pub fn from_message(mut msg: Map<String, Value>, topic: &str) -> Self {
-        let mut context = Context::new();
-        let keys: Vec<String> = msg
-            .keys()
-            .filter(|k| k.starts_with(CONTEXT_PREFIX))
-            .cloned()
-            .collect();
-        for k in keys {
-            if let Some(v) = msg.shift_remove(&k) {
-                context.insert(k[CONTEXT_PREFIX.len()..].to_string(), v);
-            }
-        }
+        let context = unpack_context(&mut msg);
         let as_string = |v: Option<Value>| match v {
             Some(Value::String(s)) => Some(s),
             Some(Value::Null) | None => None,
@@ -596,9 +610,7 @@ impl OutgoingRequest<'_> {
             m.insert("_timeout".into(), cm.map_or(Value::Null, Value::from));
         }
         m.insert("_unique_id".into(), Value::String(new_hex_id()));
-        for (k, v) in self.context {
-            m.insert(format!("{CONTEXT_PREFIX}{k}"), v.clone());
-        }
+        pack_context(&mut m, self.context);
         m
     }
 }
