@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::fields::{Field, NovaDateTime};
 
-/// Prefix of context keys in the request body.
-pub const CONTEXT_PREFIX: &str = "_context_";
+/// Prefix of context keys in the request body (owned by the rpc envelope).
+pub use crate::rpc::envelope::CONTEXT_PREFIX;
 
 /// nova's `RequestContext.to_dict()`.
 ///

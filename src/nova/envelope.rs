@@ -14,17 +14,16 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::context::{RequestContext, CONTEXT_PREFIX};
+use super::context::RequestContext;
 use super::fields::{Field, JsonString};
 use super::object::ObjectVersion;
 use crate::pyjson;
+use crate::rpc::envelope::{self, Failure, Opened, UnsupportedEnvelope};
 
-/// `oslo.version` key.
-pub const OSLO_VERSION_KEY: &str = "oslo.version";
-/// `oslo.message` key.
-pub const OSLO_MESSAGE_KEY: &str = "oslo.message";
-/// The envelope version oslo.messaging writes and accepts (same major, minor <= 0).
-pub const RPC_ENVELOPE_VERSION: &str = "2.0";
+pub use crate::rpc::envelope::{
+    ENVELOPE_VERSION as RPC_ENVELOPE_VERSION, MESSAGE_KEY as OSLO_MESSAGE_KEY,
+    VERSION_KEY as OSLO_VERSION_KEY,
+};
 
 /// Errors decoding or encoding a message body.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +184,7 @@ impl RpcRequest {
         self.timeout.get().and_then(Number::as_f64)
     }
 
-    fn from_map(map: Map<String, Value>) -> Result<Self, EnvelopeError> {
+    fn from_map(mut map: Map<String, Value>) -> Result<Self, EnvelopeError> {
         let mut method = None;
         let mut args = None;
         let mut req = RpcRequest {
@@ -200,7 +199,7 @@ impl RpcRequest {
             context: RequestContext::default(),
             extra: Map::new(),
         };
-        let mut context = Map::new();
+        let context = envelope::unpack_context(&mut map);
         for (key, value) in map {
             match key.as_str() {
                 "method" => method = Some(value),
@@ -218,11 +217,7 @@ impl RpcRequest {
                     }
                 }
                 _ => {
-                    if let Some(ctx_key) = key.strip_prefix(CONTEXT_PREFIX) {
-                        context.insert(ctx_key.to_string(), value);
-                    } else {
-                        req.extra.insert(key, value);
-                    }
+                    req.extra.insert(key, value);
                 }
             }
         }
@@ -260,9 +255,8 @@ impl RpcRequest {
             }
         }
         put_string(&mut m, "_unique_id", &self.unique_id);
-        for (k, v) in self.context.to_map().map_err(EnvelopeError::Encode)? {
-            m.insert(format!("{CONTEXT_PREFIX}{k}"), v);
-        }
+        let context = self.context.to_map().map_err(EnvelopeError::Encode)?;
+        envelope::pack_context(&mut m, &context);
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
         }
@@ -432,38 +426,33 @@ impl RemoteFailure {
     /// A `nova.exception.<class>` failure that nova-api can rebuild: `args = [message]`,
     /// `kwargs` must be accepted by the class constructor (include `code`).
     pub fn nova(class: &str, message: &str, kwargs: Map<String, Value>) -> Self {
-        Self {
-            class: Field::Set(class.to_string()),
-            module: Field::Set("nova.exception".to_string()),
-            message: Field::Set(message.to_string()),
-            tb: Field::Set(Vec::new()),
-            args: Field::Set(vec![Value::String(message.to_string())]),
-            kwargs: Field::Set(kwargs),
-            extra: Map::new(),
-        }
+        Failure::nova(class, message, kwargs).into()
     }
 
     /// `builtins.NotImplementedError`, which nova-api maps to HTTP 501 for optional
     /// operations (console output, set password, ...).
     pub fn not_implemented(message: &str) -> Self {
-        Self {
-            class: Field::Set("NotImplementedError".to_string()),
-            module: Field::Set("builtins".to_string()),
-            message: Field::Set(message.to_string()),
-            tb: Field::Set(Vec::new()),
-            args: Field::Set(if message.is_empty() {
-                Vec::new()
-            } else {
-                vec![Value::String(message.to_string())]
-            }),
-            kwargs: Field::Set(Map::new()),
-            extra: Map::new(),
-        }
+        Failure::not_implemented(message).into()
     }
 
     /// The class name, if any.
     pub fn class_name(&self) -> Option<&str> {
         self.class.as_str()
+    }
+}
+
+/// The typed view of a failure the rpc layer builds: every key present.
+impl From<Failure> for RemoteFailure {
+    fn from(f: Failure) -> Self {
+        Self {
+            class: Field::Set(f.class),
+            module: Field::Set(f.module),
+            message: Field::Set(f.message),
+            tb: Field::Set(f.tb),
+            args: Field::Set(f.args),
+            kwargs: Field::Set(f.kwargs),
+            extra: Map::new(),
+        }
     }
 }
 
@@ -489,15 +478,10 @@ impl Envelope {
         let inner = Value::Object(self.inner_map()?);
         match &self.oslo_version {
             None => Ok(pyjson::to_string(&inner)),
-            Some(v) => {
-                let mut outer = Map::new();
-                outer.insert(OSLO_VERSION_KEY.into(), Value::String(v.clone()));
-                outer.insert(
-                    OSLO_MESSAGE_KEY.into(),
-                    Value::String(pyjson::to_string(&inner)),
-                );
-                Ok(pyjson::to_string(&Value::Object(outer)))
-            }
+            Some(v) => match &inner {
+                Value::Object(m) => Ok(envelope::envelope_text(v, m)),
+                _ => Ok(pyjson::to_string(&inner)),
+            },
         }
     }
 }
@@ -511,21 +495,19 @@ pub fn decode_body(body: &str) -> Result<Envelope, EnvelopeError> {
 
 /// [`decode_body`] from already-parsed JSON.
 pub fn decode_body_value(value: Value) -> Result<Envelope, EnvelopeError> {
-    let Value::Object(mut outer) = value else {
+    let Value::Object(outer) = value else {
         return Err(EnvelopeError::NotAnObject);
     };
-    if !(outer.contains_key(OSLO_VERSION_KEY) && outer.contains_key(OSLO_MESSAGE_KEY)) {
-        return Ok(Envelope {
-            oslo_version: None,
-            message: decode_inner(outer)?,
-        });
-    }
-    let version = match outer.remove(OSLO_VERSION_KEY) {
-        Some(Value::String(v)) => v,
-        Some(other) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(other.to_string())),
-        None => return Err(EnvelopeError::UnsupportedEnvelopeVersion("none".into())),
+    let (version, mut outer) = match envelope::open_envelope(outer) {
+        Ok(Opened::Bare(inner)) => {
+            return Ok(Envelope {
+                oslo_version: None,
+                message: decode_inner(inner)?,
+            })
+        }
+        Ok(Opened::Enveloped { version, outer }) => (version, outer),
+        Err(UnsupportedEnvelope(v)) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(v)),
     };
-    check_envelope_version(&version)?;
     let inner_text = match outer.remove(OSLO_MESSAGE_KEY) {
         Some(Value::String(s)) => s,
         _ => return Err(EnvelopeError::MessageNotString),
@@ -560,20 +542,9 @@ pub fn encode_body(message: &RpcMessage) -> Result<String, EnvelopeError> {
     Envelope::new(message.clone()).encode()
 }
 
-/// oslo `version_is_compatible("2.0", v)`.
-fn check_envelope_version(version: &str) -> Result<(), EnvelopeError> {
-    let unsupported = || EnvelopeError::UnsupportedEnvelopeVersion(version.to_string());
-    let v: ObjectVersion = version.parse().map_err(|_| unsupported())?;
-    if v.is_compatible_with(ObjectVersion::new(2, 0)) {
-        Ok(())
-    } else {
-        Err(unsupported())
-    }
-}
-
 /// A fresh uuid4 hex id (`_msg_id`, `_unique_id`).
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    envelope::new_hex_id()
 }
 
 fn string_field(key: &str, value: Value) -> Result<Field<String>, EnvelopeError> {
@@ -689,6 +660,48 @@ mod tests {
         ));
         assert!(RpcReply::heartbeat("m1").is_heartbeat());
         assert!(!RpcReply::success("m1", json!("pong")).is_heartbeat());
+    }
+
+    /// The typed view writes the same `failure` string as the rpc layer's encoder.
+    #[test]
+    fn failures_encode_as_rpc_does() {
+        let kwargs = json!({"instance_id": "x", "code": 404})
+            .as_object()
+            .unwrap()
+            .clone();
+        for (typed, rpc) in [
+            (
+                RemoteFailure::nova("InstanceNotFound", "gone", kwargs.clone()),
+                Failure::nova("InstanceNotFound", "gone", kwargs),
+            ),
+            (
+                RemoteFailure::not_implemented(""),
+                Failure::not_implemented(""),
+            ),
+        ] {
+            let reply = RpcReply::failure("m1", typed).to_map().unwrap();
+            assert_eq!(reply["failure"], json!(rpc.to_json_string()));
+        }
+    }
+
+    /// oslo.messaging 17.x `version_is_compatible`: `int()` of each part (so spaces are
+    /// allowed), parts past the revision ignored, a newer revision refused.
+    #[test]
+    fn envelope_version_follows_oslo() {
+        let inner = r#"{\"method\": \"ping\", \"args\": {}}"#;
+        let with = |v: &str| format!(r#"{{"oslo.version": "{v}", "oslo.message": "{inner}"}}"#);
+        for v in ["2.0", "2.0.0", " 2.0", "2.0.0.7", "2.00"] {
+            assert!(decode_body(&with(v)).is_ok(), "{v} refused");
+        }
+        for v in ["2.0.1", "2.1", "1.9", "3.0", "2", "2.x", ""] {
+            assert!(
+                matches!(
+                    decode_body(&with(v)),
+                    Err(EnvelopeError::UnsupportedEnvelopeVersion(_))
+                ),
+                "{v} accepted"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,12 @@ use crate::rpc::Context;
 
 /// `_RPC_ENVELOPE_VERSION`.
 pub const ENVELOPE_VERSION: &str = "2.0";
-const VERSION_KEY: &str = "oslo.version";
-const MESSAGE_KEY: &str = "oslo.message";
-const CONTEXT_PREFIX: &str = "_context_";
+/// The envelope key holding its version (`_VERSION_KEY`).
+pub const VERSION_KEY: &str = "oslo.version";
+/// The envelope key holding the inner message as a JSON string (`_MESSAGE_KEY`).
+pub const MESSAGE_KEY: &str = "oslo.message";
+/// The prefix of the request context keys in an inner request.
+pub const CONTEXT_PREFIX: &str = "_context_";
 /// How many `_unique_id`s a listener remembers (`_MsgIdCache.DUP_MSG_CHECK_SIZE`).
 pub const DUP_MSG_CHECK_SIZE: usize = 16;
 
@@ -34,13 +37,25 @@ pub fn new_hex_id() -> String {
 
 /// `serialize_msg` + kombu's json body: the bytes published.
 pub fn serialize_msg(inner: &Map<String, Value>) -> Vec<u8> {
+    envelope_text(ENVELOPE_VERSION, inner).into_bytes()
+}
+
+/// The body text of an envelope of `version` around `inner`, encoded as Python's
+/// `json.dumps` does (key order, separators, ASCII escapes).
+pub fn envelope_text(version: &str, inner: &Map<String, Value>) -> String {
     let mut env = Map::new();
-    env.insert(VERSION_KEY.into(), Value::String(ENVELOPE_VERSION.into()));
+    env.insert(VERSION_KEY.into(), Value::String(version.into()));
     env.insert(
         MESSAGE_KEY.into(),
         Value::String(pyjson::to_string(&Value::Object(inner.clone()))),
     );
-    pyjson::to_string(&Value::Object(env)).into_bytes()
+    pyjson::to_string(&Value::Object(env))
+}
+
+/// Whether this endpoint accepts an envelope of `version` (`deserialize_msg`'s check:
+/// `version_is_compatible("2.0", version)`, a version Python cannot parse refused).
+pub fn envelope_version_supported(version: &str) -> bool {
+    matches!(version_is_compatible(ENVELOPE_VERSION, version), Ok(true))
 }
 
 /// Parse the body and undo the envelope (`deserialize_msg`). A JSON object without both
@@ -51,18 +66,68 @@ pub fn deserialize_msg(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError>
     let Value::Object(outer) = outer else {
         return Err(EnvelopeError::NotAnObject);
     };
+    match open_envelope(outer).map_err(|u| EnvelopeError::UnsupportedEnvelopeVersion(u.0))? {
+        Opened::Bare(m) => Ok(m),
+        Opened::Enveloped { outer, .. } => inner_message(&outer),
+    }
+}
+
+/// An envelope whose `oslo.version` this endpoint refuses: the version as sent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("specified rpc envelope version, {0}, not supported by this endpoint")]
+pub struct UnsupportedEnvelope(pub String);
+
+/// `unpack_context`: take the `_context_*` keys out of an inner request, in their
+/// order, with the prefix removed.
+pub fn unpack_context(msg: &mut Map<String, Value>) -> Context {
+    let mut context = Context::new();
+    let keys: Vec<String> = msg
+        .keys()
+        .filter(|k| k.starts_with(CONTEXT_PREFIX))
+        .cloned()
+        .collect();
+    for k in keys {
+        if let Some(v) = msg.shift_remove(&k) {
+            context.insert(k[CONTEXT_PREFIX.len()..].to_string(), v);
+        }
+    }
+    context
+}
+
+/// `pack_context`: add `context` to an inner request as `_context_*` keys.
+pub fn pack_context(msg: &mut Map<String, Value>, context: &Context) {
+    for (k, v) in context {
+        msg.insert(format!("{CONTEXT_PREFIX}{k}"), v.clone());
+    }
+}
+
+/// A body object after the envelope check of `deserialize_msg`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opened {
+    /// No envelope (an un-enveloped 1.0 message): the message itself.
+    Bare(Map<String, Value>),
+    /// An envelope of a supported `version`; `outer` still holds both keys.
+    Enveloped {
+        version: String,
+        outer: Map<String, Value>,
+    },
+}
+
+/// `deserialize_msg`'s rule: a body object with both envelope keys is an envelope and
+/// its version must be supported; anything else is a bare message.
+pub fn open_envelope(outer: Map<String, Value>) -> Result<Opened, UnsupportedEnvelope> {
     if !(outer.contains_key(VERSION_KEY) && outer.contains_key(MESSAGE_KEY)) {
-        return Ok(outer);
+        return Ok(Opened::Bare(outer));
     }
     let version = match outer.get(VERSION_KEY) {
         Some(Value::String(v)) => v.clone(),
-        Some(other) => return Err(EnvelopeError::UnsupportedEnvelopeVersion(other.to_string())),
+        Some(other) => return Err(UnsupportedEnvelope(other.to_string())),
         None => String::new(),
     };
-    if !matches!(version_is_compatible(ENVELOPE_VERSION, &version), Ok(true)) {
-        return Err(EnvelopeError::UnsupportedEnvelopeVersion(version));
+    if !envelope_version_supported(&version) {
+        return Err(UnsupportedEnvelope(version));
     }
-    inner_message(&outer)
+    Ok(Opened::Enveloped { version, outer })
 }
 
 /// The inner message of an envelope, ignoring its version; used to find a reply queue
@@ -369,17 +434,7 @@ pub struct Request {
 impl Request {
     /// `unpack_context` + `check_duplicate_message`'s pop: split a decoded message.
     pub fn from_message(mut msg: Map<String, Value>, topic: &str) -> Self {
-        let mut context = Context::new();
-        let keys: Vec<String> = msg
-            .keys()
-            .filter(|k| k.starts_with(CONTEXT_PREFIX))
-            .cloned()
-            .collect();
-        for k in keys {
-            if let Some(v) = msg.shift_remove(&k) {
-                context.insert(k[CONTEXT_PREFIX.len()..].to_string(), v);
-            }
-        }
+        let context = unpack_context(&mut msg);
         let as_string = |v: Option<Value>| match v {
             Some(Value::String(s)) => Some(s),
             Some(Value::Null) | None => None,
@@ -555,9 +610,7 @@ impl OutgoingRequest<'_> {
             m.insert("_timeout".into(), cm.map_or(Value::Null, Value::from));
         }
         m.insert("_unique_id".into(), Value::String(new_hex_id()));
-        for (k, v) in self.context {
-            m.insert(format!("{CONTEXT_PREFIX}{k}"), v.clone());
-        }
+        pack_context(&mut m, self.context);
         m
     }
 }

@@ -11,6 +11,7 @@ mod connection;
 pub mod envelope;
 mod error;
 pub mod options;
+mod reply;
 mod server;
 mod transport;
 pub mod url;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-use crate::rpc::client::ReplyWaiter;
 use crate::rpc::connection::{Connector, Publisher, StopSignal};
 use crate::rpc::error::RpcError;
 use crate::rpc::options::{RabbitOptions, RpcOptions};
+use crate::rpc::reply::ReplyWaiter;
 use crate::rpc::url::TransportUrl;
 
 /// A connection to the message bus, shared by RPC clients and servers of one process

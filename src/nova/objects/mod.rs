@@ -37,8 +37,8 @@ pub use manifest::{
 };
 pub use migration::{Migration, MigrationList};
 pub use network_model::{FixedIp, Ip, Network, NetworkInfo, Route, Subnet, Vif};
-pub use request_spec::{Destination, RequestSpec, SchedulerLimits};
-pub use scheduling::{NetworkRequest, NetworkRequestList, Selection};
+pub use request_spec::{Destination, RequestSpec};
+pub use scheduling::{NetworkRequest, NetworkRequestList, SchedulerLimits, Selection};
 pub use service::Service;
 
 use serde_json::Value;

@@ -6,6 +6,7 @@ use super::flavor::Flavor;
 use super::image_meta::ImageMeta;
 use super::nova_object;
 use super::scheduling::NetworkRequestList;
+pub use super::scheduling::SchedulerLimits;
 
 nova_object! {
     /// `RequestSpec` 1.15: what the scheduler was asked for; passed to
@@ -47,15 +48,5 @@ nova_object! {
         aggregates: Vec<String>,
         allow_cross_cell_move: bool,
         forbidden_aggregates: Vec<String>,
-    }
-}
-
-nova_object! {
-    /// `SchedulerLimits` 1.0: oversubscription limits the claim must honour.
-    pub struct SchedulerLimits("SchedulerLimits", 1, 0) {
-        numa_topology: NovaObject,
-        vcpu: i64,
-        disk_gb: i64,
-        memory_mb: i64,
     }
 }

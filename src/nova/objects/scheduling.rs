@@ -1,12 +1,22 @@
 //! Objects that carry scheduling results and network requests into a build:
-//! `Selection` 1.1 (`nova/objects/selection.py`), `NetworkRequest` 1.3 and its list 1.1
-//! (`nova/objects/network_request.py`).
+//! `Selection` 1.1 (`nova/objects/selection.py`) with its `SchedulerLimits` 1.0,
+//! `NetworkRequest` 1.3 and its list 1.1 (`nova/objects/network_request.py`).
 
 use serde_json::Value;
 
 use super::super::fields::JsonString;
+use super::super::object::NovaObject;
 use super::nova_object;
-use super::request_spec::SchedulerLimits;
+
+nova_object! {
+    /// `SchedulerLimits` 1.0: oversubscription limits the claim must honour.
+    pub struct SchedulerLimits("SchedulerLimits", 1, 0) {
+        numa_topology: NovaObject,
+        vcpu: i64,
+        disk_gb: i64,
+        memory_mb: i64,
+    }
+}
 
 nova_object! {
     /// `Selection` 1.1: one host chosen by the scheduler (`host_list` of a build).
