@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cgroups;
 mod choice;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -103,6 +104,9 @@ pub struct ExecOutput {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// The proc file system the runc state reader looks for init processes in.
+const PROC: &str = "/proc";
 
 /// The adapter over one runtime binary and one state root.
 #[derive(Debug, Clone)]
@@ -324,8 +328,12 @@ impl Runtime {
         self.run("start", id, &[]).await.map(|_| ())
     }
 
-    /// The container's state, or None when the runtime does not know it.
+    /// The container's state, or None when the runtime does not know it. runc's
+    /// is read from its state directory (no process per call); crun is asked.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        if self.kind == RuntimeKind::Runc {
+            return state::read(&self.root, Path::new(PROC), id);
+        }
         match self.run("state", id, &[]).await {
             Ok(out) => {
                 serde_json::from_str(&out)
@@ -340,8 +348,12 @@ impl Runtime {
         }
     }
 
-    /// Every container under this runtime root.
+    /// Every container under this runtime root (runc's read from its state
+    /// directories, crun's from `crun list`).
     pub async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        if self.kind == RuntimeKind::Runc {
+            return state::list(&self.root, Path::new(PROC));
+        }
         let mut cmd = self.command();
         cmd.arg("list").arg("--format").arg("json");
         let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
