@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::CpuSet;
+use crate::cpuset::CpuSet;
 
 /// Where the kernel's process information is mounted.
 pub const PROC: &str = "/proc";

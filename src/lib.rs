@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod compute;
 pub mod config;
+pub mod cpuset;
 pub mod crashpoint;
 pub mod daemon;
 pub mod devices;

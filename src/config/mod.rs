@@ -7,7 +7,6 @@
 //! PCI specs of [`crate::devices::pci`]), so a bad value fails start-up with
 //! an error naming the option, and no leaf reads the configuration itself.
 
-mod cpuset;
 mod ini;
 pub mod pci;
 
@@ -19,7 +18,7 @@ use crate::runtime::{RuntimeChoice, StopSignal};
 use crate::storage::StorageChoice;
 use crate::strutil::{parse_bool, parse_size};
 
-pub use cpuset::CpuSet;
+pub use crate::cpuset::CpuSet;
 pub use ini::Ini;
 pub use pci::PciSection;
 
