@@ -215,10 +215,14 @@ pub enum VersionSupport {
     NewerMinor,
 }
 
+/// The version nova 34 implements for `name`, if registered.
+pub fn nova34_version(name: &str) -> Option<ObjectVersion> {
+    manifest::nova34_version_str(name)?.parse().ok()
+}
+
 /// Checks an object name and version against the nova 34 manifest.
 pub fn check_supported(name: &str, version: ObjectVersion) -> Result<VersionSupport, ObjectError> {
-    let supported =
-        manifest::nova34_version(name).ok_or_else(|| ObjectError::UnknownObject(name.into()))?;
+    let supported = nova34_version(name).ok_or_else(|| ObjectError::UnknownObject(name.into()))?;
     compare_versions(name, version, supported)
 }
 
@@ -280,8 +284,8 @@ impl NovaObject {
 
     /// An empty object at the version nova 34 uses for `name`.
     pub fn new_nova34(name: &str) -> Result<Self, ObjectError> {
-        let version = manifest::nova34_version(name)
-            .ok_or_else(|| ObjectError::UnknownObject(name.into()))?;
+        let version =
+            nova34_version(name).ok_or_else(|| ObjectError::UnknownObject(name.into()))?;
         Ok(Self::new(name, version))
     }
 
@@ -720,6 +724,15 @@ mod tests {
         }
         assert!(ObjectVersion::new(2, 6).is_compatible_with(ObjectVersion::new(2, 8)));
         assert!(!ObjectVersion::new(2, 9).is_compatible_with(ObjectVersion::new(2, 8)));
+    }
+
+    #[test]
+    fn manifest_versions_parse() {
+        for (name, v) in super::super::objects::NOVA_34_OBJECT_VERSIONS {
+            assert!(v.parse::<ObjectVersion>().is_ok(), "{name}");
+        }
+        assert_eq!(nova34_version("Instance"), Some(ObjectVersion::new(2, 8)));
+        assert_eq!(nova34_version("NoSuchObject"), None);
     }
 
     #[test]

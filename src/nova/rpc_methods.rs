@@ -10,6 +10,9 @@
 //!
 //! Argument structs declare fields in the order nova's rpcapi builds the kwargs, so an
 //! encoded call lists them as nova does.
+//!
+//! Long because it is a table: one argument struct per compute RPC 6.x method,
+//! kept in one file so that it reads against nova's `compute/rpcapi.py`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};

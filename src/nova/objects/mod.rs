@@ -24,6 +24,7 @@ pub mod request_spec;
 pub mod scheduling;
 pub mod service;
 
+pub use super::object::nova34_version;
 pub use block_device::{BlockDeviceMapping, BlockDeviceMappingList};
 pub use compute_node::{ComputeNode, ComputeNodeList, HvSpec};
 pub use flavor::Flavor;
@@ -32,9 +33,7 @@ pub use instance::{
     Instance, InstanceExternalEvent, InstanceFault, InstanceInfoCache, InstanceList,
 };
 pub use instance_action::{InstanceAction, InstanceActionEvent};
-pub use manifest::{
-    nova34_version, object_tree_versions, object_versions_arg, NOVA_34_OBJECT_VERSIONS,
-};
+pub use manifest::{object_tree_versions, object_versions_arg, NOVA_34_OBJECT_VERSIONS};
 pub use migration::{Migration, MigrationList};
 pub use network_model::{FixedIp, Ip, Network, NetworkInfo, Route, Subnet, Vif};
 pub use request_spec::{Destination, RequestSpec};
@@ -215,12 +214,7 @@ mod tests {
     #[test]
     fn typed_versions_match_the_manifest() {
         fn check<T: VersionedObject>() {
-            assert_eq!(
-                manifest::nova34_version(T::NAME),
-                Some(T::VERSION),
-                "{}",
-                T::NAME
-            );
+            assert_eq!(nova34_version(T::NAME), Some(T::VERSION), "{}", T::NAME);
         }
         check::<Instance>();
         check::<InstanceList>();
@@ -247,7 +241,7 @@ mod tests {
         check::<NetworkRequestList>();
         check::<Selection>();
         for name in TYPED_OBJECTS {
-            assert!(manifest::nova34_version(name).is_some());
+            assert!(nova34_version(name).is_some());
         }
     }
 }
