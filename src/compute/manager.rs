@@ -1,5 +1,10 @@
 //! Compute RPC dispatch and the instance operations, with nova-compute's
 //! state transitions, action events, faults and per-instance locks.
+//!
+//! Long because it holds one handler per compute RPC method Nova 34 casts or
+//! calls, each a few dozen lines of state transitions; the decisions shared
+//! between them are small functions tested on their own
+//! (`manager_tests.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,10 @@
 //! The container driver: instances as system containers run by an OCI runtime.
+//!
+//! Large on purpose for now: every operation of the `Driver` trait and the
+//! phase records that let a restart finish or roll it back live beside the
+//! one type that owns the runtime, storage, image cache and store handles.
+//! The next split is by operation family (create/destroy, power, images),
+//! once networking and storage pools add theirs.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};

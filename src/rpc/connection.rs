@@ -1,6 +1,10 @@
 //! Broker connections: failover across hosts, TLS through openssl, oslo's reconnect
 //! backoff, the topology oslo declares, and a confirmed publisher whose every broker
 //! round trip is bounded by a timeout.
+//!
+//! Long because reconnecting, declaring and publishing share one connection
+//! state machine; splitting it would spread oslo's reconnect rules over
+//! several files.
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -1,3 +1,6 @@
+//! What goes wrong in the RPC layer: transport and call errors, and the remote
+//! failures (an oslo `failure` reply) that cross the wire in both directions.
+
 use std::time::Duration;
 
 use serde_json::{Map, Value};
