@@ -413,12 +413,7 @@ impl Manager {
                 let lines = a.tail_length.get().and_then(|n| usize::try_from(*n).ok());
                 match self.driver.console_output(&uuid, lines).await {
                     Ok(text) => Ok(json!(text)),
-                    Err(DriverError::NotFound(_)) => Err(Failure::nova(
-                        "InstanceNotFound",
-                        &format!("Instance {uuid} could not be found."),
-                        kw(&[("instance_id", json!(uuid))]),
-                    )),
-                    Err(e) => Err(Failure::nova("NovaException", &e.to_string(), Map::new())),
+                    Err(e) => Err(ComputeError::Driver(e).to_failure(Some(&uuid))),
                 }
             }
             C::GetDiagnostics(a) => self.diagnostics(&a.instance, false).await,
@@ -1013,14 +1008,11 @@ impl Manager {
 
     async fn diagnostics(&self, instance: &Instance, object: bool) -> Result<Value, Failure> {
         let uuid = instance.uuid().unwrap_or_default().to_string();
-        let info = self.driver.get_info(&uuid).await.map_err(|e| match e {
-            DriverError::NotFound(_) => Failure::nova(
-                "InstanceNotFound",
-                &format!("Instance {uuid} could not be found."),
-                kw(&[("instance_id", json!(uuid))]),
-            ),
-            other => Failure::nova("NovaException", &other.to_string(), Map::new()),
-        })?;
+        let info = self
+            .driver
+            .get_info(&uuid)
+            .await
+            .map_err(|e| ComputeError::Driver(e).to_failure(Some(&uuid)))?;
         let stats = info.stats.clone().unwrap_or_default();
         let cpu_ns = stats.cpu_usage_ns.unwrap_or(0);
         let mem_used = stats.memory_usage_bytes.unwrap_or(0);
@@ -1048,7 +1040,7 @@ impl Manager {
             PowerState::NoState => "pending",
         };
         let mut d = NovaObject::new_nova34("Diagnostics")
-            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+            .map_err(|e| ComputeError::Object(e).to_failure(None))?;
         d.set("state", json!(state));
         d.set("driver", json!("libvirt"));
         d.set("hypervisor", json!("lxc"));
@@ -1058,12 +1050,12 @@ impl Manager {
         d.set("num_nics", json!(0));
         d.set("num_disks", json!(1));
         let mut mem = NovaObject::new_nova34("MemoryDiagnostics")
-            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+            .map_err(|e| ComputeError::Object(e).to_failure(None))?;
         mem.set("maximum", json!(mem_max >> 20));
         mem.set("used", json!(mem_used >> 20));
         d.set("memory_details", mem.to_primitive());
         let mut cpu = NovaObject::new_nova34("CpuDiagnostics")
-            .map_err(|e| Failure::nova("NovaException", &e.to_string(), Map::new()))?;
+            .map_err(|e| ComputeError::Object(e).to_failure(None))?;
         cpu.set("id", json!(0));
         cpu.set("time", json!(cpu_ns));
         cpu.set("utilisation", Value::Null);

@@ -595,7 +595,8 @@ async fn console_output_failures_map_to_nova_exceptions() {
         .call(ctx(), captured("11-get_console_output.json"))
         .await
         .unwrap_err();
-    assert_eq!(f.class, "NovaException");
+    // the driver's Invalid is reported as InvalidInput, as in faults
+    assert_eq!(f.class, "InvalidInput");
     assert!(f.message.contains("disk on fire"), "{}", f.message);
 }
 

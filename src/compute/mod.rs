@@ -7,6 +7,7 @@
 
 pub mod casts;
 pub mod conductor;
+pub mod failure;
 pub mod glance;
 pub mod manager;
 pub mod pci;
@@ -66,20 +67,6 @@ pub enum ComputeError {
 }
 
 impl ComputeError {
-    /// The nova exception class this error is reported as in faults and failures.
-    pub fn nova_class(&self) -> &'static str {
-        use crate::driver::DriverError as D;
-        match self {
-            ComputeError::Driver(D::ImageNotFound(_)) => "ImageNotFound",
-            ComputeError::Driver(D::NotFound(_)) => "InstanceNotFound",
-            ComputeError::Driver(D::Invalid(_)) | ComputeError::Invalid(_) => "InvalidInput",
-            ComputeError::Driver(D::Image(_)) | ComputeError::Glance(_) => "ImageUnacceptable",
-            ComputeError::Rpc(RpcError::Timeout { .. }) => "MessagingTimeout",
-            ComputeError::ResourcesUnavailable(_) => "ComputeResourcesUnavailable",
-            _ => "NovaException",
-        }
-    }
-
     /// The message with its causes.
     pub fn full_message(&self) -> String {
         let mut msg = self.to_string();
