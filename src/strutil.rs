@@ -1,6 +1,7 @@
 //! Option-value parsing shared by every frontend and leaf: the one boolean
 //! parser with oslo.config's spellings, oslo.utils' lenient boolean for the
-//! places Nova uses `strutils.bool_from_string`, and the byte-size parser.
+//! places Nova uses `strutils.bool_from_string`, the byte-size parser and
+//! the `KEY=VALUE` pairs of the CLI's flags.
 //! A leaf: it depends on nothing else in the crate.
 
 /// oslo.config's `types.Boolean`: `true`/`1`/`on`/`yes` and
@@ -63,6 +64,24 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// `KEY=VALUE` pairs (the CLI's `--limit` and `--device` flags) as a map,
+/// key and value trimmed; a pair without `=` or a key given twice is an error.
+pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("{p:?} is not KEY=VALUE"))?;
+        if out
+            .insert(k.trim().to_string(), v.trim().to_string())
+            .is_some()
+        {
+            return Err(format!("{k} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +125,14 @@ mod tests {
         for bad in ["", "2", "maybe"] {
             assert_eq!(bool_from_string(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pairs() {
+        let m = parse_pairs(&["a=1".into(), "b = x=y".into()]).unwrap();
+        assert_eq!(m["a"], "1");
+        assert_eq!(m["b"], "x=y");
+        assert!(parse_pairs(&["a".into()]).is_err());
+        assert!(parse_pairs(&["a=1".into(), "a=2".into()]).is_err());
     }
 }

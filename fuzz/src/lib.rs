@@ -300,7 +300,7 @@ pub fn extra_specs(data: &[u8]) {
         return;
     };
     let pairs: Vec<String> = text.lines().map(str::to_string).collect();
-    let specs = match extra_specs::parse_pairs(&pairs) {
+    let specs = match corral::strutil::parse_pairs(&pairs) {
         Ok(s) => s,
         Err(_) => {
             // Duplicate or malformed lines: map what splits anyway.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::api::types::{
     ExecPost, ExecResult, Image, Instance, InstancesPost, Limits, ServerInfo, Source, StatePut,
 };
+use crate::strutil::parse_pairs;
 use client::Client;
 
 /// Where clients look for the daemon when no socket is given.
@@ -622,24 +623,6 @@ fn state(
 /// A request body as JSON.
 fn json<T: Serialize>(body: &T) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(body)?)
-}
-
-/// `KEY=VALUE` flags (`--limit`, `--device`) as a map; a key given twice is
-/// an error.
-fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| format!("{p:?} is not KEY=VALUE"))?;
-        if out
-            .insert(k.trim().to_string(), v.trim().to_string())
-            .is_some()
-        {
-            return Err(format!("{k} is given twice"));
-        }
-    }
-    Ok(out)
 }
 
 /// Escapes a path segment.

@@ -252,24 +252,6 @@ pub fn apply(
     Ok(m)
 }
 
-/// Parses `KEY=VALUE` pairs (the CLI's `--limit`) into a map; a key given
-/// twice is an error.
-pub fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| format!("{p:?} is not KEY=VALUE"))?;
-        if out
-            .insert(k.trim().to_string(), v.trim().to_string())
-            .is_some()
-        {
-            return Err(format!("{k} is given twice"));
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,14 +402,5 @@ mod tests {
         ]);
         assert!(apply(&specs, base(), Unknown::IgnoreForeign).is_ok());
         assert!(apply(&specs, base(), Unknown::Refuse).is_err());
-    }
-
-    #[test]
-    fn pairs() {
-        let m = parse_pairs(&["a=1".into(), "b = x=y".into()]).unwrap();
-        assert_eq!(m["a"], "1");
-        assert_eq!(m["b"], "x=y");
-        assert!(parse_pairs(&["a".into()]).is_err());
-        assert!(parse_pairs(&["a=1".into(), "a=2".into()]).is_err());
     }
 }
