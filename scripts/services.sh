@@ -1,6 +1,8 @@
 #!/bin/bash
 # Starts the services the tests talk to when they are not running yet:
-# RabbitMQ on 127.0.0.1:5672 (and, with --mariadb, MariaDB on 3306).
+# RabbitMQ on 127.0.0.1:5672, Open vSwitch (ovsdb-server and ovs-vswitchd;
+# bridges use the userspace datapath where the kernel has no openvswitch
+# module) and, with --mariadb, MariaDB on 3306.
 set -eu
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
@@ -15,6 +17,14 @@ if ! up 5672; then
     echo "starting rabbitmq-server"
     rabbitmq-server -detached
     wait_port 5672
+fi
+OVS_CTL=/usr/share/openvswitch/scripts/ovs-ctl
+if [ -x "$OVS_CTL" ] && ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+    echo "starting Open vSwitch"
+    "$OVS_CTL" --no-ovs-vswitchd --system-id=random start >/dev/null
+    # No kernel module is loaded: ovs-vswitchd serves netdev bridges without one.
+    "$OVS_CTL" --no-ovsdb-server --no-mlockall start >/dev/null 2>&1 || true
+    ovs-vsctl --timeout=10 show >/dev/null
 fi
 if [ "${1:-}" = "--mariadb" ] && ! up 3306; then
     if ! command -v mariadbd >/dev/null 2>&1; then

@@ -9,6 +9,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/install-deps.sh
 
+if [ "${CI:-}" = true ]; then
+    # A clean build once: incremental state would only take disk.
+    export CARGO_INCREMENTAL=0
+fi
+echo "==> disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
