@@ -322,6 +322,7 @@ async fn create_instance(
         environment: body.environment,
         hostname: None,
         pci_devices: Vec::new(),
+        vifs: Vec::new(),
     };
     // Security options, dedicated CPUs, devices: refused synchronously.
     data.driver.check(&spec)?;
@@ -332,7 +333,7 @@ async fn create_instance(
         instance_resources(&body.name),
         async move {
             driver
-                .spawn(&spec, start)
+                .spawn(&spec, start, None)
                 .await
                 .map(|()| Some(serde_json::json!({"uuid": spec.uuid, "name": spec.name})))
                 .map_err(|e| ApiError::from(e).message())

@@ -704,7 +704,7 @@ impl Manager {
         let mut spec = spec::from_instance(instance, &alias)
             .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
         spec.pci_devices = pci_devices;
-        self.driver.spawn(&spec, true).await.map_err(|e| {
+        self.driver.spawn(&spec, true, None).await.map_err(|e| {
             let reschedulable =
                 !matches!(e, DriverError::Invalid(_) | DriverError::ImageNotFound(_));
             (ComputeError::Driver(e), reschedulable)

@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use super::*;
 use crate::config::{Ini, Overrides};
 use crate::driver::{
-    BackendInfo, ImageStore, InstanceInfo, InstanceSpec, InstanceView, PowerState,
+    BackendInfo, ImageStore, InstanceInfo, InstanceSpec, InstanceView, PowerState, StartGate,
+    VifSpec,
 };
 use crate::runtime::ExecOutput;
 use crate::store::ImageRecord;
@@ -122,9 +123,25 @@ impl Driver for FakeDriver {
     async fn get(&self, key: &str) -> Result<InstanceView, DriverError> {
         Err(DriverError::NotFound(key.into()))
     }
-    async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+    async fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        start: bool,
+        gate: Option<StartGate>,
+    ) -> Result<(), DriverError> {
         self.record(format!("spawn {} {start}", spec.uuid));
+        if let Some(gate) = gate {
+            gate.await?;
+        }
         self.outcome("spawn")
+    }
+    async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError> {
+        self.record(format!("attach_interface {uuid} {}", vif.id));
+        self.outcome("attach_interface")
+    }
+    async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError> {
+        self.record(format!("detach_interface {uuid} {vif_id}"));
+        self.outcome("detach_interface")
     }
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("destroy {uuid}"));

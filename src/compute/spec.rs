@@ -106,6 +106,7 @@ pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec,
         command: None,
         environment: BTreeMap::new(),
         pci_devices: Vec::new(),
+        vifs: Vec::new(),
     })
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{
     nic, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo, InstanceSpec, InstanceView,
-    PowerState, ReconcileReport,
+    PowerState, ReconcileReport, StartGate, VifSpec,
 };
 use crate::config::{Config, CpuLimitMode, CpuSet};
 use crate::crashpoint::crash_point;
@@ -462,7 +462,12 @@ impl ContainerDriver {
     }
 
     /// Creates a new instance from a spec whose uuid is fresh.
-    async fn create(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+    async fn create(
+        &self,
+        spec: &InstanceSpec,
+        start: bool,
+        gate: Option<StartGate>,
+    ) -> Result<(), DriverError> {
         if !super::is_uuid(&spec.uuid) {
             return Err(DriverError::Invalid(format!(
                 "invalid instance uuid {:?}: not a UUID",
@@ -517,6 +522,9 @@ impl ContainerDriver {
         let result = async {
             self.prepare(&rec, &stored, &args).await?;
             if start {
+                if let Some(gate) = gate {
+                    gate.await?;
+                }
                 self.start_container(&rec.uuid).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
             }
@@ -1416,10 +1424,28 @@ impl Driver for ContainerDriver {
         self.view(rec, &images).await
     }
 
-    async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError> {
+    async fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        start: bool,
+        gate: Option<StartGate>,
+    ) -> Result<(), DriverError> {
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;
-        self.create(spec, start).await
+        self.create(spec, start, gate).await
+    }
+
+    async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError> {
+        Err(DriverError::Invalid(format!(
+            "instance {uuid}: interface {} not attached: virtual interfaces are not plugged yet",
+            vif.id
+        )))
+    }
+
+    async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError> {
+        Err(DriverError::Invalid(format!(
+            "instance {uuid}: interface {vif_id} not detached: virtual interfaces are not plugged yet"
+        )))
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {

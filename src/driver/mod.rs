@@ -300,7 +300,59 @@ pub struct InstanceSpec {
     /// Nova's PCI tracker (`pci_passthrough:alias`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pci_devices: Vec<String>,
+    /// Virtual interfaces, in the order the instance sees them (`eth0`,
+    /// `eth1`, ...): plugged after the runtime makes the network namespace
+    /// and before init runs, on every start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vifs: Vec<VifSpec>,
 }
+
+/// One virtual interface of an instance: a veth pair whose host end is
+/// plugged into a switch, whose other end is the instance's `ethN`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VifSpec {
+    /// The Neutron port id, or corral's own id of a standalone interface:
+    /// the host end is named `tap` + its first 11 characters, as Nova names
+    /// tap devices.
+    pub id: String,
+    /// MAC address of the instance's end (`fa:16:3e:..`).
+    pub mac: String,
+    /// MTU of both ends; None leaves the kernel's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Name inside the instance; None: `eth<position>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_name: Option<String>,
+    /// Where the host end goes.
+    pub plug: VifPlug,
+}
+
+/// Where the host end of a virtual interface is plugged (os-vif's plugins).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum VifPlug {
+    /// A Linux bridge (`vif_type` `bridge`, corral's standalone networks).
+    Bridge { bridge: String },
+    /// A port on an Open vSwitch bridge (`vif_type` `ovs`), with the
+    /// `external_ids` the agents look for; `hybrid` puts a `qbr` Linux
+    /// bridge between (`ovs_hybrid_plug`).
+    Ovs {
+        bridge: String,
+        #[serde(default)]
+        hybrid: bool,
+        /// `iface-id`: the Neutron port id.
+        iface_id: String,
+        /// `vm-uuid`: the instance uuid.
+        vm_uuid: String,
+    },
+    /// A bare host end, left for the network backend to wire (`vif_type` `tap`).
+    Tap,
+}
+
+/// Awaited by the driver between plugging a new instance's interfaces and
+/// starting its init: Nova's wait for `network-vif-plugged`.
+pub type StartGate =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DriverError>> + Send>>;
 
 /// Nova's power states (`nova/compute/power_state.py`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -403,8 +455,20 @@ pub trait Driver: Send + Sync {
     async fn list(&self) -> Result<Vec<InstanceView>, DriverError>;
     /// One instance by name or uuid.
     async fn get(&self, key: &str) -> Result<InstanceView, DriverError>;
-    /// Creates the instance (root, bundle, container) and starts it if asked.
-    async fn spawn(&self, spec: &InstanceSpec, start: bool) -> Result<(), DriverError>;
+    /// Creates the instance (root, bundle, container) and starts it if asked;
+    /// when it starts, `gate` is awaited after its interfaces are plugged and
+    /// before its init runs (a gate's error fails and rolls back the spawn).
+    async fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        start: bool,
+        gate: Option<StartGate>,
+    ) -> Result<(), DriverError>;
+    /// Plugs one more interface into an instance, running or stopped (it is
+    /// kept in the instance's spec and plugged on every start).
+    async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError>;
+    /// Unplugs and forgets the interface `vif_id` of an instance.
+    async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError>;
     /// Removes everything of the instance, running or not.
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError>;
     async fn power_on(&self, uuid: &str) -> Result<(), DriverError>;
