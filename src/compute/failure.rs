@@ -29,6 +29,7 @@ impl ComputeError {
                 | D::Nic(_)
                 | D::Io { .. } => "NovaException",
             },
+            C::Network(n) => n.nova_class(),
             C::Invalid(_) => "InvalidInput",
             C::Glance(_) => "ImageUnacceptable",
             C::ResourcesUnavailable(_) => "ComputeResourcesUnavailable",
@@ -105,6 +106,12 @@ mod tests {
                 "NovaException",
             ),
             (C::Invalid("bad".into()), "InvalidInput"),
+            (
+                C::Network(super::super::network::NetworkError::PortBindingFailed(
+                    "p".into(),
+                )),
+                "PortBindingFailed",
+            ),
             (C::Glance("gone".into()), "ImageUnacceptable"),
             (
                 C::ResourcesUnavailable("full".into()),

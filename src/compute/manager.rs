@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::conductor::ConductorApi;
 use super::glance::Glance;
+use super::network::{self, InstanceEvents, NetworkApi, NetworkError};
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
 use super::{spec, ComputeError, RPC_API_VERSION};
@@ -112,6 +113,14 @@ pub struct Manager {
     glance: Option<Glance>,
     locks: crate::locks::KeyedLocks,
     builds: Arc<tokio::sync::Semaphore>,
+    /// Neutron, when `[neutron]` is configured.
+    network: Option<NetworkApi>,
+    /// Waiters for `network-vif-plugged`.
+    events: InstanceEvents,
+    /// `[DEFAULT] vif_plugging_timeout` (zero: no wait).
+    vif_timeout: Duration,
+    /// `[DEFAULT] vif_plugging_is_fatal`.
+    vif_fatal: bool,
 }
 
 /// An instance being worked on: its object, saved through the conductor.
@@ -170,6 +179,14 @@ impl Manager {
             .map(|e| Glance::new(e, cfg.corral.max_image_bytes))
             .transpose()?;
         let builds = Arc::new(tokio::sync::Semaphore::new(nova.max_concurrent_builds));
+        let network = crate::neutron::NeutronOptions::from_pairs(&nova.neutron_section)
+            .map_err(NetworkError::from)?
+            .map(|o| {
+                crate::neutron::NeutronClient::new(&o)
+                    .map(|c| NetworkApi::new(Arc::new(c), &o.ovs_bridge, &cfg.host))
+            })
+            .transpose()
+            .map_err(NetworkError::from)?;
         Ok(Manager {
             cfg,
             driver,
@@ -178,7 +195,21 @@ impl Manager {
             glance,
             locks: crate::locks::KeyedLocks::new(),
             builds,
+            network,
+            events: InstanceEvents::default(),
+            vif_timeout: Duration::from_secs(nova.vif_plugging_timeout),
+            vif_fatal: nova.vif_plugging_is_fatal,
         })
+    }
+
+    /// The same manager over another Neutron (tests use a double).
+    pub fn with_neutron(
+        mut self,
+        neutron: Arc<dyn crate::neutron::NeutronApi>,
+        ovs_bridge: &str,
+    ) -> Manager {
+        self.network = Some(NetworkApi::new(neutron, ovs_bridge, &self.cfg.host));
+        self
     }
 
     fn host(&self) -> &str {
@@ -314,7 +345,9 @@ impl Manager {
                 let _ = self.tracker.release(ctx, &uuid).await;
                 self.tracker.delete_allocations(&uuid).await;
             } else if action == Recovery::FinishDelete {
-                let _ = self.do_terminate(ctx, &mut inst).await;
+                if let Ok(instance) = Instance::from_object(inst.obj.clone()) {
+                    let _ = self.do_terminate(ctx, &mut inst, &instance).await;
+                }
             } else if action == Recovery::ClearTask {
                 let power = self.current_power(&uuid).await;
                 let _ = self
@@ -419,6 +452,8 @@ impl Manager {
             C::GetDiagnostics(a) => self.diagnostics(&a.instance, false).await,
             C::GetInstanceDiagnostics(a) => self.diagnostics(&a.instance, true).await,
             C::GetHostUptime(_) => Ok(json!(host_uptime())),
+            C::AttachInterface(a) => self.attach_interface(&ctx, *a).await,
+            C::DetachInterface(a) => self.detach_interface(&ctx, *a).await,
             C::StopInstance(_) => {
                 // stop_instance is a call when the API asks for it: do it in line.
                 self.cast(ctx, call).await;
@@ -435,6 +470,11 @@ impl Manager {
     pub async fn cast(&self, ctx: Context, call: ComputeCall) {
         use ComputeCall as C;
         let method = call.method();
+        if let C::ExternalInstanceEvent(a) = call {
+            // Not under the instance's lock: a build holding it waits for these.
+            self.external_instance_event(&ctx, *a).await;
+            return;
+        }
         let Some(instance) = call.instance().cloned() else {
             if let C::ExternalInstanceEvent(_) = call {
                 return;
@@ -466,7 +506,10 @@ impl Manager {
             self.event_start(&ctx, &uuid, &event).await;
         }
         let result = match call {
-            C::TerminateInstance(_) => self.do_terminate(&ctx, &mut inst).await,
+            C::TerminateInstance(_) => {
+                self.events.clear(&uuid);
+                self.do_terminate(&ctx, &mut inst, &instance).await
+            }
             C::StopInstance(a) => {
                 let clean = a.clean_shutdown.get().copied().unwrap_or(true);
                 self.do_stop(&ctx, &mut inst, clean).await
@@ -557,10 +600,16 @@ impl Manager {
             Err((e, reschedulable)) => {
                 let msg = e.full_message();
                 tracing::warn!(%uuid, error = %msg, "build failed");
+                self.events.clear(&uuid);
                 if let Err(d) = self.driver.destroy(&uuid).await {
                     if !matches!(d, DriverError::NotFound(_)) {
                         tracing::warn!(%uuid, error = %d, "cleanup after a failed build incomplete");
                     }
+                }
+                // _cleanup_allocated_networks: made ports deleted, user ports unbound
+                if self.network.is_some() && allocation_for(instance, &args).is_some() {
+                    let keep = requested_port_ids(&args);
+                    self.deallocate(ctx, &uuid, &keep).await;
                 }
                 let _ = self.tracker.release(ctx, &uuid).await;
                 let retry = args
@@ -620,15 +669,15 @@ impl Manager {
             .get()
             .ok_or_else(|| abort(ComputeError::Invalid("instance has no flavor".into())))?;
         spec::limits(flavor).map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
-        // Neutron ports are not plugged into containers yet: refuse a build that
-        // asks for networking rather than run it without the NICs it expects.
-        let wants_network = args
-            .requested_networks
-            .get()
-            .is_some_and(|n| !n.is_no_network() && n.objects.get().is_some_and(|o| !o.is_empty()));
-        if wants_network {
+        // Networks asked for without a Neutron to ask: refused before anything is made.
+        let allocation = allocation_for(instance, args);
+        if allocation
+            .as_ref()
+            .is_some_and(|a| !a.requests.is_empty() || a.auto)
+            && self.network.is_none()
+        {
             return Err(abort(ComputeError::Invalid(
-                "corral does not plug Neutron ports into containers yet: boot with networks \"none\"".into(),
+                "networks requested but no [neutron] section is configured".into(),
             )));
         }
         // Claim: the instance lands on this host and node.
@@ -666,7 +715,6 @@ impl Manager {
             .instance_claim(ctx, &uuid, claim)
             .await
             .map_err(resched)?;
-        // No network allocation on a host without Neutron ports: networks "none".
         self.save(
             ctx,
             inst,
@@ -675,6 +723,26 @@ impl Manager {
         )
         .await
         .map_err(abort)?;
+        // _build_networks_for_instance: ports made or taken over, bound here.
+        let nw_info = match (&self.network, &allocation) {
+            (Some(net), Some(a)) => {
+                let (info, _) = net.allocate(a).await.map_err(|e| {
+                    // a failed binding may succeed on another host
+                    let reschedulable = matches!(e, NetworkError::PortBindingFailed(_));
+                    (ComputeError::Network(e), reschedulable)
+                })?;
+                self.save_nw_info(ctx, &uuid, &info).await.map_err(abort)?;
+                info
+            }
+            _ => Default::default(),
+        };
+        let vifs = match &self.network {
+            Some(net) => net.vif_specs(&uuid, &nw_info).map_err(|e| {
+                let reschedulable = matches!(e, NetworkError::PortBindingFailed(_));
+                (ComputeError::Network(e), reschedulable)
+            })?,
+            None => Vec::new(),
+        };
         self.save(
             ctx,
             inst,
@@ -704,7 +772,33 @@ impl Manager {
         let mut spec = spec::from_instance(instance, &alias)
             .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
         spec.pci_devices = pci_devices;
-        self.driver.spawn(&spec, true, None).await.map_err(|e| {
+        spec.vifs = vifs;
+        // Waiters go in before the ports are plugged, so no event is missed.
+        let keys = if self.vif_timeout.is_zero() {
+            Vec::new()
+        } else {
+            network::events_to_wait_for(&nw_info)
+        };
+        let vif_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = (!keys.is_empty()).then(|| {
+            let waiters = self.events.prepare(&uuid, &keys);
+            vif_gate(
+                waiters,
+                self.vif_timeout,
+                self.vif_fatal,
+                uuid.clone(),
+                vif_failed.clone(),
+            )
+        });
+        let spawned = self.driver.spawn(&spec, true, gate).await;
+        self.events.clear(&uuid);
+        spawned.map_err(|e| {
+            if vif_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return (
+                    ComputeError::Network(NetworkError::VirtualInterfaceCreate),
+                    false,
+                );
+            }
             let reschedulable =
                 !matches!(e, DriverError::Invalid(_) | DriverError::ImageNotFound(_));
             (ComputeError::Driver(e), reschedulable)
@@ -850,11 +944,28 @@ impl Manager {
 
     // ---- lifecycle ---------------------------------------------------------------
 
-    async fn do_terminate(&self, ctx: &Context, inst: &mut Inst) -> Result<(), ComputeError> {
+    async fn do_terminate(
+        &self,
+        ctx: &Context,
+        inst: &mut Inst,
+        instance: &Instance,
+    ) -> Result<(), ComputeError> {
         let uuid = inst.uuid.clone();
         match self.driver.destroy(&uuid).await {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
+        }
+        // _shutdown_instance: the network goes with the instance.
+        if let Some(net) = &self.network {
+            let keep = self
+                .cached_nw_info(ctx, &uuid, instance)
+                .await
+                .0
+                .iter()
+                .filter(|v| v.preserve_on_delete.get() == Some(&true))
+                .filter_map(|v| v.id.as_str().map(str::to_string))
+                .collect::<Vec<_>>();
+            net.deallocate(&uuid, &keep).await?;
         }
         self.tracker.release(ctx, &uuid).await?;
         // Allocations go before the record, so nobody sees a deleted server
@@ -1279,6 +1390,10 @@ mod tests {
         }
     }
 }
+
+#[path = "manager_net.rs"]
+mod net;
+use net::{allocation_for, requested_port_ids, vif_gate};
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

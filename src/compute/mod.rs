@@ -10,6 +10,7 @@ pub mod conductor;
 pub mod failure;
 pub mod glance;
 pub mod manager;
+pub mod network;
 pub mod pci;
 pub mod resources;
 pub mod spec;
@@ -51,6 +52,8 @@ pub enum ComputeError {
     Driver(#[from] crate::driver::DriverError),
     #[error("placement")]
     Placement(#[from] crate::placement::error::PlacementError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
     #[error("glance: {0}")]
     Glance(String),
     #[error("{0}")]

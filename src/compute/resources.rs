@@ -109,6 +109,14 @@ struct Inner {
     pci: super::pci::PciTracker,
 }
 
+/// Whether `[neutron]` names an auth plugin (the manager then plugs ports).
+fn neutron_configured(nova: &NovaConfig) -> bool {
+    nova.neutron_section
+        .get("auth_type")
+        .or_else(|| nova.neutron_section.get("auth_plugin"))
+        .is_some_and(|v| !v.trim().is_empty())
+}
+
 /// Shared handle of the tracker.
 #[derive(Clone)]
 pub struct ResourceTracker {
@@ -518,19 +526,22 @@ impl ResourceTracker {
                 Err(e) => return Err(e.into()),
             }
         }
-        let add: BTreeSet<String> = ["COMPUTE_NODE", "OWNER_NOVA", "COMPUTE_IMAGE_TYPE_RAW"]
+        let mut add: BTreeSet<String> = ["COMPUTE_NODE", "OWNER_NOVA", "COMPUTE_IMAGE_TYPE_RAW"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         // Capabilities corral does not have (yet): removed if someone set them.
-        let remove: BTreeSet<String> = [
-            "COMPUTE_NET_ATTACH_INTERFACE",
-            "COMPUTE_VOLUME_EXTEND",
-            "COMPUTE_VOLUME_MULTI_ATTACH",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut remove: BTreeSet<String> = ["COMPUTE_VOLUME_EXTEND", "COMPUTE_VOLUME_MULTI_ATTACH"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Interfaces are attached through Neutron: only with a [neutron] section.
+        let attach = "COMPUTE_NET_ATTACH_INTERFACE".to_string();
+        if neutron_configured(&self.inner.nova) {
+            add.insert(attach);
+        } else {
+            remove.insert(attach);
+        }
         p.update_traits(self.inner.node_uuid, &add, &remove).await?;
         self.inner
             .pci

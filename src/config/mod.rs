@@ -101,6 +101,15 @@ pub struct NovaConfig {
     /// `[placement]` (keystoneauth options).
     #[serde(skip)]
     pub placement_section: std::collections::BTreeMap<String, String>,
+    /// `[neutron]` (keystoneauth options and `ovs_bridge`); no `auth_type`: no Neutron.
+    #[serde(skip)]
+    pub neutron_section: std::collections::BTreeMap<String, String>,
+    /// `[DEFAULT] vif_plugging_timeout`: seconds a build waits for
+    /// `network-vif-plugged` (0: does not wait).
+    pub vif_plugging_timeout: u64,
+    /// `[DEFAULT] vif_plugging_is_fatal`: a build whose ports were not reported
+    /// plugged in time fails.
+    pub vif_plugging_is_fatal: bool,
     /// `[DEFAULT] report_interval`: seconds between heartbeats.
     pub report_interval: u64,
     /// `[DEFAULT] update_resources_interval` (0: 60 s).
@@ -432,6 +441,9 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
         default_section: section_map("DEFAULT"),
         rabbit_section: section_map("oslo_messaging_rabbit"),
         placement_section: ini.section("placement").cloned().unwrap_or_default(),
+        neutron_section: ini.section("neutron").cloned().unwrap_or_default(),
+        vif_plugging_timeout: num(ini, "DEFAULT", "vif_plugging_timeout", 300u64)?,
+        vif_plugging_is_fatal: boolean(ini, "DEFAULT", "vif_plugging_is_fatal", true)?,
         report_interval: num(ini, "DEFAULT", "report_interval", 10u64)?.max(1),
         update_resources_interval: match num(ini, "DEFAULT", "update_resources_interval", 0u64)? {
             0 => 60,
