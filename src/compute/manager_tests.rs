@@ -35,6 +35,10 @@ struct FakeDriver {
     /// How long power_on takes, and the most power_on calls seen at once.
     delay: Mutex<Duration>,
     in_flight: Mutex<(usize, usize)>,
+    /// Every image is in the cache (a build needs no Glance).
+    cached_images: Mutex<bool>,
+    /// The specs `spawn` was given.
+    specs: Mutex<Vec<InstanceSpec>>,
 }
 
 impl FakeDriver {
@@ -86,6 +90,15 @@ impl ImageStore for FakeDriver {
     }
     async fn get_image(&self, key: &str) -> Result<ImageRecord, DriverError> {
         self.record(format!("get_image {key}"));
+        if *self.cached_images.lock().unwrap() {
+            return Ok(ImageRecord {
+                fingerprint: "f1".into(),
+                alias: Some(key.into()),
+                size: 1,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                properties: Value::Null,
+            });
+        }
         Err(DriverError::ImageNotFound(key.into()))
     }
     async fn delete_image(&self, key: &str) -> Result<(), DriverError> {
@@ -130,6 +143,7 @@ impl Driver for FakeDriver {
         gate: Option<StartGate>,
     ) -> Result<(), DriverError> {
         self.record(format!("spawn {} {start}", spec.uuid));
+        self.specs.lock().unwrap().push(spec.clone());
         if let Some(gate) = gate {
             gate.await?;
         }
@@ -411,11 +425,23 @@ fn manager(driver: Arc<FakeDriver>, state: &Path) -> Manager {
 /// A manager over `driver` and `conductor`; the resource tracker's own
 /// conductor and Placement point at ports where nothing listens.
 fn manager_with(driver: Arc<FakeDriver>, conductor: Arc<FakeConductor>, state: &Path) -> Manager {
+    manager_conf(driver, conductor, state, "")
+}
+
+/// [`manager_with`] with more nova.conf text (`[DEFAULT]` options first).
+fn manager_conf(
+    driver: Arc<FakeDriver>,
+    conductor: Arc<FakeConductor>,
+    state: &Path,
+    extra: &str,
+) -> Manager {
     let mut ini = Ini::default();
     ini.merge_str(
-        "[DEFAULT]\nhost = ct-host-1\nshutdown_timeout = 7\n\
-         transport_url = rabbit://guest:guest@127.0.0.1:1/\n\
-         [placement]\nauth_type = none\nendpoint_override = http://127.0.0.1:1/\n",
+        &format!(
+            "[DEFAULT]\nhost = ct-host-1\nshutdown_timeout = 7\n\
+             transport_url = rabbit://guest:guest@127.0.0.1:1/\n{extra}\n\
+             [placement]\nauth_type = none\nendpoint_override = http://127.0.0.1:1/\n"
+        ),
         "test",
     )
     .unwrap();
@@ -975,3 +1001,6 @@ async fn power_sync_corrects_stale_power_states_and_skips_busy_instances() {
     assert!(calls.is_empty(), "{calls:?}");
     assert!(c.saves().is_empty());
 }
+
+#[path = "manager_net_tests.rs"]
+mod net_tests;
