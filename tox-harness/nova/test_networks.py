@@ -1,6 +1,7 @@
 """Neutron ports through the real nova-api and the stack's real neutron API server.
 
-The stack's neutron has ML2 with no mechanism driver and no agents (scripts/nova-stack.sh):
+Both kinds run the failed binding scenario (the reference nova-compute is the oracle for
+what happens to the ports). The stack's neutron has ML2 with no mechanism driver and no agents (scripts/nova-stack.sh):
 every port bound to a host ends with binding:vif_type=binding_failed. That is the failed
 binding scenario: the build ends in ERROR with a readable PortBindingFailed fault, the port
 Nova made is deleted, the port the user passed is unbound and kept.
@@ -56,7 +57,6 @@ def ovs_agent_on(neutron, host):
     return None
 
 
-@pytest.mark.kinds("corral")
 def test_failed_binding_is_an_error_that_cleans_up(kind, hosts, nova, servers, neutron, network):
     host = hosts.primary(kind)
     if ovs_agent_on(neutron, host.name):
@@ -67,8 +67,14 @@ def test_failed_binding_is_an_error_that_cleans_up(kind, hosts, nova, servers, n
     s = servers.create(host=host, networks=[{"uuid": network["id"]}, {"port": user["id"]}])
     s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot with a port that cannot bind")
     fault = s.get("fault") or {}
-    assert "Binding failed for port" in fault.get("message", ""), nh.describe_server(s)
-    assert fault.get("details", "").startswith("PortBindingFailed: "), nh.describe_server(s)
+    if kind == "corral":
+        assert "Binding failed for port" in fault.get("message", ""), nh.describe_server(s)
+        assert fault.get("details", "").startswith("PortBindingFailed: "), nh.describe_server(s)
+    else:
+        # nova-compute reschedules a PortBindingFailed even with no alternate host left;
+        # the conductor then records MaxRetriesExceeded. corral fails in place instead,
+        # keeping the cause as the fault.
+        assert "Exceeded maximum number of retries" in fault.get("message", ""), nh.describe_server(s)
     # the port Nova made is gone, the user's is kept and free again
     assert ports_of(neutron, s["id"]) == [], ports_of(neutron, s["id"])
     kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
@@ -77,7 +83,8 @@ def test_failed_binding_is_an_error_that_cleans_up(kind, hosts, nova, servers, n
     left = [p for p in neutron.get("/v2.0/ports?network_id=" + network["id"], expect=200).json()["ports"]
             if p["device_owner"].startswith("compute:")]
     assert left == [], left
-    assert host.container_state(s["id"]) is None
+    if host.kind == "corral":
+        assert host.container_state(s["id"]) is None
     nova.delete("/servers/" + s["id"], expect=204)
     nh.wait_gone(nova, s["id"], host)
     assert neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]["device_id"] == ""
