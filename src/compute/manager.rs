@@ -453,7 +453,6 @@ impl Manager {
             C::GetInstanceDiagnostics(a) => self.diagnostics(&a.instance, true).await,
             C::GetHostUptime(_) => Ok(json!(host_uptime())),
             C::AttachInterface(a) => self.attach_interface(&ctx, *a).await,
-            C::DetachInterface(a) => self.detach_interface(&ctx, *a).await,
             C::StopInstance(_) => {
                 // stop_instance is a call when the API asks for it: do it in line.
                 self.cast(ctx, call).await;
@@ -527,6 +526,10 @@ impl Manager {
                     .cloned()
                     .or_else(|| inst.str("image_ref").map(str::to_string));
                 self.do_rebuild(&ctx, &mut inst, image).await
+            }
+            C::DetachInterface(a) => {
+                let port = a.port_id.as_str().unwrap_or_default().to_string();
+                self.detach_interface(&ctx, &uuid, &port, &instance).await
             }
             C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_) => Ok(()),
             other => Err(ComputeError::Invalid(format!(

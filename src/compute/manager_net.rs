@@ -17,9 +17,7 @@ use crate::nova::fields::JsonString;
 use crate::nova::object::NovaObject;
 use crate::nova::objects::instance::Instance;
 use crate::nova::objects::network_model::NetworkInfo;
-use crate::nova::rpc_methods::{
-    AttachInterface, BuildAndRunInstance, DetachInterface, ExternalInstanceEvent,
-};
+use crate::nova::rpc_methods::{AttachInterface, BuildAndRunInstance, ExternalInstanceEvent};
 use crate::rpc::{Context, Failure};
 
 /// What a build asks of Neutron; `None` for networks `none`.
@@ -166,6 +164,12 @@ impl Manager {
         if let Some(info) = instance.info_cache.get().and_then(|c| c.network_info.get()) {
             return info.value.clone();
         }
+        self.stored_nw_info(ctx, uuid).await
+    }
+
+    /// `InstanceInfoCache.get_by_instance_uuid` through the conductor; empty
+    /// when it has none or cannot be read.
+    pub(super) async fn stored_nw_info(&self, ctx: &Context, uuid: &str) -> NetworkInfo {
         let read = self
             .conductor
             .class_action(
@@ -304,13 +308,10 @@ impl Manager {
         a: &AttachInterface,
     ) -> Result<Value, Failure> {
         let failed = || {
-            let mut kw = Map::new();
-            kw.insert("instance_uuid".into(), json!(uuid));
-            Failure::nova(
-                "InterfaceAttachFailed",
-                &format!("Failed to attach network adapter device to {uuid}"),
-                kw,
-            )
+            let e = ComputeError::Network(NetworkError::InterfaceAttachFailed(uuid.to_string()));
+            let mut f = e.to_failure(Some(uuid));
+            f.kwargs.insert("instance_uuid".into(), json!(uuid));
+            f
         };
         let Some(net) = &self.network else {
             return Err(failed());
@@ -370,64 +371,35 @@ impl Manager {
         serde_json::to_value(vif).map_err(|e| ComputeError::Encode(e).to_failure(None))
     }
 
-    /// `detach_interface`: the driver unplugs, then the port is released
-    /// (deleted when Nova made it, unbound when the user passed it).
+    /// `detach_interface` (a cast): the driver unplugs, then the port is
+    /// released (deleted when Nova made it, unbound when the user passed it).
+    /// Run under the instance's lock, with its action event and fault.
     pub(super) async fn detach_interface(
-        &self,
-        ctx: &Context,
-        a: DetachInterface,
-    ) -> Result<Value, Failure> {
-        let uuid = a.instance.uuid().unwrap_or_default().to_string();
-        let port = a.port_id.as_str().unwrap_or_default().to_string();
-        let lock = self.lock_for(&uuid);
-        let _g = lock.lock().await;
-        let event = "compute_detach_interface";
-        self.event_start(ctx, &uuid, event).await;
-        let result = self.do_detach(ctx, &uuid, &port, &a.instance).await;
-        let err = result.as_ref().err().map(|f| f.message.clone());
-        self.event_finish(ctx, &uuid, event, err.as_deref()).await;
-        result
-    }
-
-    async fn do_detach(
         &self,
         ctx: &Context,
         uuid: &str,
         port: &str,
         instance: &Instance,
-    ) -> Result<Value, Failure> {
-        let cached = self.cached_nw_info(ctx, uuid, instance).await;
+    ) -> Result<(), ComputeError> {
+        // refresh_info_cache_for_instance: the conductor's copy first
+        let mut cached = self.stored_nw_info(ctx, uuid).await;
+        if cached.0.is_empty() {
+            cached = self.cached_nw_info(ctx, uuid, instance).await;
+        }
         let Some(vif) = cached.0.iter().find(|v| v.id.as_str() == Some(port)) else {
-            let mut kw = Map::new();
-            kw.insert("port_id".into(), json!(port));
-            return Err(Failure::nova(
-                "PortNotFound",
-                &format!("Port {port} is not attached"),
-                kw,
-            ));
+            return Err(NetworkError::PortNotAttached(port.to_string()).into());
         };
         let preserved = vif.preserve_on_delete.get() == Some(&true);
         if let Err(e) = self.driver.detach_interface(uuid, port).await {
             tracing::warn!(uuid, port, error = %e, "interface not detached");
-            let mut kw = Map::new();
-            kw.insert("instance_uuid".into(), json!(uuid));
-            return Err(Failure::nova(
-                "InterfaceDetachFailed",
-                &format!("Failed to detach network adapter device from {uuid}"),
-                kw,
-            ));
+            return Err(NetworkError::InterfaceDetachFailed(uuid.to_string()).into());
         }
         if let Some(net) = &self.network {
-            net.deallocate_port(port, preserved)
-                .await
-                .map_err(|e| ComputeError::Network(e).to_failure(Some(uuid)))?;
+            net.deallocate_port(port, preserved).await?;
         }
         let mut info = cached.clone();
         info.0.retain(|v| v.id.as_str() != Some(port));
-        if let Err(e) = self.save_nw_info(ctx, uuid, &info).await {
-            tracing::warn!(uuid, error = %e.full_message(), "info cache not saved");
-        }
-        Ok(Value::Null)
+        self.save_nw_info(ctx, uuid, &info).await
     }
 }
 

@@ -544,19 +544,57 @@ async fn detach_interface_unplugs_then_deletes_the_port() {
     let n = net_manager(neutron.clone(), "");
     let call = detach_call(made, json!([{"id": made, "preserve_on_delete": false}]));
     let uuid = uuid_of(&call);
-    n.m.call(ctx(), call).await.unwrap();
+    // a cast in nova 34's compute RPC API
+    n.m.cast(ctx(), call).await;
     assert_eq!(
         n.driver.calls(),
         [format!("detach_interface {uuid} {made}")]
     );
     assert!(neutron.port(made).is_none());
     assert_eq!(caches(&n.conductor), ["[]"]);
-    // a port the instance does not have
-    let f =
-        n.m.call(ctx(), detach_call("nope", json!([])))
-            .await
-            .unwrap_err();
-    assert_eq!(f.class, "PortNotFound");
+    assert!(n.conductor.faults().is_empty());
+    assert_eq!(
+        n.conductor.events(),
+        [
+            json!(["start", "compute_detach_interface"]),
+            json!(["finish", "compute_detach_interface", false])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn detach_of_a_port_the_server_lacks_is_a_port_not_found_fault() {
+    let n = net_manager(FakeNeutron::binding("ovs"), "");
+    n.m.cast(ctx(), detach_call("nope", json!([]))).await;
+    assert!(n.driver.calls().is_empty());
+    let faults = n.conductor.faults();
+    assert_eq!(
+        faults[0]["details"],
+        json!("PortNotFound: Port nope is not attached")
+    );
+}
+
+#[tokio::test]
+async fn a_user_port_detached_is_unbound_and_kept() {
+    let neutron = FakeNeutron::binding("ovs").with_user_port();
+    let n = net_manager(neutron.clone(), "");
+    n.driver.failing.lock().unwrap().push("detach_interface");
+    let cache = json!([{"id": USER_PORT, "preserve_on_delete": true}]);
+    n.m.cast(ctx(), detach_call(USER_PORT, cache.clone())).await;
+    // the driver could not unplug it: the port stays as it was
+    let faults = n.conductor.faults();
+    assert!(
+        faults[0]["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("InterfaceDetachFailed: Failed to detach network adapter device from "),
+        "{faults:?}"
+    );
+    assert!(n.neutron.log().is_empty());
+    n.driver.failing.lock().unwrap().clear();
+    n.m.cast(ctx(), detach_call(USER_PORT, cache)).await;
+    assert_eq!(neutron.log(), [format!("update {USER_PORT} host=null")]);
+    assert!(neutron.port(USER_PORT).is_some());
 }
 
 #[tokio::test]

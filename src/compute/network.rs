@@ -50,6 +50,13 @@ pub enum NetworkError {
     UnsupportedVifType { port: String, vif_type: String },
     #[error("Virtual Interface creation failed")]
     VirtualInterfaceCreate,
+    #[error("Failed to attach network adapter device to {0}")]
+    InterfaceAttachFailed(String),
+    #[error("Failed to detach network adapter device from {0}")]
+    InterfaceDetachFailed(String),
+    /// Detach of a port the instance does not have (`PortNotFound`).
+    #[error("Port {0} is not attached")]
+    PortNotAttached(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -73,6 +80,9 @@ impl NetworkError {
             N::SecurityGroupCannotBeApplied => "SecurityGroupCannotBeApplied",
             N::UnsupportedVifType { .. } => "VirtualInterfacePlugException",
             N::VirtualInterfaceCreate => "VirtualInterfaceCreateException",
+            N::InterfaceAttachFailed(_) => "InterfaceAttachFailed",
+            N::InterfaceDetachFailed(_) => "InterfaceDetachFailed",
+            N::PortNotAttached(_) => "PortNotFound",
             N::Invalid(_) => "InvalidInput",
         }
     }
@@ -190,7 +200,9 @@ impl NetworkApi {
                 && a.requests[0].network_id.is_none()
                 && a.requests[0].port_id.is_none());
         if nets.is_empty() {
-            if a.requests.is_empty() {
+            // `auto` with nothing available: nova would have Neutron make a
+            // topology (auto-allocated-topology); corral does not, it fails below.
+            if a.requests.is_empty() && !a.auto {
                 return Ok((NetworkInfo::default(), Vec::new()));
             }
             if !a.auto {
@@ -844,5 +856,194 @@ pub async fn wait_for(
         WaitOutcome::Done
     } else {
         WaitOutcome::TimedOut(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nova::fields::JsonString;
+
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl NeutronApi for Nothing {
+        async fn list_networks(&self, _: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+            Ok(vec![])
+        }
+        async fn list_subnets(&self, _: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+            Ok(vec![])
+        }
+        async fn list_ports(&self, _: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+            Ok(vec![])
+        }
+        async fn list_security_groups(
+            &self,
+            _: &[(&str, String)],
+        ) -> Result<Vec<Value>, NeutronError> {
+            Ok(vec![])
+        }
+        async fn show_port(&self, id: &str) -> Result<Value, NeutronError> {
+            Err(NeutronError::Api {
+                method: "GET".into(),
+                path: id.into(),
+                status: 404,
+                kind: None,
+                message: String::new(),
+            })
+        }
+        async fn create_port(&self, port: Value) -> Result<Value, NeutronError> {
+            Ok(port)
+        }
+        async fn update_port(&self, _: &str, port: Value) -> Result<Value, NeutronError> {
+            Ok(port)
+        }
+        async fn delete_port(&self, _: &str) -> Result<(), NeutronError> {
+            Ok(())
+        }
+    }
+
+    fn api() -> NetworkApi {
+        NetworkApi::new(Arc::new(Nothing), "br-int", "h1")
+    }
+
+    fn vif(vif_type: &str, details: Value) -> Vif {
+        let text = json!([{"id": "3f8a3a47-4f2a-4f4b-9f3c-000000000001",
+            "address": "fa:16:3e:11:22:33", "type": vif_type, "details": details,
+            "network": {"id": "n1", "bridge": "brq-from-net", "meta": {"mtu": 1442}}}]);
+        JsonString::<NetworkInfo>::parse(&text.to_string())
+            .unwrap()
+            .value
+            .0
+            .remove(0)
+    }
+
+    #[test]
+    fn each_vif_type_maps_to_its_plug_or_is_refused() {
+        let a = api();
+        let spec = a.vif_spec("u1", &vif("ovs", json!({}))).unwrap();
+        assert_eq!(spec.mtu, Some(1442));
+        assert_eq!(spec.mac, "fa:16:3e:11:22:33");
+        assert_eq!(
+            spec.plug,
+            VifPlug::Ovs {
+                bridge: "br-int".into(),
+                hybrid: false,
+                iface_id: "3f8a3a47-4f2a-4f4b-9f3c-000000000001".into(),
+                vm_uuid: "u1".into()
+            }
+        );
+        let spec = a
+            .vif_spec(
+                "u1",
+                &vif(
+                    "ovs",
+                    json!({"bridge_name": "br-x", "ovs_hybrid_plug": true}),
+                ),
+            )
+            .unwrap();
+        assert!(
+            matches!(spec.plug, VifPlug::Ovs { ref bridge, hybrid: true, .. } if bridge == "br-x")
+        );
+        let spec = a.vif_spec("u1", &vif("bridge", json!({}))).unwrap();
+        assert_eq!(
+            spec.plug,
+            VifPlug::Bridge {
+                bridge: "brq-from-net".into()
+            }
+        );
+        let spec = a
+            .vif_spec("u1", &vif("bridge", json!({"bridge_name": "brq1"})))
+            .unwrap();
+        assert_eq!(
+            spec.plug,
+            VifPlug::Bridge {
+                bridge: "brq1".into()
+            }
+        );
+        assert_eq!(
+            a.vif_spec("u1", &vif("tap", json!({}))).unwrap().plug,
+            VifPlug::Tap
+        );
+        for failed in ["binding_failed", "unbound"] {
+            let e = a.vif_spec("u1", &vif(failed, json!({}))).unwrap_err();
+            assert_eq!(e.nova_class(), "PortBindingFailed");
+        }
+        let e = a.vif_spec("u1", &vif("vhostuser", json!({}))).unwrap_err();
+        assert_eq!(e.nova_class(), "VirtualInterfacePlugException");
+        assert!(
+            e.to_string()
+                .contains("vif_type vhostuser cannot be plugged"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_are_checked_against_neutron() {
+        let a = api();
+        let mut alloc = Allocation {
+            uuid: "u1".into(),
+            project_id: "p1".into(),
+            ..Default::default()
+        };
+        // no request and no network: no interface
+        let (info, ids) = a.allocate(&alloc).await.unwrap();
+        assert!(info.0.is_empty() && ids.is_empty());
+        alloc.auto = true;
+        let e = a.allocate(&alloc).await.unwrap_err();
+        assert_eq!(e.nova_class(), "InterfaceAttachFailedNoNetwork");
+        alloc.auto = false;
+        alloc.requests = vec![NetRequest {
+            network_id: Some("n9".into()),
+            ..Default::default()
+        }];
+        let e = a.allocate(&alloc).await.unwrap_err();
+        assert_eq!(e.to_string(), "Network n9 could not be found.");
+        alloc.requests = vec![NetRequest {
+            port_id: Some("p9".into()),
+            ..Default::default()
+        }];
+        let e = a.allocate(&alloc).await.unwrap_err();
+        assert_eq!(e.nova_class(), "PortNotFound");
+        alloc.project_id.clear();
+        assert_eq!(
+            a.allocate(&alloc).await.unwrap_err().nova_class(),
+            "InvalidInput"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiters_see_their_events_and_time_out_without() {
+        let ev = InstanceEvents::default();
+        let keys = vec![
+            "network-vif-plugged-a".to_string(),
+            "network-vif-plugged-b".to_string(),
+        ];
+        let w = ev.prepare("u1", &keys);
+        assert!(ev.pop("u1", "network-vif-plugged-a", EventStatus::Completed));
+        assert!(!ev.pop("u2", "network-vif-plugged-b", EventStatus::Completed));
+        assert!(!ev.pop("u1", "network-vif-plugged-c", EventStatus::Completed));
+        let out = wait_for(w, std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            out,
+            WaitOutcome::TimedOut(vec!["network-vif-plugged-b".into()])
+        );
+        let w = ev.prepare("u1", &keys[..1]);
+        assert!(ev.pop("u1", "network-vif-plugged-a", EventStatus::Failed));
+        let out = wait_for(w, std::time::Duration::from_secs(5)).await;
+        assert_eq!(out, WaitOutcome::Failed("network-vif-plugged-a".into()));
+        let w = ev.prepare("u1", &keys[..1]);
+        ev.clear("u1");
+        assert!(!ev.pop("u1", "network-vif-plugged-a", EventStatus::Completed));
+        drop(w);
+    }
+
+    #[test]
+    fn only_ports_not_active_are_waited_for() {
+        let text = json!([{"id": "a", "active": false}, {"id": "b", "active": true}, {"id": "c"}]);
+        let info = JsonString::<NetworkInfo>::parse(&text.to_string())
+            .unwrap()
+            .value;
+        assert_eq!(events_to_wait_for(&info), ["network-vif-plugged-a"]);
     }
 }
