@@ -110,3 +110,32 @@ def test_boot_on_a_network_lists_addresses_and_delete_removes_the_port(
     nova.delete("/servers/" + s["id"], expect=204)
     nh.wait_gone(nova, s["id"], host)
     assert ports_of(neutron, s["id"]) == []
+
+
+def test_attach_that_cannot_bind_fails_and_leaves_no_port(kind, hosts, nova, placement, servers,
+                                                          neutron, network):
+    host = hosts.primary(kind)
+    if ovs_agent_on(neutron, host.name):
+        pytest.skip("an OVS agent binds ports on %s: no binding failure to observe" % host.name)
+    traits = placement.get("/resource_providers/%s/traits" % host.rp_uuid, expect=200).json()["traits"]
+    assert "COMPUTE_NET_ATTACH_INTERFACE" in traits, traits
+    srv = servers.boot(host)
+    # a port on the network: created by the compute, bound, refused, deleted again
+    r = nova.post("/servers/%s/os-interface" % srv["id"],
+                  {"interfaceAttachment": {"net_id": network["id"]}}, expect=500)
+    assert "PortBindingFailed" in r.text or "Unexpected API Error" in r.text, r.text
+    assert ports_of(neutron, srv["id"]) == [], ports_of(neutron, srv["id"])
+    # the user's port: unbound and kept
+    user = neutron.post("/v2.0/ports", {"port": {"network_id": network["id"], "project_id": "admin"}},
+                        expect=201).json()["port"]
+    nova.post("/servers/%s/os-interface" % srv["id"],
+              {"interfaceAttachment": {"port_id": user["id"]}}, expect=500)
+    kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
+    if kind == "corral":
+        assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
+    else:
+        # nova-compute 34 unbinds only the passed ports whose update succeeded: the one
+        # that failed to bind keeps the server as its device (corral frees it)
+        assert kept["device_id"] == srv["id"], kept
+    s = nh.wait_server(nova, srv["id"], "ACTIVE", host, what="server after the failed attach")
+    assert s["addresses"] == {}, s["addresses"]
