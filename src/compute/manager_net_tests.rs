@@ -620,3 +620,23 @@ async fn a_deleted_port_event_detaches_and_unknown_instances_are_ignored() {
         [format!("detach_interface {uuid} {port}")]
     );
 }
+
+#[tokio::test]
+async fn a_failed_binding_is_rescheduled_when_alternates_exist() {
+    let n = net_manager(FakeNeutron::binding("binding_failed"), "");
+    let call = captured_as("02-build_and_run_instance.json", None, |a| {
+        a["requested_networks"]["nova_object.data"]["objects"] = json!([request(Some(NET), None)]);
+        a["host_list"] = json!([{"nova_object.name": "Selection", "nova_object.namespace": "nova",
+            "nova_object.version": "1.1", "nova_object.data": {
+                "service_host": "ct-host-2", "nodename": "ct-host-2",
+                "compute_node_uuid": "00000000-0000-4000-8000-000000000002",
+                "cell_uuid": "00000000-0000-4000-8000-000000000003", "limits": null,
+                "allocation_request": "{}", "allocation_request_version": "1.36",
+                "availability_zone": "nova"}}]);
+    });
+    n.m.cast(ctx(), call).await;
+    assert!(n.neutron.ports.lock().unwrap().is_empty());
+    assert!(n.conductor.log().iter().any(|e| e["op"] == "reschedule"));
+    assert!(n.conductor.faults().is_empty());
+    assert_ne!(last_vm_state(&n.conductor), Some(json!("error")));
+}
