@@ -124,6 +124,12 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
+impl serde::Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl FromStr for Ipv4Cidr {
     type Err = String;
 

@@ -41,6 +41,20 @@ pub enum NetworkError {
     },
 }
 
+impl NetworkError {
+    /// The message with its chain of causes.
+    pub fn full_message(&self) -> String {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        msg
+    }
+}
+
 impl From<StoreError> for NetworkError {
     fn from(e: StoreError) -> Self {
         match e {
