@@ -362,7 +362,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     // A host route the test makes: a dummy link with an address.
     let (ha, hb) = test_subnet(3);
     let dummy = unique("tdm");
-    must(&["ip", "link", "add", &dummy, "type", "dummy"]);
+    must(&["ip", "link", "add", &dummy, "type", "bridge"]);
     clean.links.push(dummy.clone());
     must(&["ip", "addr", "add", &format!("10.{ha}.{hb}.1/24"), "dev", &dummy]);
     must(&["ip", "link", "set", &dummy, "up"]);
@@ -494,14 +494,17 @@ fn restart_restores_networks_and_replaces_a_stale_dnsmasq() {
         assert!(nft_table_exists(br), "{br}'s table not restored");
         assert!(
             common::wait_until(Duration::from_secs(5), || dnsmasq_pids(br).len() == 1),
-            "{br}: dnsmasq {:?}",
-            dnsmasq_pids(br)
+            "{br}: dnsmasq {:?}\n{}\ndnsmasq log: {}",
+            dnsmasq_pids(br),
+            d.log(),
+            std::fs::read_to_string(d.state.join("networks").join(br).join("dnsmasq.log"))
+                .unwrap_or_default()
         );
         let net: Value = d.client().get(&format!("/1.0/networks/{br}")).unwrap();
         assert_eq!(net["status"], "Created", "{net}");
     }
     assert_ne!(dnsmasq_pids(&kept), old, "the stale dnsmasq was kept");
-    assert!(!Path::new(&format!("/proc/{}", old[0])).exists());
+    assert!(!dnsmasq_pids(&kept).contains(&old[0]), "the stale dnsmasq runs on");
     let addrs = must(&["ip", "-4", "-o", "addr", "show", "dev", &wiped]);
     assert!(addrs.contains(&format!("inet 10.{a2}.{b2}.1/24")), "{addrs}");
     let rules = must(&["nft", "list", "table", "ip", &format!("corral-{wiped}")]);
