@@ -80,6 +80,7 @@ pub fn driver_status(e: &DriverError) -> StatusCode {
         | DriverError::Store(_)
         | DriverError::Device(_)
         | DriverError::Nic(_)
+        | DriverError::Vif(_)
         | DriverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
