@@ -128,7 +128,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     })?;
     let storage = Storage::select(cfg.corral.storage)?;
     let store = Store::open(&cfg.store_path()).await?;
-    let networks = Arc::new(crate::network::Networks::new(store.clone(), &cfg.state_path));
+    let networks = Arc::new(crate::network::Networks::new(
+        store.clone(),
+        &cfg.state_path,
+    ));
     tracing::info!(
         runtime = runtime.kind.name(),
         version = %runtime.version,
@@ -248,7 +251,9 @@ async fn restore_networks(cfg: &Config, networks: &crate::network::Networks) {
             .ensure_default(name, cfg.corral.default_network_subnet)
             .await
         {
-            Ok(net) => tracing::info!(network = %net.name, subnet = %net.subnet, "default network ready"),
+            Ok(net) => {
+                tracing::info!(network = %net.name, subnet = %net.subnet, "default network ready")
+            }
             Err(e) => tracing::error!(
                 network = %name,
                 error = %e.full_message(),

@@ -53,10 +53,7 @@ fn unique(prefix: &str) -> String {
 /// A /24 of the test ranges for this process: `10.2xx.y.0/24`, `k` < 10.
 fn test_subnet(k: u32) -> (u8, u8) {
     let pid = std::process::id();
-    (
-        (200 + pid % 50) as u8,
-        (((pid / 50) % 25) * 10 + k) as u8,
-    )
+    ((200 + pid % 50) as u8, (((pid / 50) % 25) * 10 + k) as u8)
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
@@ -212,9 +209,25 @@ fn outside_netns(clean: &mut HostCleanup, host_ip: Ipv4Addr, inner_ip: Ipv4Addr)
         "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "out0", "netns", &ns,
     ]);
     clean.links.push(host_end.clone());
-    must(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_end]);
+    must(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host_ip}/24"),
+        "dev",
+        &host_end,
+    ]);
     must(&["ip", "link", "set", &host_end, "up"]);
-    must(&["ip", "-n", &ns, "addr", "add", &format!("{inner_ip}/24"), "dev", "out0"]);
+    must(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{inner_ip}/24"),
+        "dev",
+        "out0",
+    ]);
     must(&["ip", "-n", &ns, "link", "set", "out0", "up"]);
     must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
     ns
@@ -297,8 +310,7 @@ fn dhcp_and_nat_on_a_network_and_nothing_left_after_delete() {
     let range: corral::network::Ipv4Cidr = subnet.parse().unwrap();
     assert!(range.contains(ip) && ip != range.gateway(), "{ip}");
     let leases =
-        std::fs::read_to_string(d.state.join("networks").join(&br).join("dnsmasq.leases"))
-            .unwrap();
+        std::fs::read_to_string(d.state.join("networks").join(&br).join("dnsmasq.leases")).unwrap();
     assert!(leases.contains(&ip.to_string()), "{leases}");
     let route = must(&["ip", "-n", &ns, "route", "show", "default"]);
     assert!(
@@ -364,7 +376,14 @@ fn bad_input_is_refused_and_changes_nothing() {
     let dummy = unique("tdm");
     must(&["ip", "link", "add", &dummy, "type", "bridge"]);
     clean.links.push(dummy.clone());
-    must(&["ip", "addr", "add", &format!("10.{ha}.{hb}.1/24"), "dev", &dummy]);
+    must(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("10.{ha}.{hb}.1/24"),
+        "dev",
+        &dummy,
+    ]);
     must(&["ip", "link", "set", &dummy, "up"]);
 
     let other = unique("tn");
@@ -383,16 +402,52 @@ fn bad_input_is_refused_and_changes_nothing() {
             "overlaps the host's route",
         ),
         (json!({"name": br, "subnet": free}), 409, "already exists"),
-        (json!({"name": dummy, "subnet": free}), 409, "host interface"),
-        (json!({"name": "Bad_Name", "subnet": free}), 400, "invalid network name"),
+        (
+            json!({"name": dummy, "subnet": free}),
+            409,
+            "host interface",
+        ),
+        (
+            json!({"name": "Bad_Name", "subnet": free}),
+            400,
+            "invalid network name",
+        ),
         (json!({"name": "none", "subnet": free}), 400, "reserved"),
-        (json!({"name": "abcdefghijklmnop", "subnet": free}), 400, "invalid network name"),
-        (json!({"name": other, "subnet": "10.1.2.3/24"}), 400, "host bits"),
-        (json!({"name": other, "subnet": "10.1.2.0/33"}), 400, "invalid subnet"),
-        (json!({"name": other, "subnet": "banana"}), 400, "invalid subnet"),
-        (json!({"name": other, "subnet": "10.1.2.0/31"}), 400, "too small"),
-        (json!({"name": other, "subnet": free, "mtu": 100}), 400, "mtu"),
-        (json!({"name": other, "subnet": free, "bogus": 1}), 400, "unknown field"),
+        (
+            json!({"name": "abcdefghijklmnop", "subnet": free}),
+            400,
+            "invalid network name",
+        ),
+        (
+            json!({"name": other, "subnet": "10.1.2.3/24"}),
+            400,
+            "host bits",
+        ),
+        (
+            json!({"name": other, "subnet": "10.1.2.0/33"}),
+            400,
+            "invalid subnet",
+        ),
+        (
+            json!({"name": other, "subnet": "banana"}),
+            400,
+            "invalid subnet",
+        ),
+        (
+            json!({"name": other, "subnet": "10.1.2.0/31"}),
+            400,
+            "too small",
+        ),
+        (
+            json!({"name": other, "subnet": free, "mtu": 100}),
+            400,
+            "mtu",
+        ),
+        (
+            json!({"name": other, "subnet": free, "bogus": 1}),
+            400,
+            "unknown field",
+        ),
     ] {
         let (st, v) = call(&c, "POST", "/1.0/networks", Some(body.clone()));
         assert_eq!(st, status, "{body}: {v}");
@@ -417,10 +472,20 @@ fn bad_input_is_refused_and_changes_nothing() {
         &c,
         "POST",
         "/1.0/instances",
-        Some(json!({"name": "n1", "source": {"alias": "busybox"}, "networks": ["nope"], "start": false})),
+        Some(
+            json!({"name": "n1", "source": {"alias": "busybox"}, "networks": ["nope"], "start": false}),
+        ),
     );
     assert_eq!(st, 404, "{v}");
-    let err = d.fails(&["init", "busybox", "n1", "--network", "none", "--network", &br]);
+    let err = d.fails(&[
+        "init",
+        "busybox",
+        "n1",
+        "--network",
+        "none",
+        "--network",
+        &br,
+    ]);
     assert!(err.contains("cannot be combined"), "{err}");
     let list: Vec<Value> = c.get("/1.0/instances").unwrap();
     assert!(list.is_empty(), "{list:?}");
@@ -464,7 +529,13 @@ fn restart_restores_networks_and_replaces_a_stale_dnsmasq() {
     clean.bridges.push(wiped.clone());
     let (a, b) = test_subnet(5);
     let (a2, b2) = test_subnet(6);
-    d.ok(&["network", "create", &kept, "--subnet", &format!("10.{a}.{b}.0/24")]);
+    d.ok(&[
+        "network",
+        "create",
+        &kept,
+        "--subnet",
+        &format!("10.{a}.{b}.0/24"),
+    ]);
     d.ok(&[
         "network",
         "create",
@@ -480,10 +551,7 @@ fn restart_restores_networks_and_replaces_a_stale_dnsmasq() {
     // dnsmasq; the other's dnsmasq is left running from the dead daemon.
     d.crash();
     for pid in dnsmasq_pids(&wiped) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
     must(&["ip", "link", "del", &wiped]);
     must(&["nft", "delete", "table", "ip", &format!("corral-{wiped}")]);
@@ -504,9 +572,15 @@ fn restart_restores_networks_and_replaces_a_stale_dnsmasq() {
         assert_eq!(net["status"], "Created", "{net}");
     }
     assert_ne!(dnsmasq_pids(&kept), old, "the stale dnsmasq was kept");
-    assert!(!dnsmasq_pids(&kept).contains(&old[0]), "the stale dnsmasq runs on");
+    assert!(
+        !dnsmasq_pids(&kept).contains(&old[0]),
+        "the stale dnsmasq runs on"
+    );
     let addrs = must(&["ip", "-4", "-o", "addr", "show", "dev", &wiped]);
-    assert!(addrs.contains(&format!("inet 10.{a2}.{b2}.1/24")), "{addrs}");
+    assert!(
+        addrs.contains(&format!("inet 10.{a2}.{b2}.1/24")),
+        "{addrs}"
+    );
     let rules = must(&["nft", "list", "table", "ip", &format!("corral-{wiped}")]);
     assert!(!rules.contains("masquerade"), "nat = false: {rules}");
 
@@ -545,4 +619,91 @@ fn the_default_network_is_made_at_start_and_used_by_launches() {
     d.spawn();
     assert!(link_exists(&br), "{}", d.log());
     d.ok(&["network", "delete", &br]);
+}
+
+/// The leased IPv4 address of an instance's eth0, once it has one.
+fn wait_ipv4(d: &Daemon, name: &str) -> Ipv4Addr {
+    let mut last = Value::Null;
+    let ok = common::wait_until(Duration::from_secs(30), || {
+        last = d.instance(name);
+        last["nics"][0]["ipv4"].is_string()
+    });
+    assert!(
+        ok,
+        "{name} got no address: {last}\nconsole: {}",
+        d.ok(&["console-log", name])
+    );
+    last["nics"][0]["ipv4"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn launched_containers_get_addresses_reach_each_other_and_the_outside_by_nat() {
+    require_net!();
+    let mut clean = HostCleanup::default();
+    let br = unique("tdef");
+    clean.bridges.push(br.clone());
+    let (a, b) = test_subnet(8);
+    let d = Daemon::start_with(&format!(
+        "default_network = {br}\ndefault_network_subnet = 10.{a}.{b}.0/24\n"
+    ));
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "e1"]);
+    d.ok(&["launch", "busybox", "e2"]);
+    let ip1 = wait_ipv4(&d, "e1");
+    let ip2 = wait_ipv4(&d, "e2");
+    let range: corral::network::Ipv4Cidr = format!("10.{a}.{b}.0/24").parse().unwrap();
+    assert!(range.contains(ip1) && range.contains(ip2) && ip1 != ip2);
+    // Inside, eth0 has it, and the default route is the bridge.
+    let inside = d.exec("e1", "ip -4 -o addr show dev eth0; ip route show default");
+    assert!(inside.contains(&format!("inet {ip1}/24")), "{inside}");
+    assert!(inside.contains(&format!("via 10.{a}.{b}.1")), "{inside}");
+    // corral list shows the addresses.
+    let list = d.ok(&["list"]);
+    assert!(
+        list.contains(&format!("{ip1} (eth0)")) && list.contains(&format!("{ip2} (eth0)")),
+        "{list}"
+    );
+
+    // They reach each other.
+    d.exec("e1", &format!("ping -c 2 -W 2 {ip2}"));
+    d.exec("e2", &format!("ping -c 2 -W 2 {ip1}"));
+
+    // And the outside, masqueraded behind the host's address.
+    let (oa, ob) = test_subnet(9);
+    let host_ip = Ipv4Addr::new(10, oa, ob, 1);
+    let out_ip = Ipv4Addr::new(10, oa, ob, 2);
+    let out_ns = outside_netns(&mut clean, host_ip, out_ip);
+    let listener = listen_in(&out_ns, SocketAddr::from((out_ip, 8124)));
+    let out = d.cli(&[
+        "exec",
+        "e2",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo hi | nc -w 3 {out_ip} 8124"),
+    ]);
+    let peer = listener.join().unwrap();
+    assert_eq!(
+        peer.map(|p| p.ip()),
+        Some(std::net::IpAddr::V4(host_ip)),
+        "from a container, masqueraded: {out:?}"
+    );
+
+    // Deleting them and the network leaves nothing: no ports (the hosts
+    // ends of their interfaces), bridge, table or dnsmasq.
+    let ports: Vec<String> = must(&["ip", "-o", "link", "show", "master", &br])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    d.ok(&["delete", "--force", "e1"]);
+    d.ok(&["delete", "--force", "e2"]);
+    d.ok(&["network", "delete", &br]);
+    assert!(!link_exists(&br));
+    assert!(!nft_table_exists(&br));
+    assert!(dnsmasq_pids(&br).is_empty());
+    for p in ports {
+        assert!(!link_exists(&p), "{p} is left");
+    }
 }

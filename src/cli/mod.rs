@@ -636,7 +636,9 @@ fn network_detail(n: &Network) -> String {
         n.subnet,
         n.ipv4_address,
         n.nat,
-        n.mtu.map(|m| m.to_string()).unwrap_or_else(|| "default".into()),
+        n.mtu
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "default".into()),
         n.status
     );
     if !n.description.is_empty() {
@@ -649,7 +651,11 @@ fn network_detail(n: &Network) -> String {
             .dnsmasq_pid
             .map(|p| format!("dnsmasq pid {p}"))
             .unwrap_or_else(|| "not running".into()),
-        if n.state.nft_table { "loaded" } else { "missing" },
+        if n.state.nft_table {
+            "loaded"
+        } else {
+            "missing"
+        },
     ));
     s.push_str(&format!("Created: {}\nUsed by:\n", n.created_at));
     for u in &n.used_by {
@@ -684,7 +690,15 @@ fn network_command(c: &Client, f: Format, nc: &NetworkCommand) -> anyhow::Result
             let list: Vec<Network> = c.get("/1.0/networks?recursion=1")?;
             print(f, &list, |l| {
                 table(
-                    &["NAME", "SUBNET", "ADDRESS", "NAT", "STATUS", "USED BY", "DESCRIPTION"],
+                    &[
+                        "NAME",
+                        "SUBNET",
+                        "ADDRESS",
+                        "NAT",
+                        "STATUS",
+                        "USED BY",
+                        "DESCRIPTION",
+                    ],
                     l.iter()
                         .map(|n| {
                             vec![

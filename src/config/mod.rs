@@ -300,9 +300,8 @@ impl Config {
             default_network: match get(ini, "corral", "default_network").unwrap_or("corralbr0") {
                 "" | "none" => None,
                 name => {
-                    crate::network::validate_name(name).map_err(|e| {
-                        invalid("corral", "default_network", name, &e.to_string())
-                    })?;
+                    crate::network::validate_name(name)
+                        .map_err(|e| invalid("corral", "default_network", name, &e.to_string()))?;
                     Some(name.to_string())
                 }
             },
