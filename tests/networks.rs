@@ -85,7 +85,7 @@ fn dnsmasq_pids(bridge: &str) -> Vec<i32> {
         if args
             .first()
             .is_some_and(|a| String::from_utf8_lossy(a).ends_with("dnsmasq"))
-            && args.iter().any(|a| *a == want.as_bytes())
+            && args.contains(&want.as_bytes())
         {
             pids.push(pid);
         }
