@@ -930,3 +930,45 @@ pub fn server(
     }
     Ok(srv.run())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::NetworkError;
+
+    #[test]
+    fn every_network_error_has_its_status() {
+        for (e, status) in [
+            (NetworkError::Invalid("bad".into()), 400),
+            (NetworkError::NotFound("n".into()), 404),
+            (NetworkError::Conflict("in use".into()), 409),
+            (
+                NetworkError::Command {
+                    what: "ip link add".into(),
+                    detail: "no".into(),
+                },
+                500,
+            ),
+            (
+                NetworkError::Io {
+                    path: "/x".into(),
+                    source: std::io::Error::other("no"),
+                },
+                500,
+            ),
+            (
+                NetworkError::Store(crate::store::StoreError::IdRangesExhausted(1)),
+                500,
+            ),
+        ] {
+            let api = ApiError::from(e);
+            assert_eq!(api.status_code().as_u16(), status, "{api}");
+            let body = api.error_response();
+            assert_eq!(body.status().as_u16(), status);
+        }
+        assert_eq!(
+            ApiError::from(NetworkError::NotFound("web".into())).message(),
+            "network web not found"
+        );
+    }
+}
