@@ -74,15 +74,15 @@ impl Ipv4Cidr {
 
     /// The gateway: the subnet's first host address.
     pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.first() + 1)
+        Ipv4Addr::from(self.first().saturating_add(1))
     }
 
     /// The addresses DHCP hands out: every host after the gateway, up to the
     /// one before the broadcast address.
     pub fn dhcp_range(&self) -> (Ipv4Addr, Ipv4Addr) {
         (
-            Ipv4Addr::from(self.first() + 2),
-            Ipv4Addr::from(self.last() - 1),
+            Ipv4Addr::from(self.first().saturating_add(2)),
+            Ipv4Addr::from(self.last().saturating_sub(1)),
         )
     }
 
