@@ -658,7 +658,10 @@ async fn refusals_and_the_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of a_crash_while_plugging_leaves_no_stray_device"]
 async fn crash_child() {
-    let args = std::env::var(CHILD_ENV).expect("run only as the crash test's child");
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        eprintln!("not started by a_crash_while_plugging_leaves_no_stray_device: nothing to do");
+        return;
+    };
     let a: Vec<&str> = args.split(' ').collect();
     let (state, config, op, spec_path) = (a[0], a[1], a[2], a[3]);
     corral::crashpoint::arm_from_env().unwrap();
