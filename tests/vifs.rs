@@ -649,8 +649,26 @@ async fn refusals_and_the_gate() {
     assert!(devices_left(&format!("{t}g-1")).is_empty());
     assert_ne!(h.exec(&s.uuid, "ip link show eth1").await.exit_code, 0);
 
+    // A bare tap, live, with the kernel's MTU: up on the host, in no bridge.
+    let idt = format!("{t}t-0");
+    let tap_vif = VifSpec {
+        mtu: None,
+        ..vif(&idt, "fa:16:3e:30:00:09", VifPlug::Tap)
+    };
+    h.d().attach_interface(&s.uuid, &tap_vif).await.unwrap();
+    let tapt = netdev::tap_name(&idt);
+    let host_link = must(&["ip", "-o", "link", "show", &tapt]);
+    assert!(
+        host_link.contains("UP") && host_link.contains("mtu 1500"),
+        "{host_link}"
+    );
+    assert_eq!(master_of(&tapt), None);
+    let inside = h.ok(&s.uuid, "ip -o link show eth1").await;
+    assert!(inside.contains("fa:16:3e:30:00:09"), "{inside}");
+
     h.d().destroy(&s.uuid).await.unwrap();
     assert!(devices_left(&id).is_empty());
+    assert!(devices_left(&idt).is_empty());
 }
 
 /// In the child: the driver on the parent's state, the crash point armed,
