@@ -1258,9 +1258,19 @@ impl ContainerDriver {
             self.runtime.delete(uuid, true).await?;
         }
         crash_point("remove.after_runtime");
-        // Before the directory (and the record) goes: kept for a retry when
-        // it fails (ovsdb down).
-        self.unplug_vifs(uuid).await?;
+        // Before the directory (and the record) goes. Every step is tried;
+        // what cannot be removed (an OVS port while ovsdb is down) is named
+        // in the log, and the delete goes on: a delete (or a start-up) that
+        // fails for a stray port would keep the whole instance.
+        let left = netdev::load(&self.instance_dir(uuid)).unwrap_or_default();
+        if let Err(e) = self.unplug_vifs(uuid).await {
+            let devices: Vec<String> = left.iter().flat_map(|v| v.host_devices()).collect();
+            let ports: Vec<String> = left
+                .iter()
+                .filter_map(|v| v.ovs_port().map(|(b, p)| format!("{b}/{p}")))
+                .collect();
+            tracing::error!(uuid, error = %e, ?devices, ?ports, "virtual interfaces not fully unplugged: remove what is left by hand");
+        }
         self.cleanup_cgroups(uuid);
         crash_point("remove.after_cgroups");
         let dir = self.instance_dir(uuid);

@@ -53,12 +53,49 @@ fn run(dev: &str, argv: &[&str]) -> Result<String, NetdevError> {
     }
 }
 
-/// Runs `ip` in the network namespace of `pid`.
-fn ip_in(dev: &str, pid: i32, args: &[&str]) -> Result<(), NetdevError> {
-    let pid_s = pid.to_string();
-    let mut argv = vec!["nsenter", "-t", &pid_s, "-n", "--", "ip"];
-    argv.extend_from_slice(args);
-    run(dev, &argv).map(|_| ())
+/// Runs `ip -batch` with `lines` on the host (`pid` None) or in the
+/// network namespace of `pid`: one process for many changes. `force` goes on
+/// past a failed line.
+fn ip_batch(dev: &str, pid: Option<i32>, lines: &[String], force: bool) -> Result<(), NetdevError> {
+    use std::io::Write;
+    let pid_s = pid.map(|p| p.to_string());
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(p) = &pid_s {
+        argv.extend(["nsenter", "-t", p, "-n", "--"]);
+    }
+    argv.push("ip");
+    if force {
+        argv.push("-force");
+    }
+    argv.extend(["-batch", "-"]);
+    let shown = format!("{} <<< {}", argv.join(" "), lines.join("; "));
+    let fail = |reason: String| NetdevError::Command {
+        dev: dev.to_string(),
+        command: shown.clone(),
+        reason,
+    };
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
 }
 
 /// Checks that the bridge a plug needs is there: a Linux bridge, or an
@@ -133,100 +170,67 @@ pub fn plug(vif: &Vif, pid: i32) -> Result<(), NetdevError> {
 
 fn plug_steps(vif: &Vif, pid: i32) -> Result<(), NetdevError> {
     let tap = vif.tap();
-    let pid_s = pid.to_string();
-    let outer_mac = host_mac(&vif.mac);
-    let mtu = vif.mtu.map(|m| m.to_string());
-    let mut add = vec!["ip", "link", "add", tap.as_str()];
-    if let Some(m) = &mtu {
-        add.extend(["mtu", m.as_str()]);
+    let mtu = vif.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+    // The pair, its inside end made in the namespace: the host never sees
+    // it. Then the host side in the same `ip` process.
+    let mut host = vec![format!(
+        "link add {tap}{mtu} address {} type veth peer name {}{mtu} address {} netns {pid}",
+        host_mac(&vif.mac),
+        vif.inside,
+        vif.mac
+    )];
+    let mut qbr = None;
+    match &vif.switch {
+        Switch::Bridge { bridge } => host.push(format!("link set dev {tap} master {bridge} up")),
+        Switch::Ovs { .. } | Switch::Tap => host.push(format!("link set dev {tap} up")),
+        Switch::Hybrid { .. } => {
+            let (br, qvb, qvo) = (qbr_name(&vif.id), qvb_name(&vif.id), qvo_name(&vif.id));
+            // os-vif's ensure_bridge: no forward delay, no STP, no
+            // multicast snooping (and no IPv6, below).
+            host.extend([
+                format!("link add {br} type bridge forward_delay 0 stp_state 0 mcast_snooping 0"),
+                format!("link set dev {br} up"),
+                format!("link add {qvb}{mtu} type veth peer name {qvo}{mtu}"),
+                format!("link set dev {qvb} master {br} up"),
+                format!("link set dev {qvo} up"),
+                format!("link set dev {tap} master {br} up"),
+            ]);
+            qbr = Some(br);
+        }
     }
-    add.extend([
-        "address",
-        outer_mac.as_str(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        vif.inside.as_str(),
-    ]);
-    if let Some(m) = &mtu {
-        add.extend(["mtu", m.as_str()]);
+    ip_batch(&tap, None, &host, false)?;
+    if let Some(br) = qbr {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1");
     }
-    add.extend(["address", vif.mac.as_str(), "netns", pid_s.as_str()]);
-    run(&tap, &add)?;
-    ip_in(&vif.inside, pid, &["link", "set", "dev", "lo", "up"])?;
-    ip_in(
+    ip_batch(
         &vif.inside,
-        pid,
-        &["link", "set", "dev", vif.inside.as_str(), "up"],
+        Some(pid),
+        &[
+            "link set dev lo up".to_string(),
+            format!("link set dev {} up", vif.inside),
+        ],
+        false,
     )?;
     match &vif.switch {
-        Switch::Bridge { bridge } => {
-            run(
-                &tap,
-                &["ip", "link", "set", "dev", &tap, "master", bridge, "up"],
-            )?;
-        }
         Switch::Ovs {
             bridge,
             iface_id,
             vm_uuid,
-        } => {
-            ovs_add_port(bridge, &tap, iface_id, &vif.mac, vm_uuid, vif.mtu)?;
-            run(&tap, &["ip", "link", "set", "dev", &tap, "up"])?;
-        }
+        } => ovs_add_port(bridge, &tap, iface_id, &vif.mac, vm_uuid, vif.mtu),
         Switch::Hybrid {
             bridge,
             iface_id,
             vm_uuid,
-        } => {
-            let (qbr, qvb, qvo) = (qbr_name(&vif.id), qvb_name(&vif.id), qvo_name(&vif.id));
-            // os-vif's ensure_bridge: no forward delay, no STP, no
-            // multicast snooping, no IPv6 on the bridge itself.
-            run(
-                &qbr,
-                &[
-                    "ip",
-                    "link",
-                    "add",
-                    &qbr,
-                    "type",
-                    "bridge",
-                    "forward_delay",
-                    "0",
-                    "stp_state",
-                    "0",
-                    "mcast_snooping",
-                    "0",
-                ],
-            )?;
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{qbr}/disable_ipv6"), "1");
-            run(&qbr, &["ip", "link", "set", "dev", &qbr, "up"])?;
-            let mut pair = vec!["ip", "link", "add", qvb.as_str()];
-            if let Some(m) = &mtu {
-                pair.extend(["mtu", m.as_str()]);
-            }
-            pair.extend(["type", "veth", "peer", "name", qvo.as_str()]);
-            if let Some(m) = &mtu {
-                pair.extend(["mtu", m.as_str()]);
-            }
-            run(&qvb, &pair)?;
-            run(
-                &qvb,
-                &["ip", "link", "set", "dev", &qvb, "master", &qbr, "up"],
-            )?;
-            run(&qvo, &["ip", "link", "set", "dev", &qvo, "up"])?;
-            ovs_add_port(bridge, &qvo, iface_id, &vif.mac, vm_uuid, vif.mtu)?;
-            run(
-                &tap,
-                &["ip", "link", "set", "dev", &tap, "master", &qbr, "up"],
-            )?;
-        }
-        Switch::Tap => {
-            run(&tap, &["ip", "link", "set", "dev", &tap, "up"])?;
-        }
+        } => ovs_add_port(
+            bridge,
+            &qvo_name(&vif.id),
+            iface_id,
+            &vif.mac,
+            vm_uuid,
+            vif.mtu,
+        ),
+        Switch::Bridge { .. } | Switch::Tap => Ok(()),
     }
-    Ok(())
 }
 
 /// os-vif's `create_ovs_vif_port`: one transaction adding the port (or
@@ -287,15 +291,25 @@ pub fn unplug(vif: &Vif) -> Result<(), NetdevError> {
             first.get_or_insert(e);
         }
     }
-    for dev in vif.host_devices() {
-        if !host_has(&dev) {
-            continue;
-        }
-        if let Err(e) = run(&dev, &["ip", "link", "del", "dev", &dev]) {
-            // Gone meanwhile (a veth's peer taken with it): fine.
-            if host_has(&dev) {
-                first.get_or_insert(e);
-            }
+    let there: Vec<String> = vif
+        .host_devices()
+        .into_iter()
+        .filter(|d| host_has(d))
+        .collect();
+    if !there.is_empty() {
+        let lines: Vec<String> = there.iter().map(|d| format!("link del dev {d}")).collect();
+        // A line for a device gone meanwhile (a veth's peer taken with its
+        // other end) fails: what counts is what is still there after.
+        let r = ip_batch(&vif.tap(), None, &lines, true);
+        if let Some(left) = there.iter().find(|d| host_has(d)) {
+            first.get_or_insert(match r {
+                Err(e) => e,
+                Ok(()) => NetdevError::Command {
+                    dev: left.clone(),
+                    command: "ip link del".into(),
+                    reason: "still there".into(),
+                },
+            });
         }
     }
     match first {
