@@ -295,6 +295,19 @@ pub fn dnsmasq_pid(files: &DnsmasqFiles) -> Option<i32> {
         .then_some(pid)
 }
 
+/// Whether `pid` has exited: gone, or a zombie. A process on its way out
+/// has an empty command line before it closes its sockets, so only its
+/// state says when its ports are free again.
+fn process_gone(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // `pid (comm) S ...`: the state follows the last parenthesis.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_none_or(|state| matches!(state, "Z" | "X" | "x"))
+}
+
 /// Stops the network's dnsmasq if it runs (SIGTERM, then SIGKILL).
 pub async fn stop_dnsmasq(files: &DnsmasqFiles) {
     use nix::sys::signal::{kill, Signal};
@@ -304,8 +317,8 @@ pub async fn stop_dnsmasq(files: &DnsmasqFiles) {
         return;
     };
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    for i in 0..100 {
-        if dnsmasq_pid(files).is_none() {
+    for i in 0..150 {
+        if process_gone(pid) {
             break;
         }
         if i == 50 {
@@ -334,7 +347,20 @@ pub async fn start_dnsmasq(
     }
     let args = dnsmasq_args(name, subnet, mtu, files);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("dnsmasq", &argv, None).await?;
+    // A dnsmasq of this network that was just stopped may hold its ports a
+    // moment longer: try again a few times before giving up.
+    let mut tries = 0;
+    loop {
+        match run("dnsmasq", &argv, None).await {
+            Ok(_) => break,
+            Err(e) if tries < 5 => {
+                tracing::debug!(network = name, error = %e, "dnsmasq did not start; trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     for _ in 0..100 {
         if let Some(pid) = dnsmasq_pid(files) {
             return Ok(pid);
