@@ -271,18 +271,9 @@ impl Networks {
     async fn pick_subnet(&self) -> Result<Ipv4Cidr, NetworkError> {
         let mut taken: Vec<Ipv4Cidr> = self.list().await?.iter().map(|n| n.subnet).collect();
         taken.extend(host::host_routes(&[]).await?.into_iter().map(|r| r.dst));
-        let start: u16 = rand::random();
-        for i in 0..=u16::MAX {
-            let n = start.wrapping_add(i);
-            let [x, y] = n.to_be_bytes();
-            let c = Ipv4Cidr::containing(Ipv4Addr::new(10, x, y, 0), 24);
-            if !taken.iter().any(|t| t.overlaps(&c)) {
-                return Ok(c);
-            }
-        }
-        Err(NetworkError::Conflict(
-            "no free 10.x.y.0/24 subnet left on this host".into(),
-        ))
+        first_free(&taken, rand::random()).ok_or_else(|| {
+            NetworkError::Conflict("no free 10.x.y.0/24 subnet left on this host".into())
+        })
     }
 
     /// Creates a network: checked first (name, subnet, MTU), then kept in
@@ -474,6 +465,16 @@ impl Networks {
     }
 }
 
+/// The first `10.x.y.0/24` from `start` on (`x.y` = `start`, wrapping)
+/// that overlaps nothing `taken`.
+fn first_free(taken: &[Ipv4Cidr], start: u16) -> Option<Ipv4Cidr> {
+    (0..=u16::MAX).find_map(|i| {
+        let [x, y] = start.wrapping_add(i).to_be_bytes();
+        let c = Ipv4Cidr::containing(Ipv4Addr::new(10, x, y, 0), 24);
+        (!taken.iter().any(|t| t.overlaps(&c))).then_some(c)
+    })
+}
+
 /// A random MAC in the range LXD uses (`00:16:3e`, Xen's OUI).
 pub fn random_mac() -> String {
     let b: [u8; 3] = rand::random();
@@ -506,6 +507,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let taken: Vec<Ipv4Cidr> = ["10.148.0.0/23", "10.148.3.0/24", "0.0.0.0/8"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        let start = u16::from_be_bytes([148, 0]);
+        assert_eq!(
+            first_free(&taken, start).map(|c| c.to_string()),
+            Some("10.148.2.0/24".into())
+        );
+        assert_eq!(
+            first_free(&taken, u16::MAX).map(|c| c.to_string()),
+            Some("10.255.255.0/24".into())
+        );
+        let all: Vec<Ipv4Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(first_free(&all, 7), None);
         let m = random_mac();
         assert!(m.starts_with("00:16:3e:") && m.len() == 17, "{m}");
     }
