@@ -150,6 +150,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         store,
         cgroup_root,
     )?);
+    // The bridges first: reconciliation may plug interfaces into them.
+    restore_networks(&cfg, &networks).await;
     let report = driver.reconcile().await?;
     tracing::info!(
         running = report.running,
@@ -159,7 +161,6 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         orphans = ?report.orphans,
         "reconciled store with runtime"
     );
-    restore_networks(&cfg, &networks).await;
     let state = AppState {
         networks,
         driver: driver.clone(),
