@@ -643,7 +643,7 @@ fn launched_containers_get_addresses_reach_each_other_and_the_outside_by_nat() {
     let br = unique("tdef");
     clean.bridges.push(br.clone());
     let (a, b) = test_subnet(8);
-    let d = Daemon::start_with(&format!(
+    let mut d = Daemon::start_with(&format!(
         "default_network = {br}\ndefault_network_subnet = 10.{a}.{b}.0/24\n"
     ));
     d.import_busybox();
@@ -688,6 +688,16 @@ fn launched_containers_get_addresses_reach_each_other_and_the_outside_by_nat() {
         Some(std::net::IpAddr::V4(host_ip)),
         "from a container, masqueraded: {out:?}"
     );
+
+    // A daemon restart replaces dnsmasq, keeps the leases and the ports:
+    // the containers still reach each other and show their addresses.
+    let old = dnsmasq_pids(&br);
+    d.stop();
+    d.spawn();
+    assert_eq!(dnsmasq_pids(&br).len(), 1);
+    assert_ne!(dnsmasq_pids(&br), old);
+    d.exec("e1", &format!("ping -c 1 -W 2 {ip2}"));
+    assert_eq!(wait_ipv4(&d, "e1"), ip1);
 
     // Deleting them and the network leaves nothing: no ports (the hosts
     // ends of their interfaces), bridge, table or dnsmasq.
