@@ -854,13 +854,10 @@ impl ContainerDriver {
         if let Some(st) = self.runtime.state(uuid).await? {
             match st.status {
                 Status::Running | Status::Paused => return Ok(()),
-                Status::Created => {
-                    if let Some(gate) = gate {
-                        gate.await?;
-                    }
-                    self.runtime.start(uuid).await?;
-                    return Ok(());
-                }
+                // Created by a start that did not finish: what it plugged
+                // and moved in is not known to be complete, so it is made
+                // again from the start.
+                Status::Created => self.undo_start(uuid).await,
                 Status::Stopped | Status::Creating => self.runtime.delete(uuid, true).await?,
             }
         }
