@@ -18,6 +18,9 @@ Figures (see docs/performance.md for the method and the goals):
   floor      bare `runc create/start/delete --force` of a corral bundle; crun where it works
   lxd        standalone corral daemon vs LXD (dir pool): launch, launch+delete,
              start/stop, exec, 20 launches sequential and 4 at a time, RSS, helpers
+  vifplug    the compute-side cost of plugging (and unplugging) one virtual interface:
+             Linux bridge, OVS and os-vif's hybrid plug (examples/vif_plug.rs; OVS kinds
+             where ovsdb answers)
 
 Runs are alternated between the two systems (A, B, A, B...) so that drift and the noise
 of a shared machine hit both. Nothing is hard-coded: every figure is measured here.
@@ -64,6 +67,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tox-harness", "nova"))
 import stacklib  # noqa: E402
 BIN = os.environ.get("CORRAL_BIN", os.path.join(ROOT, "target", "release", "corral"))
+VIF_PLUG_BIN = os.environ.get("CORRAL_VIF_PLUG_BIN",
+                              os.path.join(ROOT, "target", "release", "examples", "vif_plug"))
 STACK_BASE = stacklib.STACK_BASE
 WORK_BASE = os.environ.get("CORRAL_BENCH_WORK", "/var/tmp/corral-bench")
 RUN_BASE = "/run/corral-bench"
@@ -83,12 +88,12 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SIZES = {
     "full": dict(startup=5, boots=20, lifecycle=5, burst=50, burst_runs=2,
                  density=[100, 250, 500], density_batch=50, periodic_interval=15, cpu_window_intervals=2,
-                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4),
+                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50),
     "short": dict(startup=1, boots=2, lifecycle=1, burst=5, burst_runs=1,
                   density=[10], density_batch=10, periodic_interval=5, cpu_window_intervals=2,
-                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4),
+                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5),
 }
-FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd"]
+FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug"]
 MIN_FREE_BYTES = 2 << 30
 
 
@@ -1510,6 +1515,25 @@ class Bench:
         R["ratio_floor_corral_over_runc"] = ratio(R["floor_corral_launch_delete_s"],
                                                   R.get("floor_runc_create_start_delete_s"))
 
+    # ------------------------------------------------------------------ virtual interfaces
+
+    def fig_vifplug(self):
+        """netdev::plug and unplug of one port into a namespace of its own, per plug kind
+        (the example makes and removes its bridges and namespace)."""
+        if not os.access(VIF_PLUG_BIN, os.X_OK):
+            raise RuntimeError(f"{VIF_PLUG_BIN} is missing: cargo build --release --example vif_plug "
+                               "(or set CORRAL_VIF_PLUG_BIN)")
+        out = run([VIF_PLUG_BIN, "--count", str(self.sz["vifplug"])], timeout=600)
+        data = json.loads(out.stdout)
+        R = self.results
+        for kind in ("bridge", "ovs", "hybrid"):
+            if kind not in data:
+                R[f"vifplug_{kind}_error"] = "ovsdb did not answer: OVS plugs not measured"
+                continue
+            R[f"vifplug_{kind}_plug_s"] = summary(data[kind]["plug_s"])
+            R[f"vifplug_{kind}_unplug_s"] = summary(data[kind]["unplug_s"])
+            log(f"vif plug {kind}: median {R[f'vifplug_{kind}_plug_s'].get('median', 0) * 1000:.1f} ms")
+
     # ------------------------------------------------------------------ 8. standalone vs LXD
 
     def lxd(self):
@@ -1779,6 +1803,10 @@ class Bench:
         add(">= 20 launches/s (sequential)", v, 20, v is not None and v >= 20)
         v = med("sa_launches_per_s_parallel_corral")
         add(">= 20 launches/s (4 at a time)", v, 20, v is not None and v >= 20)
+        plugs = [med(f"vifplug_{k}_plug_s") for k in ("bridge", "ovs", "hybrid")]
+        plugs = [p for p in plugs if p is not None]
+        v = max(plugs) if plugs else None
+        add("plug one port <= 30 ms (slowest kind)", v, 0.03, v is not None and v <= 0.03)
         R["goals"] = g
 
     # ------------------------------------------------------------------ main
@@ -1796,6 +1824,7 @@ class Bench:
         self.stop_main_hosts()
         self.figure("floor", self.fig_floor)
         self.figure("lxd", self.fig_lxd)
+        self.figure("vifplug", self.fig_vifplug)
         self.goals()
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
         self.save()

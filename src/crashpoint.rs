@@ -17,6 +17,8 @@ pub const ENV_VAR: &str = "CORRAL_CRASH_AT";
 /// - `launch.`: creating an instance (`launch`, `init`);
 /// - `prepare.`, `start.`: making the root, devices and bundle ready and
 ///   starting the container, shared by launch and start;
+/// - `plug.`: plugging virtual interfaces, in every start of an instance
+///   that has some (tests/vifs.rs runs them);
 /// - `power_on.`: start of an existing instance;
 /// - `stop.`: stop of a running instance;
 /// - `delete.`, `remove.`: delete (and every roll-back);
@@ -37,6 +39,12 @@ pub const POINTS: &[&str] = &[
     "start.after_create",
     // Host interfaces moved into the container.
     "start.after_nics",
+    // Virtual interfaces: the record written, nothing plugged.
+    "plug.after_record",
+    // Virtual interfaces: the first plugged, the others not.
+    "plug.after_first",
+    // Virtual interfaces all plugged, the gate not awaited, init not started.
+    "plug.before_gate",
     // Container started.
     "start.after_start",
     // Desired state stored as running, phase still creating.
@@ -125,6 +133,7 @@ mod tests {
                     "launch",
                     "prepare",
                     "start",
+                    "plug",
                     "power_on",
                     "stop",
                     "delete",

@@ -128,6 +128,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     })?;
     let storage = Storage::select(cfg.corral.storage)?;
     let store = Store::open(&cfg.store_path()).await?;
+    let networks = Arc::new(crate::network::Networks::new(
+        store.clone(),
+        &cfg.state_path,
+    ));
     tracing::info!(
         runtime = runtime.kind.name(),
         version = %runtime.version,
@@ -146,6 +150,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         store,
         cgroup_root,
     )?);
+    // The bridges first: reconciliation may plug interfaces into them.
+    restore_networks(&cfg, &networks).await;
     let report = driver.reconcile().await?;
     tracing::info!(
         running = report.running,
@@ -156,6 +162,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         "reconciled store with runtime"
     );
     let state = AppState {
+        networks,
         driver: driver.clone(),
         settings: api::ApiSettings::from_config(&cfg),
         ops: Operations::default(),
@@ -221,6 +228,40 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("corral stopped");
     result
+}
+
+/// Re-creates the stored networks on the host, then the default network of
+/// a standalone host. A network that fails is logged and left: instances on
+/// other networks (or none) still start.
+async fn restore_networks(cfg: &Config, networks: &crate::network::Networks) {
+    match networks.restore().await {
+        Ok(failed) => {
+            for (name, e) in failed {
+                tracing::error!(network = %name, error = %e.full_message(), "cannot restore network");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e.full_message(), "cannot read the stored networks")
+        }
+    }
+    if cfg.nova.is_some() {
+        return;
+    }
+    if let Some(name) = &cfg.corral.default_network {
+        match networks
+            .ensure_default(name, cfg.corral.default_network_subnet)
+            .await
+        {
+            Ok(net) => {
+                tracing::info!(network = %net.name, subnet = %net.subnet, "default network ready")
+            }
+            Err(e) => tracing::error!(
+                network = %name,
+                error = %e.full_message(),
+                "cannot make the default network ([corral] default_network, default_network_subnet); instances launch without a network until it exists"
+            ),
+        }
+    }
 }
 
 async fn shutdown_signal() {

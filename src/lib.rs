@@ -13,6 +13,8 @@ pub mod fsutil;
 pub mod host;
 pub mod image;
 pub mod locks;
+pub mod netdev;
+pub mod network;
 pub mod neutron;
 pub mod nova;
 pub mod placement;

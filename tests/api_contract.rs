@@ -252,3 +252,129 @@ fn responses_match_the_openapi_file() {
     let (st, _) = call(&c, "GET", "/2.0/nothing", None);
     assert_eq!(st, 404);
 }
+
+#[test]
+fn network_responses_match_the_openapi_file() {
+    require_host!();
+    for tool in ["ip", "nft", "dnsmasq"] {
+        if !std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+        {
+            eprintln!("SKIPPED: {tool} is not installed");
+            return;
+        }
+    }
+    let spec = Contract::load();
+    let d = Daemon::start();
+    let c = d.client();
+    // A name and a 10.2xx.y.0/24 of this process only.
+    let pid = std::process::id();
+    let name = format!("tapi{}", pid % 100_000);
+    let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, 250 + pid % 5);
+    /// Whatever of the network a failed test leaves, removed.
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let want = format!("--interface={}", self.0);
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                let is_dnsmasq = args
+                    .first()
+                    .is_some_and(|a| String::from_utf8_lossy(a).ends_with("dnsmasq"));
+                if is_dnsmasq && args.contains(&want.as_bytes()) {
+                    if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            let table = format!("corral-{}", self.0);
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .output();
+            if std::path::Path::new("/sys/class/net")
+                .join(&self.0)
+                .exists()
+            {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &self.0])
+                    .output();
+            }
+        }
+    }
+    let _gone = Gone(name.clone());
+
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": name, "subnet": subnet, "description": "contract"})),
+    );
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    spec.check("POST", "/1.0/networks", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": name, "subnet": subnet})),
+    );
+    assert_eq!(st, 409);
+    spec.check("POST", "/1.0/networks", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "x", "subnet": "10.0.0.1/8"})),
+    );
+    assert_eq!(st, 400);
+    spec.check("POST", "/1.0/networks", st, &b);
+    for path in ["/1.0/networks", "/1.0/networks?recursion=1"] {
+        let (st, b) = call(&c, "GET", path, None);
+        spec.check("GET", "/1.0/networks", st, &b);
+    }
+    let (st, b) = call(&c, "GET", &format!("/1.0/networks/{name}"), None);
+    assert_eq!(st, 200);
+    spec.check("GET", "/1.0/networks/{name}", st, &b);
+    let (st, b) = call(&c, "GET", "/1.0/networks/nope", None);
+    assert_eq!(st, 404);
+    spec.check("GET", "/1.0/networks/{name}", st, &b);
+
+    // An instance on it: its NICs as the file says; the network is in use.
+    d.import_busybox();
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "n1", "source": {"alias": "busybox"}, "networks": [name], "start": false}),
+        ),
+    );
+    assert_eq!(st, 202);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "GET", "/1.0/instances/n1", None);
+    spec.check("GET", "/1.0/instances/{name}", st, &b);
+    let (st, b) = call(&c, "DELETE", &format!("/1.0/networks/{name}"), None);
+    assert_eq!(st, 409);
+    spec.check("DELETE", "/1.0/networks/{name}", st, &b);
+    let (st, b) = call(
+        &c,
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "n2", "source": {"alias": "busybox"}, "networks": ["nope"]})),
+    );
+    assert_eq!(st, 404);
+    spec.check("POST", "/1.0/instances", st, &b);
+    let (st, b) = call(&c, "DELETE", "/1.0/instances/n1", None);
+    assert_eq!(st, 202);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "DELETE", &format!("/1.0/networks/{name}"), None);
+    assert_eq!(st, 200);
+    spec.check("DELETE", "/1.0/networks/{name}", st, &b);
+    let (st, b) = call(&c, "DELETE", &format!("/1.0/networks/{name}"), None);
+    assert_eq!(st, 404);
+    spec.check("DELETE", "/1.0/networks/{name}", st, &b);
+}

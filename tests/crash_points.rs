@@ -41,6 +41,9 @@ fn ops_reaching(point: &str) -> Vec<Op> {
         Some("launch") => vec![Op::Launch],
         Some("prepare") | Some("start") => vec![Op::Launch, Op::Start],
         Some("power_on") => vec![Op::Start],
+        // Reached only by instances with virtual interfaces, which the CLI
+        // does not make yet: tests/vifs.rs crashes there.
+        Some("plug") => vec![],
         Some("stop") => vec![Op::Stop],
         Some("delete") | Some("remove") => vec![Op::Delete],
         Some("import") => vec![Op::Import],

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use corral::api::types::{ExecPost, InstancesPost, StatePut};
+use corral::api::types::{ExecPost, InstancesPost, NetworksPost, StatePut};
 use corral::config::{Config, CpuSet, Ini, Overrides};
 use corral::devices::pci::PciAddress;
 use corral::devices::Allowlist;
@@ -392,6 +392,23 @@ pub fn api_bodies(data: &[u8]) {
             .collect();
         let _ = Duration::from_secs(body.timeout.unwrap_or(300));
         let _ = serde_json::to_string(&body);
+    }
+    if let Ok(body) = serde_json::from_slice::<NetworksPost>(data) {
+        let _ = serde_json::to_string(&body);
+        if corral::network::validate_name(&body.name).is_ok() {
+            if let Some(Ok(c)) = body
+                .subnet
+                .as_deref()
+                .map(str::parse::<corral::network::Ipv4Cidr>)
+            {
+                if c.usable().is_ok() {
+                    let (start, end) = c.dhcp_range();
+                    assert!(c.contains(c.gateway()) && c.contains(start) && c.contains(end));
+                    assert!(start <= end);
+                    let _ = c.to_string().parse::<corral::network::Ipv4Cidr>();
+                }
+            }
+        }
     }
 }
 

@@ -47,9 +47,49 @@ cat >"$root"/etc/init.d/rcS <<'RCS'
 #!/bin/sh
 echo "corral-image: booting $(hostname)"
 [ -f /etc/hostname ] || hostname > /etc/hostname
+# Every interface there at boot asks for an address by DHCP (a corral
+# network's dnsmasq answers); in the background, so boot never waits.
+for dev in /sys/class/net/*; do
+    i=${dev##*/}
+    [ "$i" = lo ] || [ ! -e "$dev" ] && continue
+    udhcpc -f -i "$i" -s /usr/share/udhcpc/default.script -p "/run/udhcpc.$i.pid" \
+        -x "hostname:$(hostname)" -t 5 -T 1 -A 3 >/dev/null 2>&1 &
+done
 echo "corral-image: init done"
 RCS
 chmod 0755 "$root"/etc/init.d/rcS
+
+mkdir -p "$root"/usr/share/udhcpc
+cat >"$root"/usr/share/udhcpc/default.script <<'DHCP'
+#!/bin/sh
+# busybox udhcpc's hook: applies a lease (address, default route, DNS).
+# Nothing is removed before a lease comes, so static addresses stay.
+case "$1" in
+    deconfig)
+        ip link set "$interface" up
+        ;;
+    bound)
+        ip -4 addr flush dev "$interface" scope global
+        ip -4 addr add "$ip/${mask:-24}" dev "$interface"
+        ;;
+    renew)
+        ip -4 addr replace "$ip/${mask:-24}" dev "$interface"
+        ;;
+esac
+case "$1" in
+    bound | renew)
+        if [ -n "$router" ]; then
+            ip -4 route replace default via "${router%% *}" dev "$interface"
+        fi
+        if [ -n "$dns" ]; then
+            { for s in $dns; do echo "nameserver $s"; done; } >/etc/resolv.conf 2>/dev/null
+        fi
+        echo "udhcpc: $interface has $ip/${mask:-24}" >/dev/console 2>/dev/null
+        ;;
+esac
+exit 0
+DHCP
+chmod 0755 "$root"/usr/share/udhcpc/default.script
 
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root"/etc/passwd
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root"/etc/group

@@ -14,7 +14,9 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::driver::{Driver, DriverError, InstanceSpec, InstanceView, PowerState, ReconcileReport};
+use crate::driver::{
+    Driver, DriverError, InstanceSpec, InstanceView, PowerState, ReconcileReport, VifPlug, VifSpec,
+};
 use operations::Operations;
 use types::*;
 
@@ -23,6 +25,8 @@ use types::*;
 pub enum ApiError {
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -50,6 +54,17 @@ impl ApiError {
     }
 }
 
+/// HTTP status of each network error.
+pub fn network_status(e: &crate::network::NetworkError) -> StatusCode {
+    use crate::network::NetworkError as E;
+    match e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Conflict(_) => StatusCode::CONFLICT,
+        E::Store(_) | E::Command { .. } | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// HTTP status of each driver error.
 pub fn driver_status(e: &DriverError) -> StatusCode {
     match e {
@@ -65,6 +80,7 @@ pub fn driver_status(e: &DriverError) -> StatusCode {
         | DriverError::Store(_)
         | DriverError::Device(_)
         | DriverError::Nic(_)
+        | DriverError::Vif(_)
         | DriverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -73,6 +89,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Driver(e) => driver_status(e),
+            ApiError::Network(e) => network_status(e),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +130,9 @@ pub struct ApiSettings {
     pub exec_timeout: u64,
     /// The largest image upload accepted (`[corral] max_image_bytes`).
     pub max_image_bytes: u64,
+    /// The network instances launch on when they name none (`[corral]
+    /// default_network`; never on a Nova host).
+    pub default_network: Option<String>,
 }
 
 impl ApiSettings {
@@ -123,6 +143,11 @@ impl ApiSettings {
             shutdown_timeout: cfg.shutdown_timeout,
             exec_timeout: cfg.corral.exec_timeout,
             max_image_bytes: cfg.corral.max_image_bytes,
+            default_network: if cfg.nova.is_some() {
+                None
+            } else {
+                cfg.corral.default_network.clone()
+            },
         }
     }
 }
@@ -130,6 +155,8 @@ impl ApiSettings {
 /// Shared state of the handlers.
 pub struct AppState {
     pub driver: Arc<dyn Driver>,
+    /// The standalone networks instances are plugged into.
+    pub networks: Arc<crate::network::Networks>,
     pub settings: ApiSettings,
     pub ops: Operations,
     pub reconcile: ReconcileReport,
@@ -180,7 +207,29 @@ fn power_state_name(p: PowerState) -> &'static str {
     }
 }
 
-fn to_instance(v: InstanceView) -> Instance {
+fn to_instance(v: InstanceView, networks: &crate::network::Networks) -> Instance {
+    let nics = v
+        .spec
+        .vifs
+        .iter()
+        .enumerate()
+        .map(|(i, vif)| {
+            let network = match &vif.plug {
+                VifPlug::Bridge { bridge } => Some(bridge.clone()),
+                _ => None,
+            };
+            InstanceNic {
+                name: vif.inside_name.clone().unwrap_or_else(|| format!("eth{i}")),
+                ipv4: network
+                    .as_deref()
+                    .and_then(|n| networks.lease(n, &vif.mac))
+                    .map(|a| a.to_string()),
+                network,
+                mac: vif.mac.clone(),
+                mtu: vif.mtu,
+            }
+        })
+        .collect();
     let stats = v.info.stats.clone().unwrap_or_default();
     Instance {
         status: v.info.status.to_string(),
@@ -211,6 +260,7 @@ fn to_instance(v: InstanceView) -> Instance {
         command: v.spec.command,
         environment: v.spec.environment,
         idmap: v.idmap,
+        nics,
     }
 }
 
@@ -259,7 +309,10 @@ async fn server_info(data: Data) -> HttpResponse {
 async fn list_instances(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
     let list = data.driver.list().await?;
     if recursion(&req) {
-        let items: Vec<Instance> = list.into_iter().map(to_instance).collect();
+        let items: Vec<Instance> = list
+            .into_iter()
+            .map(|v| to_instance(v, &data.networks))
+            .collect();
         Ok(sync(StatusCode::OK, items))
     } else {
         let urls: Vec<String> = list
@@ -309,6 +362,7 @@ async fn create_instance(
     if data.driver.resolve(&body.name).await.is_ok() {
         return Err(DriverError::Conflict(format!("instance {} already exists", body.name)).into());
     }
+    let (vifs, holds) = instance_vifs(&data, body.networks.as_deref()).await?;
     let spec = InstanceSpec {
         uuid: uuid::Uuid::new_v4().to_string(),
         name: body.name.clone(),
@@ -322,7 +376,7 @@ async fn create_instance(
         environment: body.environment,
         hostname: None,
         pci_devices: Vec::new(),
-        vifs: Vec::new(),
+        vifs,
     };
     // Security options, dedicated CPUs, devices: refused synchronously.
     data.driver.check(&spec)?;
@@ -332,6 +386,8 @@ async fn create_instance(
         "Creating instance",
         instance_resources(&body.name),
         async move {
+            // The networks stay until the instance is in the store.
+            let _holds = holds;
             driver
                 .spawn(&spec, start, None)
                 .await
@@ -342,9 +398,59 @@ async fn create_instance(
     Ok(accepted(op))
 }
 
+/// The interfaces of a new instance: one on each network named (`eth0`
+/// first), the default network's when none is named, none for `["none"]`;
+/// each network is held until the instance exists.
+async fn instance_vifs(
+    data: &Data,
+    names: Option<&[String]>,
+) -> Result<(Vec<VifSpec>, Vec<crate::network::Hold>), ApiError> {
+    let names: Vec<String> = match names {
+        Some(n) if n.iter().any(|x| x == "none") => {
+            if n.len() > 1 {
+                return Err(ApiError::BadRequest(
+                    "network \"none\" cannot be combined with other networks".into(),
+                ));
+            }
+            Vec::new()
+        }
+        Some(n) => n.to_vec(),
+        None => match &data.settings.default_network {
+            Some(d) => {
+                if data.networks.get(d).await.is_err() {
+                    return Err(ApiError::NotFound(format!(
+                        "the default network {d} does not exist (see the daemon's log): name a network, or \"none\""
+                    )));
+                }
+                vec![d.clone()]
+            }
+            None => Vec::new(),
+        },
+    };
+    if names.len() > 16 {
+        return Err(ApiError::BadRequest(
+            "at most 16 network interfaces per instance".into(),
+        ));
+    }
+    let mut vifs = Vec::new();
+    let mut holds = Vec::new();
+    for name in names {
+        let (net, hold) = data.networks.hold(&name).await?;
+        vifs.push(VifSpec {
+            id: uuid::Uuid::new_v4().to_string(),
+            mac: crate::network::random_mac(),
+            mtu: net.mtu,
+            inside_name: None,
+            plug: VifPlug::Bridge { bridge: net.name },
+        });
+        holds.push(hold);
+    }
+    Ok((vifs, holds))
+}
+
 async fn get_instance(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
     let v = data.driver.get(&path).await?;
-    Ok(sync(StatusCode::OK, to_instance(v)))
+    Ok(sync(StatusCode::OK, to_instance(v, &data.networks)))
 }
 
 async fn delete_instance(
@@ -379,7 +485,7 @@ async fn delete_instance(
 
 async fn get_state(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
     let v = data.driver.get(&path).await?;
-    Ok(sync(StatusCode::OK, to_instance(v).state))
+    Ok(sync(StatusCode::OK, to_instance(v, &data.networks).state))
 }
 
 async fn put_state(
@@ -605,6 +711,100 @@ async fn delete_image(path: web::Path<String>, data: Data) -> Result<HttpRespons
     Ok(sync(StatusCode::OK, serde_json::json!({})))
 }
 
+/// The instances plugged into the network `name`.
+async fn network_users(data: &Data, name: &str) -> Result<Vec<String>, ApiError> {
+    Ok(data
+        .driver
+        .list()
+        .await?
+        .into_iter()
+        .filter(|v| {
+            v.spec
+                .vifs
+                .iter()
+                .any(|f| matches!(&f.plug, VifPlug::Bridge { bridge } if bridge == name))
+        })
+        .map(|v| v.name)
+        .collect())
+}
+
+async fn to_network(data: &Data, net: crate::network::Network) -> Result<Network, ApiError> {
+    let st = data.networks.state(&net).await;
+    let used_by = network_users(data, &net.name)
+        .await?
+        .into_iter()
+        .map(|n| format!("/1.0/instances/{n}"))
+        .collect();
+    Ok(Network {
+        kind: "bridge".into(),
+        subnet: net.subnet.to_string(),
+        ipv4_address: net.gateway_cidr(),
+        status: if st.bridge && st.dnsmasq_pid.is_some() && st.nft_table {
+            "Created".into()
+        } else {
+            "Errored".into()
+        },
+        state: NetworkState {
+            bridge: st.bridge,
+            dnsmasq_pid: st.dnsmasq_pid,
+            nft_table: st.nft_table,
+        },
+        name: net.name,
+        nat: net.nat,
+        mtu: net.mtu,
+        description: net.description,
+        created_at: net.created_at,
+        used_by,
+    })
+}
+
+async fn list_networks(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
+    let nets = data.networks.list().await?;
+    if recursion(&req) {
+        let mut out = Vec::new();
+        for n in nets {
+            out.push(to_network(&data, n).await?);
+        }
+        Ok(sync(StatusCode::OK, out))
+    } else {
+        let urls: Vec<String> = nets
+            .iter()
+            .map(|n| format!("/1.0/networks/{}", n.name))
+            .collect();
+        Ok(sync(StatusCode::OK, urls))
+    }
+}
+
+async fn create_network(
+    data: Data,
+    body: web::Json<NetworksPost>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let net = data
+        .networks
+        .create(&crate::network::NetworkRequest {
+            name: body.name,
+            subnet: body.subnet,
+            nat: body.nat,
+            mtu: body.mtu,
+            description: body.description,
+        })
+        .await?;
+    Ok(sync(StatusCode::CREATED, to_network(&data, net).await?))
+}
+
+async fn get_network(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let net = data.networks.get(&path).await?;
+    Ok(sync(StatusCode::OK, to_network(&data, net).await?))
+}
+
+async fn delete_network(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let users = network_users(&data, &name).await?;
+    data.networks.delete(&name, &users).await?;
+    Ok(sync(StatusCode::OK, serde_json::json!({})))
+}
+
 async fn list_operations(data: Data) -> HttpResponse {
     sync(StatusCode::OK, data.ops.list())
 }
@@ -682,6 +882,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/1.0/images", web::post().to(import_image))
     .route("/1.0/images/{key:.*}", web::get().to(get_image))
     .route("/1.0/images/{key:.*}", web::delete().to(delete_image))
+    .route("/1.0/networks", web::get().to(list_networks))
+    .route("/1.0/networks", web::post().to(create_network))
+    .route("/1.0/networks/{name}", web::get().to(get_network))
+    .route("/1.0/networks/{name}", web::delete().to(delete_network))
     .route("/1.0/operations", web::get().to(list_operations))
     .route("/1.0/operations/{id}", web::get().to(get_operation))
     .route("/1.0/operations/{id}/wait", web::get().to(wait_operation))
@@ -725,4 +929,46 @@ pub fn server(
         nix::unistd::chown(socket, None, Some(gid.gid)).map_err(std::io::Error::other)?;
     }
     Ok(srv.run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::NetworkError;
+
+    #[test]
+    fn every_network_error_has_its_status() {
+        for (e, status) in [
+            (NetworkError::Invalid("bad".into()), 400),
+            (NetworkError::NotFound("n".into()), 404),
+            (NetworkError::Conflict("in use".into()), 409),
+            (
+                NetworkError::Command {
+                    what: "ip link add".into(),
+                    detail: "no".into(),
+                },
+                500,
+            ),
+            (
+                NetworkError::Io {
+                    path: "/x".into(),
+                    source: std::io::Error::other("no"),
+                },
+                500,
+            ),
+            (
+                NetworkError::Store(crate::store::StoreError::IdRangesExhausted(1)),
+                500,
+            ),
+        ] {
+            let api = ApiError::from(e);
+            assert_eq!(api.status_code().as_u16(), status, "{api}");
+            let body = api.error_response();
+            assert_eq!(body.status().as_u16(), status);
+        }
+        assert_eq!(
+            ApiError::from(NetworkError::NotFound("web".into())).message(),
+            "network web not found"
+        );
+    }
 }

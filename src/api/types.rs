@@ -101,6 +101,23 @@ pub struct InstancesPost {
     /// Start once created (`launch`); false creates only (`init`).
     #[serde(default = "yes")]
     pub start: bool,
+    /// The networks of the instance's interfaces, `eth0` first; absent: the
+    /// host's default network; `["none"]`: no interface but loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+}
+
+/// One network interface of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceNic {
+    /// The name inside (`eth0`).
+    pub name: String,
+    /// The standalone network it is plugged into, if it is one.
+    pub network: Option<String>,
+    pub mac: String,
+    pub mtu: Option<u32>,
+    /// The address the network's DHCP server leased it, once it has one.
+    pub ipv4: Option<String>,
 }
 
 /// Live state of an instance.
@@ -142,6 +159,9 @@ pub struct Instance {
     pub environment: BTreeMap<String, String>,
     pub idmap: Option<IdMap>,
     pub state: InstanceState,
+    /// Network interfaces, in order.
+    #[serde(default)]
+    pub nics: Vec<InstanceNic>,
 }
 
 /// `PUT /1.0/instances/{name}/state`.
@@ -203,4 +223,55 @@ pub struct Operation {
     pub metadata: Option<serde_json::Value>,
     pub may_cancel: bool,
     pub err: String,
+}
+
+/// `POST /1.0/networks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworksPost {
+    pub name: String,
+    /// The IPv4 subnet in CIDR form (`10.148.0.0/24`); the bridge takes its
+    /// first address. Absent: a free `10.x.y.0/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Masquerade the subnet's traffic leaving the host.
+    #[serde(default = "yes")]
+    pub nat: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How a network is on the host right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkState {
+    /// Whether the bridge exists.
+    pub bridge: bool,
+    /// The network's dnsmasq, when it runs.
+    pub dnsmasq_pid: Option<i32>,
+    /// Whether its nftables table is loaded.
+    pub nft_table: bool,
+}
+
+/// A network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    /// Always `bridge`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The subnet in CIDR form.
+    pub subnet: String,
+    /// The bridge's address with its prefix (`10.148.0.1/24`).
+    pub ipv4_address: String,
+    pub nat: bool,
+    pub mtu: Option<u32>,
+    pub description: String,
+    pub created_at: String,
+    /// `Created`, or `Errored` when a part is missing on the host.
+    pub status: String,
+    pub state: NetworkState,
+    /// The instances plugged into it.
+    pub used_by: Vec<String>,
 }

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::api::types::{
-    ExecPost, ExecResult, Image, Instance, InstancesPost, Limits, ServerInfo, Source, StatePut,
+    ExecPost, ExecResult, Image, Instance, InstancesPost, Limits, Network, NetworksPost,
+    ServerInfo, Source, StatePut,
 };
 use crate::strutil::parse_pairs;
 use client::Client;
@@ -94,6 +95,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage standalone networks (bridge, DHCP, NAT).
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Show the daemon's runtime, storage and reconcile report.
     Status,
     /// Nova tools (local; no daemon needed).
@@ -161,6 +165,10 @@ pub struct LaunchArgs {
     /// Environment for the init (KEY=VALUE).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A network for the next interface (eth0, eth1, ...; repeatable);
+    /// `none` for loopback only. Default: the host's default network.
+    #[arg(long = "network", value_name = "NAME")]
+    pub network: Vec<String>,
     /// Run this instead of the image's init.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -175,6 +183,31 @@ pub struct StopArgs {
     /// Seconds to wait for a graceful stop.
     #[arg(long)]
     pub timeout: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network: a bridge with the subnet's first address, DHCP and
+    /// DNS from dnsmasq, NAT to the host.
+    Create {
+        name: String,
+        /// IPv4 subnet in CIDR form, e.g. 10.149.0.0/24 (default: a free 10.x.y.0/24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Do not masquerade the subnet's traffic leaving the host.
+        #[arg(long)]
+        no_nat: bool,
+        #[arg(long)]
+        mtu: Option<u32>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List networks.
+    List,
+    /// Show one network.
+    Show { name: String },
+    /// Delete a network no instance uses.
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +352,18 @@ fn instance_detail(i: &Instance) -> String {
         s.push_str(&format!("Id map: 0 -> {} ({} ids)\n", m.host_base, m.size));
     }
     s.push_str(&format!("Limits: {}\n", limits_text(&i.limits)));
+    for n in &i.nics {
+        s.push_str(&format!(
+            "NIC {}: {} on {}{}\n",
+            n.name,
+            n.mac,
+            n.network.as_deref().unwrap_or("(not a corral network)"),
+            n.ipv4
+                .as_deref()
+                .map(|a| format!(", {a}"))
+                .unwrap_or_default()
+        ));
+    }
     if let Some(pid) = i.state.pid {
         s.push_str(&format!("PID: {pid}\n"));
     }
@@ -404,6 +449,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 command: (!a.command.is_empty()).then(|| a.command.clone()),
                 environment: parse_env(&a.env)?,
                 start,
+                networks: (!a.network.is_empty()).then(|| a.network.clone()),
             };
             c.run("POST", "/1.0/instances", Some(&json(&body)?))?;
             let inst: Instance = c.get(&format!("/1.0/instances/{}", enc(&a.name)))?;
@@ -422,12 +468,13 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             let list: Vec<Instance> = c.get("/1.0/instances?recursion=1")?;
             print(f, &list, |l| {
                 table(
-                    &["NAME", "STATUS", "IMAGE", "PID", "LIMITS", "UUID"],
+                    &["NAME", "STATUS", "IPV4", "IMAGE", "PID", "LIMITS", "UUID"],
                     l.iter()
                         .map(|i| {
                             vec![
                                 i.name.clone(),
                                 i.status.clone(),
+                                nic_addresses(i),
                                 i.image_alias.clone().unwrap_or_else(|| {
                                     i.image[..i.image.len().min(12)].to_string()
                                 }),
@@ -561,6 +608,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     c.sync("DELETE", &format!("/1.0/images/{}", enc(name)), None)?;
             }
         },
+        Command::Network(nc) => network_command(&c, f, nc)?,
         Command::Status => {
             let info: ServerInfo = c.get("/1.0")?;
             print(f, &info, |i| {
@@ -569,6 +617,117 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The IPv4 addresses of an instance's interfaces: `10.148.0.23 (eth0)`.
+fn nic_addresses(i: &Instance) -> String {
+    i.nics
+        .iter()
+        .filter_map(|n| n.ipv4.as_ref().map(|a| format!("{a} ({})", n.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn network_detail(n: &Network) -> String {
+    let mut s = format!(
+        "Name: {}\nType: {}\nSubnet: {}\nAddress: {}\nNAT: {}\nMTU: {}\nStatus: {}\n",
+        n.name,
+        n.kind,
+        n.subnet,
+        n.ipv4_address,
+        n.nat,
+        n.mtu
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "default".into()),
+        n.status
+    );
+    if !n.description.is_empty() {
+        s.push_str(&format!("Description: {}\n", n.description));
+    }
+    s.push_str(&format!(
+        "Bridge: {}\nDHCP/DNS: {}\nNAT table: {}\n",
+        if n.state.bridge { "present" } else { "missing" },
+        n.state
+            .dnsmasq_pid
+            .map(|p| format!("dnsmasq pid {p}"))
+            .unwrap_or_else(|| "not running".into()),
+        if n.state.nft_table {
+            "loaded"
+        } else {
+            "missing"
+        },
+    ));
+    s.push_str(&format!("Created: {}\nUsed by:\n", n.created_at));
+    for u in &n.used_by {
+        s.push_str(&format!("  {}\n", u.trim_start_matches("/1.0/instances/")));
+    }
+    s
+}
+
+/// `corral network ...`.
+fn network_command(c: &Client, f: Format, nc: &NetworkCommand) -> anyhow::Result<()> {
+    match nc {
+        NetworkCommand::Create {
+            name,
+            subnet,
+            no_nat,
+            mtu,
+            description,
+        } => {
+            let body = NetworksPost {
+                name: name.clone(),
+                subnet: subnet.clone(),
+                nat: !no_nat,
+                mtu: *mtu,
+                description: description.clone(),
+            };
+            let net: Network = c.sync("POST", "/1.0/networks", Some(&json(&body)?))?;
+            print(f, &net, |n| {
+                format!("Network {} created on {}\n", n.name, n.ipv4_address)
+            })?;
+        }
+        NetworkCommand::List => {
+            let list: Vec<Network> = c.get("/1.0/networks?recursion=1")?;
+            print(f, &list, |l| {
+                table(
+                    &[
+                        "NAME",
+                        "SUBNET",
+                        "ADDRESS",
+                        "NAT",
+                        "STATUS",
+                        "USED BY",
+                        "DESCRIPTION",
+                    ],
+                    l.iter()
+                        .map(|n| {
+                            vec![
+                                n.name.clone(),
+                                n.subnet.clone(),
+                                n.ipv4_address.clone(),
+                                n.nat.to_string(),
+                                n.status.clone(),
+                                n.used_by.len().to_string(),
+                                n.description.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+        }
+        NetworkCommand::Show { name } => {
+            let net: Network = c.get(&format!("/1.0/networks/{}", percent_path(name)))?;
+            print(f, &net, network_detail)?;
+        }
+        NetworkCommand::Delete { name } => {
+            let _: serde_json::Value = c.sync(
+                "DELETE",
+                &format!("/1.0/networks/{}", percent_path(name)),
+                None,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `corral nova decode`: every message decoded, or a clear error.

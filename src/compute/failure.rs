@@ -27,6 +27,7 @@ impl ComputeError {
                 | D::Store(_)
                 | D::Device(_)
                 | D::Nic(_)
+                | D::Vif(_)
                 | D::Io { .. } => "NovaException",
             },
             C::Network(n) => n.nova_class(),

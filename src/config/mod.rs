@@ -174,6 +174,12 @@ pub struct CorralConfig {
     pub device_allowlist: Allowlist,
     /// Where lxcfs keeps its files (`proc/meminfo` ...).
     pub lxcfs_path: PathBuf,
+    /// The network a standalone host makes at start-up and launches
+    /// instances on by default; None: no default network (`none`).
+    pub default_network: Option<String>,
+    /// The default network's subnet; None: 10.148.0.0/24 when free, else a
+    /// free 10.x.y.0/24.
+    pub default_network_subnet: Option<crate::network::Ipv4Cidr>,
 }
 
 /// The state path of the embedded default.
@@ -300,6 +306,25 @@ impl Config {
             no_new_privileges: boolean(ini, "corral", "no_new_privileges", false)?,
             device_allowlist: device_allowlist(ini)?,
             lxcfs_path: abs_path(ini, "corral", "lxcfs_path", "/var/lib/lxcfs")?,
+            default_network: match get(ini, "corral", "default_network").unwrap_or("corralbr0") {
+                "" | "none" => None,
+                name => {
+                    crate::network::validate_name(name)
+                        .map_err(|e| invalid("corral", "default_network", name, &e.to_string()))?;
+                    Some(name.to_string())
+                }
+            },
+            default_network_subnet: match get(ini, "corral", "default_network_subnet") {
+                None | Some("") | Some("auto") => None,
+                Some(v) => {
+                    let c: crate::network::Ipv4Cidr = v
+                        .parse()
+                        .map_err(|r: String| invalid("corral", "default_network_subnet", v, &r))?;
+                    c.usable()
+                        .map_err(|r| invalid("corral", "default_network_subnet", v, &r))?;
+                    Some(c)
+                }
+            },
         };
         let cpu_set = |key: &'static str| -> Result<Option<CpuSet>, ConfigError> {
             get(ini, "compute", key)
@@ -582,6 +607,37 @@ fn boolean(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_network_options() {
+        let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.corral.default_network.as_deref(), Some("corralbr0"));
+        assert_eq!(c.corral.default_network_subnet, None);
+        let mut ini = Ini::default();
+        ini.merge_str(
+            "[corral]\ndefault_network = none\ndefault_network_subnet = 10.201.3.0/24\n",
+            "t",
+        )
+        .unwrap();
+        let c = Config::from_ini(&ini, &Overrides::default()).unwrap();
+        assert_eq!(c.corral.default_network, None);
+        assert_eq!(
+            c.corral.default_network_subnet.map(|s| s.to_string()),
+            Some("10.201.3.0/24".into())
+        );
+        for bad in [
+            "[corral]\ndefault_network = Bad_Name\n",
+            "[corral]\ndefault_network_subnet = 10.201.3.1/24\n",
+            "[corral]\ndefault_network_subnet = 10.201.3.0/31\n",
+        ] {
+            let mut ini = Ini::default();
+            ini.merge_str(bad, "t").unwrap();
+            assert!(
+                Config::from_ini(&ini, &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn security_cpu_and_device_options() {

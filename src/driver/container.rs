@@ -14,14 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    nic, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo, InstanceSpec, InstanceView,
-    PowerState, ReconcileReport, StartGate, VifSpec,
+    nic, vif, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo, InstanceSpec,
+    InstanceView, PowerState, ReconcileReport, StartGate, VifSpec,
 };
 use crate::config::{Config, CpuLimitMode, CpuSet};
 use crate::crashpoint::crash_point;
 use crate::devices::{self, Allowlist, HostPaths};
 use crate::fsutil;
 use crate::image::ImageCache;
+use crate::netdev;
 use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
 use crate::runtime::{bundle, BundleConfig, ExecOutput, IdMap, Runtime, Status};
@@ -522,10 +523,7 @@ impl ContainerDriver {
         let result = async {
             self.prepare(&rec, &stored, &args).await?;
             if start {
-                if let Some(gate) = gate {
-                    gate.await?;
-                }
-                self.start_container(&rec.uuid).await?;
+                self.start_container(&rec.uuid, gate).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
             }
             crash_point("launch.before_ready");
@@ -838,21 +836,28 @@ impl ContainerDriver {
         let image = self.get_image(&rec.image).await?;
         let args = self.init_args(&spec, &image)?;
         self.prepare(rec, &spec, &args).await?;
-        self.start_container(&rec.uuid).await?;
+        self.start_container(&rec.uuid, None).await?;
         crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
         Ok(())
     }
 
-    async fn start_container(&self, uuid: &str) -> Result<(), DriverError> {
+    /// Creates the container, moves its host interfaces in, plugs its
+    /// virtual interfaces, awaits `gate` and starts its init. A failure at
+    /// any step removes what the earlier ones made.
+    async fn start_container(
+        &self,
+        uuid: &str,
+        gate: Option<StartGate>,
+    ) -> Result<(), DriverError> {
         let dir = self.instance_dir(uuid);
         if let Some(st) = self.runtime.state(uuid).await? {
             match st.status {
                 Status::Running | Status::Paused => return Ok(()),
-                Status::Created => {
-                    self.runtime.start(uuid).await?;
-                    return Ok(());
-                }
+                // Created by a start that did not finish: what it plugged
+                // and moved in is not known to be complete, so it is made
+                // again from the start.
+                Status::Created => self.undo_start(uuid).await,
                 Status::Stopped | Status::Creating => self.runtime.delete(uuid, true).await?,
             }
         }
@@ -866,13 +871,241 @@ impl ContainerDriver {
             return Err(e);
         }
         crash_point("start.after_nics");
+        // Virtual interfaces, then the gate (Nova's wait for the network's
+        // word that they are plugged), and only then the init.
+        let plugged = async {
+            let spec = Self::spec_of(&self.record_by_uuid(uuid).await?)?;
+            self.plug_vifs(uuid, &spec.vifs).await?;
+            crash_point("plug.before_gate");
+            if let Some(gate) = gate {
+                gate.await?;
+            }
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        if let Err(e) = plugged {
+            self.undo_start(uuid).await;
+            return Err(e);
+        }
         if let Err(e) = self.runtime.start(uuid).await {
-            let _ = self.detach_nics(uuid).await;
-            let _ = self.runtime.delete(uuid, true).await;
+            self.undo_start(uuid).await;
             return Err(e.into());
         }
         crash_point("start.after_start");
         Ok(())
+    }
+
+    /// Takes back what a failed start made: virtual interfaces, host
+    /// interfaces, the created container.
+    async fn undo_start(&self, uuid: &str) {
+        if let Err(e) = self.unplug_vifs(uuid).await {
+            tracing::warn!(uuid, error = %e, "virtual interfaces not unplugged");
+        }
+        if let Err(e) = self.detach_nics(uuid).await {
+            tracing::warn!(uuid, error = %e, "host interfaces not brought back");
+        }
+        if let Err(e) = self.runtime.delete(uuid, true).await {
+            tracing::warn!(uuid, error = %e, "created container not deleted");
+        }
+    }
+
+    /// The pid of the container's init (created or running).
+    async fn init_pid(&self, uuid: &str) -> Result<i32, DriverError> {
+        self.runtime
+            .state(uuid)
+            .await?
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                DriverError::Invalid(format!(
+                    "container {uuid} has no init process for its interfaces"
+                ))
+            })
+    }
+
+    /// Plugs the virtual interfaces into the network namespace of the
+    /// created container. What a crash could leave is written down first
+    /// (`vifs.json`), so that start-up finds and removes it.
+    async fn plug_vifs(&self, uuid: &str, vifs: &[VifSpec]) -> Result<(), DriverError> {
+        // What an earlier start of this instance may have left.
+        self.unplug_vifs(uuid).await?;
+        if vifs.is_empty() {
+            return Ok(());
+        }
+        let pid = self.init_pid(uuid).await?;
+        let taken = netdev::links_in(pid).map_err(vif::vif_error)?;
+        let list = vif::plan(vifs, &taken)?;
+        let dir = self.instance_dir(uuid);
+        let id = uuid.to_string();
+        blocking("interface plug", move || {
+            for v in &list {
+                netdev::bridge_exists(&v.switch).map_err(vif::vif_error)?;
+                netdev::ensure_free(v).map_err(vif::vif_error)?;
+            }
+            netdev::save(&dir, &list)?;
+            crash_point("plug.after_record");
+            for (i, v) in list.iter().enumerate() {
+                let t = std::time::Instant::now();
+                netdev::plug(v, pid).map_err(vif::vif_error)?;
+                tracing::info!(uuid = %id, vif = %v.id, tap = %v.tap(), inside = %v.inside, ms = t.elapsed().as_secs_f64() * 1000.0, "interface plugged");
+                if i == 0 {
+                    crash_point("plug.after_first");
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes from the host what `vifs.json` says was plugged (OVS ports,
+    /// `qbr` bridges, `qvb`/`qvo` and tap devices), then the record.
+    async fn unplug_vifs(&self, uuid: &str) -> Result<(), DriverError> {
+        let dir = self.instance_dir(uuid);
+        let list = netdev::load(&dir)?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        blocking("interface unplug", move || {
+            netdev::unplug_all(&list)?;
+            netdev::save(&dir, &[])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The pid of the instance's init when its container runs (or is
+    /// frozen): its namespace takes interfaces live.
+    async fn live_pid(&self, uuid: &str) -> Result<Option<i32>, DriverError> {
+        Ok(match self.runtime.state(uuid).await? {
+            Some(s) if matches!(s.status, Status::Running | Status::Paused) => {
+                s.pid.filter(|p| *p > 0)
+            }
+            _ => None,
+        })
+    }
+
+    async fn store_spec(&self, uuid: &str, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let json = serde_json::to_string(spec)
+            .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
+        self.store.set_spec(uuid, &json).await?;
+        Ok(())
+    }
+
+    /// One more interface: kept in the spec, plugged now when the
+    /// instance runs (inside as asked, else the next free `ethN`).
+    async fn attach_vif(&self, rec: &InstanceRecord, new: &VifSpec) -> Result<(), DriverError> {
+        if rec.phase != Phase::Ready {
+            return Err(DriverError::Conflict(format!(
+                "instance {} is being created or deleted",
+                rec.name
+            )));
+        }
+        let mut spec = Self::spec_of(rec)?;
+        if spec.vifs.iter().any(|v| v.id == new.id) {
+            return Err(DriverError::Conflict(format!(
+                "instance {} already has interface {}",
+                rec.name, new.id
+            )));
+        }
+        let mut all = spec.vifs.clone();
+        all.push(new.clone());
+        vif::check(&all)?;
+        let probe = vif::to_netdev(new, "eth0".into());
+        blocking("bridge check", move || {
+            netdev::bridge_exists(&probe.switch).map_err(vif::vif_error)
+        })
+        .await?;
+        spec.vifs.push(new.clone());
+        let Some(pid) = self.live_pid(&rec.uuid).await? else {
+            return self.store_spec(&rec.uuid, &spec).await;
+        };
+        let taken = netdev::links_in(pid).map_err(vif::vif_error)?;
+        let plugged = vif::plan(std::slice::from_ref(new), &taken)?
+            .pop()
+            .ok_or_else(|| DriverError::Invalid("no interface to plug".into()))?;
+        let dir = self.instance_dir(&rec.uuid);
+        let mut record = netdev::load(&dir)?;
+        let (d, v, uuid) = (dir.clone(), plugged.clone(), rec.uuid.clone());
+        blocking("interface plug", move || {
+            netdev::ensure_free(&v).map_err(vif::vif_error)?;
+            record.push(v.clone());
+            netdev::save(&d, &record)?;
+            let t = std::time::Instant::now();
+            if let Err(e) = netdev::plug(&v, pid) {
+                record.pop();
+                netdev::save(&d, &record)?;
+                return Err(vif::vif_error(e));
+            }
+            tracing::info!(%uuid, vif = %v.id, tap = %v.tap(), inside = %v.inside, ms = t.elapsed().as_secs_f64() * 1000.0, "interface plugged");
+            Ok(())
+        })
+        .await?;
+        if let Err(e) = self.store_spec(&rec.uuid, &spec).await {
+            let v = plugged.clone();
+            let _ = blocking("interface unplug", move || {
+                netdev::unplug(&v)?;
+                let mut record = netdev::load(&dir)?;
+                record.retain(|r| r.id != v.id);
+                netdev::save(&dir, &record)?;
+                Ok(())
+            })
+            .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Forgets an interface and unplugs it if it is plugged.
+    async fn detach_vif(&self, rec: &InstanceRecord, vif_id: &str) -> Result<(), DriverError> {
+        let mut spec = Self::spec_of(rec)?;
+        let Some(pos) = spec.vifs.iter().position(|v| v.id == vif_id) else {
+            return Err(DriverError::Invalid(format!(
+                "instance {} has no interface {vif_id}",
+                rec.name
+            )));
+        };
+        spec.vifs.remove(pos);
+        // The spec first: a crash after it leaves a stray in the record,
+        // which start-up removes.
+        self.store_spec(&rec.uuid, &spec).await?;
+        let dir = self.instance_dir(&rec.uuid);
+        let id = vif_id.to_string();
+        blocking("interface unplug", move || {
+            let mut record = netdev::load(&dir)?;
+            if let Some(i) = record.iter().position(|r| r.id == id) {
+                netdev::unplug(&record[i])?;
+                record.remove(i);
+                netdev::save(&dir, &record)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A running instance's interfaces after a restart: the namespace
+    /// keeps what was plugged; only what an interrupted detach or attach
+    /// left (in the record, no longer or not yet in the spec) is removed.
+    async fn reconcile_vifs(&self, rec: &InstanceRecord) -> Result<(), DriverError> {
+        let dir = self.instance_dir(&rec.uuid);
+        let list = netdev::load(&dir)?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        let spec = Self::spec_of(rec)?;
+        let (keep, strays): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .partition(|v| spec.vifs.iter().any(|s| s.id == v.id));
+        if strays.is_empty() {
+            return Ok(());
+        }
+        let name = rec.name.clone();
+        blocking("interface unplug", move || {
+            netdev::unplug_all(&strays)?;
+            netdev::save(&dir, &keep)?;
+            tracing::warn!(%name, count = strays.len(), "unplugged interfaces an interrupted attach or detach left");
+            Ok(())
+        })
+        .await
     }
 
     async fn attach_nics(&self, uuid: &str) -> Result<(), DriverError> {
@@ -999,6 +1232,10 @@ impl ContainerDriver {
         crash_point("stop.after_kill");
         self.runtime.delete(uuid, true).await?;
         crash_point("stop.after_delete");
+        // The veth died with the namespace; OVS ports and qbr/qvb/qvo stay.
+        if let Err(e) = self.unplug_vifs(uuid).await {
+            tracing::warn!(uuid, error = %e, "virtual interfaces not unplugged: done at the next start");
+        }
         let dir = self.instance_dir(uuid);
         blocking("device release", move || {
             devices::release(&dir).map_err(DriverError::Device)
@@ -1018,6 +1255,19 @@ impl ContainerDriver {
             self.runtime.delete(uuid, true).await?;
         }
         crash_point("remove.after_runtime");
+        // Before the directory (and the record) goes. Every step is tried;
+        // what cannot be removed (an OVS port while ovsdb is down) is named
+        // in the log, and the delete goes on: a delete (or a start-up) that
+        // fails for a stray port would keep the whole instance.
+        let left = netdev::load(&self.instance_dir(uuid)).unwrap_or_default();
+        if let Err(e) = self.unplug_vifs(uuid).await {
+            let devices: Vec<String> = left.iter().flat_map(|v| v.host_devices()).collect();
+            let ports: Vec<String> = left
+                .iter()
+                .filter_map(|v| v.ovs_port().map(|(b, p)| format!("{b}/{p}")))
+                .collect();
+            tracing::error!(uuid, error = %e, ?devices, ?ports, "virtual interfaces not fully unplugged: remove what is left by hand");
+        }
         self.cleanup_cgroups(uuid);
         crash_point("remove.after_cgroups");
         let dir = self.instance_dir(uuid);
@@ -1170,6 +1420,9 @@ impl ContainerDriver {
                             if let Err(e) = self.reattach_nics(&rec).await {
                                 tracing::warn!(name = %rec.name, error = %e, "host interfaces not moved back in");
                             }
+                            if let Err(e) = self.reconcile_vifs(&rec).await {
+                                tracing::warn!(name = %rec.name, error = %e, "virtual interfaces not reconciled");
+                            }
                         }
                         Some(_) => {
                             tracing::warn!(name = %rec.name, "container died while corral was down");
@@ -1181,12 +1434,20 @@ impl ContainerDriver {
                                 tracing::warn!(name = %rec.name, error = %e, "host interfaces not brought back");
                             }
                             self.runtime.delete(&rec.uuid, true).await?;
+                            if let Err(e) = self.unplug_vifs(&rec.uuid).await {
+                                tracing::warn!(name = %rec.name, error = %e, "virtual interfaces not unplugged");
+                            }
                             if rec.desired != "stopped" {
                                 report.stale.push(rec.name.clone());
                                 self.store.set_desired(&rec.uuid, "stopped").await?;
                             }
                         }
                         None => {
+                            // A stop cut short, or a host reboot: OVS ports
+                            // outlive both.
+                            if let Err(e) = self.unplug_vifs(&rec.uuid).await {
+                                tracing::warn!(name = %rec.name, error = %e, "virtual interfaces not unplugged");
+                            }
                             if rec.desired != "stopped" {
                                 tracing::warn!(name = %rec.name, "container is gone (host reboot or killed outside corral)");
                                 report.stale.push(rec.name.clone());
@@ -1333,6 +1594,7 @@ impl Driver for ContainerDriver {
     /// dedicated CPUs, block I/O, devices) before anything is created.
     fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         spec.limits.validate()?;
+        vif::check(&spec.vifs)?;
         let c = &self.cfg.corral;
         if spec.privileged && !c.allow_privileged {
             return Err(DriverError::Invalid(
@@ -1436,16 +1698,17 @@ impl Driver for ContainerDriver {
     }
 
     async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError> {
-        Err(DriverError::Invalid(format!(
-            "instance {uuid}: interface {} not attached: virtual interfaces are not plugged yet",
-            vif.id
-        )))
+        let rec = self.record_by_uuid(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        self.attach_vif(&rec, vif).await
     }
 
     async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError> {
-        Err(DriverError::Invalid(format!(
-            "instance {uuid}: interface {vif_id} not detached: virtual interfaces are not plugged yet"
-        )))
+        let rec = self.record_by_uuid(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        self.detach_vif(&rec, vif_id).await
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
@@ -1568,7 +1831,7 @@ impl Driver for ContainerDriver {
         let args = self.init_args(&spec, &img)?;
         self.prepare(&rec, &spec, &args).await?;
         if was_running || rec.desired == "running" {
-            self.start_container(&rec.uuid).await?;
+            self.start_container(&rec.uuid, None).await?;
             self.store.set_desired(&rec.uuid, "running").await?;
         }
         Ok(())

@@ -7,6 +7,7 @@ pub mod container;
 pub mod extra_specs;
 pub mod nic;
 pub mod pci;
+pub mod vif;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub enum DriverError {
     Device(#[source] crate::devices::DeviceError),
     #[error(transparent)]
     Nic(#[from] nic::NicError),
+    #[error(transparent)]
+    Vif(#[from] crate::netdev::NetdevError),
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,

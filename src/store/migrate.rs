@@ -11,11 +11,18 @@ use sqlx::SqlitePool;
 
 /// Every migration: version, description, SQL. Append only; an applied
 /// migration's SQL never changes (sqlx checks its checksum).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "networks",
+        include_str!("../../migrations/0002_networks.sql"),
+    ),
+];
 
 /// The migrations built into the binary.
 #[derive(Debug)]

@@ -83,6 +83,18 @@ pub struct InstanceRecord {
     pub updated_at: String,
 }
 
+/// A standalone network as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub name: String,
+    /// The IPv4 subnet in CIDR form.
+    pub subnet: String,
+    pub nat: bool,
+    pub mtu: Option<u32>,
+    pub description: String,
+    pub created_at: String,
+}
+
 /// The store handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -389,6 +401,65 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a network; a name in use is a conflict.
+    pub async fn insert_network(&self, net: &NetworkRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO networks (name, subnet, nat, mtu, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&net.name)
+        .bind(&net.subnet)
+        .bind(net.nat)
+        .bind(net.mtu.map(i64::from))
+        .bind(&net.description)
+        .bind(&net.created_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "network",
+                name: net.name.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn network_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NetworkRecord, StoreError> {
+        let mtu: Option<i64> = row.try_get("mtu")?;
+        Ok(NetworkRecord {
+            name: row.try_get("name")?,
+            subnet: row.try_get("subnet")?,
+            nat: row.try_get("nat")?,
+            mtu: mtu.and_then(|m| u32::try_from(m).ok()),
+            description: row.try_get("description")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    pub async fn find_network(&self, name: &str) -> Result<Option<NetworkRecord>, StoreError> {
+        sqlx::query("SELECT * FROM networks WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Self::network_from_row(&r))
+            .transpose()
+    }
+
+    pub async fn list_networks(&self) -> Result<Vec<NetworkRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM networks ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::network_from_row).collect()
+    }
+
+    pub async fn delete_network(&self, name: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM networks WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     /// The current time as the store writes it.
     pub fn timestamp() -> String {
         now()
@@ -523,7 +594,7 @@ mod tests {
                     .fetch_all(&s.pool)
                     .await
                     .unwrap();
-            assert_eq!(applied, vec![(1, true)]);
+            assert_eq!(applied, vec![(1, true), (2, true)]);
             s.pool.close().await;
         }
 
@@ -609,5 +680,42 @@ mod tests {
         ));
         assert!(s.delete_image("abcdef0123456789").await.unwrap());
         assert!(s.list_images().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn networks_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).await.unwrap();
+        let net = NetworkRecord {
+            name: "corralbr0".into(),
+            subnet: "10.148.0.0/24".into(),
+            nat: true,
+            mtu: Some(1400),
+            description: "the default".into(),
+            created_at: now(),
+        };
+        s.insert_network(&net).await.unwrap();
+        assert_eq!(
+            s.find_network("corralbr0").await.unwrap(),
+            Some(net.clone())
+        );
+        assert!(matches!(
+            s.insert_network(&net).await.unwrap_err(),
+            StoreError::Conflict {
+                kind: "network",
+                ..
+            }
+        ));
+        let other = NetworkRecord {
+            name: "other".into(),
+            mtu: None,
+            nat: false,
+            ..net.clone()
+        };
+        s.insert_network(&other).await.unwrap();
+        assert_eq!(s.list_networks().await.unwrap(), vec![net, other]);
+        assert!(s.delete_network("other").await.unwrap());
+        assert!(!s.delete_network("other").await.unwrap());
+        assert_eq!(s.find_network("other").await.unwrap(), None);
     }
 }

@@ -113,7 +113,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[DEFAULT]\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nruntime_root = {}\nidmap_base = {base}\nidmap_max_instances = 8\ncgroup_parent = corral-test\n{extra}\n",
+                "[DEFAULT]\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nruntime_root = {}\nidmap_base = {base}\nidmap_max_instances = 8\ncgroup_parent = corral-test\ndefault_network = none\n{extra}\n",
                 runtime_root.display()
             ),
         )
@@ -145,7 +145,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[DEFAULT]\nhost = {host}\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nidmap_base = {base}\nidmap_max_instances = 8\n"
+                "[DEFAULT]\nhost = {host}\nshutdown_timeout = 10\n[corral]\noci_runtime = runc\nidmap_base = {base}\nidmap_max_instances = 8\ndefault_network = none\n"
             ),
         )
         .unwrap();
