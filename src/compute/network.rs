@@ -860,6 +860,10 @@ pub async fn wait_for(
 }
 
 #[cfg(test)]
+#[path = "network_live_tests.rs"]
+mod live_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::nova::fields::JsonString;
