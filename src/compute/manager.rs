@@ -968,7 +968,22 @@ impl Manager {
                 .filter(|v| v.preserve_on_delete.get() == Some(&true))
                 .filter_map(|v| v.id.as_str().map(str::to_string))
                 .collect::<Vec<_>>();
-            net.deallocate(&uuid, &keep).await?;
+            if let Err(e) = net.deallocate(&uuid, &keep).await {
+                // _try_deallocate_network: the server goes to ERROR, a delete
+                // again tries the ports again
+                let _ = self
+                    .save(
+                        ctx,
+                        inst,
+                        &[
+                            ("vm_state", json!(vm_states::ERROR)),
+                            ("task_state", Value::Null),
+                        ],
+                        None,
+                    )
+                    .await;
+                return Err(e.into());
+            }
         }
         self.tracker.release(ctx, &uuid).await?;
         // Allocations go before the record, so nobody sees a deleted server

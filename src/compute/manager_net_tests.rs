@@ -640,3 +640,69 @@ async fn a_failed_binding_is_rescheduled_when_alternates_exist() {
     assert!(n.conductor.faults().is_empty());
     assert_ne!(last_vm_state(&n.conductor), Some(json!("error")));
 }
+
+/// A Neutron that refuses to delete ports.
+struct Refusing(Arc<FakeNeutron>);
+
+#[async_trait::async_trait]
+impl NeutronApi for Refusing {
+    async fn list_networks(&self, q: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+        self.0.list_networks(q).await
+    }
+    async fn list_subnets(&self, q: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+        self.0.list_subnets(q).await
+    }
+    async fn list_ports(&self, q: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+        self.0.list_ports(q).await
+    }
+    async fn list_security_groups(&self, q: &[(&str, String)]) -> Result<Vec<Value>, NeutronError> {
+        self.0.list_security_groups(q).await
+    }
+    async fn show_port(&self, id: &str) -> Result<Value, NeutronError> {
+        self.0.show_port(id).await
+    }
+    async fn create_port(&self, port: Value) -> Result<Value, NeutronError> {
+        self.0.create_port(port).await
+    }
+    async fn update_port(&self, id: &str, port: Value) -> Result<Value, NeutronError> {
+        self.0.update_port(id, port).await
+    }
+    async fn delete_port(&self, id: &str) -> Result<(), NeutronError> {
+        Err(NeutronError::Api {
+            method: "DELETE".into(),
+            path: id.into(),
+            status: 500,
+            kind: None,
+            message: "neutron is unwell".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_delete_whose_ports_cannot_go_leaves_the_server_in_error() {
+    let neutron = FakeNeutron::binding("ovs");
+    let uuid = uuid_of(&captured("21-terminate_instance.json"));
+    let made = "bbbbbbbb-0000-4000-8000-000000000001";
+    neutron
+        .ports
+        .lock()
+        .unwrap()
+        .insert(made.into(), json!({"id": made, "device_id": uuid}));
+    let dir = tempfile::tempdir().unwrap();
+    let driver = FakeDriver::running();
+    let conductor = FakeConductor::answering();
+    let m = manager_with(driver.clone(), conductor.clone(), dir.path())
+        .with_neutron(Arc::new(Refusing(neutron.clone())), "br-int");
+    m.cast(ctx(), captured("21-terminate_instance.json")).await;
+    assert!(neutron.port(made).is_some());
+    assert_eq!(last_vm_state(&conductor), Some(json!("error")));
+    assert!(!conductor.log().iter().any(|e| e["op"] == "destroy"));
+    let faults = conductor.faults();
+    assert!(
+        faults[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("neutron is unwell"),
+        "{faults:?}"
+    );
+}
