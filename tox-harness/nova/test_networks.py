@@ -8,7 +8,10 @@ Nova made is deleted, the port the user passed is unbound and kept.
 
 The success path (a server on a network is ACTIVE with its addresses, delete removes the
 port Nova made) needs an Open vSwitch agent alive on the compute host's name so that ML2
-binds the port; without one it is skipped, naming what is missing.
+binds the port; without one it is skipped, naming what is missing. Neutron must also tell
+Nova when the agent brings the port up (`notify_nova_on_port_status_changes = True` and a
+`[nova]` section in neutron.conf), or the build waits `vif_plugging_timeout` (300 s) for
+`network-vif-plugged` and fails with VirtualInterfaceCreateException.
 
 Networks use 10.2xx.y.0/24 ranges unique to the run; nothing sends traffic.
 """
