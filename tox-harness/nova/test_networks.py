@@ -17,6 +17,7 @@ Networks use 10.2xx.y.0/24 ranges unique to the run; nothing sends traffic.
 """
 
 import random
+import time
 
 import pytest
 
@@ -142,3 +143,37 @@ def test_attach_that_cannot_bind_fails_and_leaves_no_port(kind, hosts, nova, pla
         assert kept["device_id"] == srv["id"], kept
     s = nh.wait_server(nova, srv["id"], "ACTIVE", host, what="server after the failed attach")
     assert s["addresses"] == {}, s["addresses"]
+
+
+@pytest.mark.kinds("corral")
+def test_network_changed_refreshes_the_addresses(kind, hosts, nova, servers, neutron, network):
+    """A port Neutron gives the server is read into the info cache on `network-changed`,
+    saved through the real conductor, and listed by nova-api; delete removes it.
+
+    corral only: nova-compute 34 adds a port on `network-changed` only to a non-empty
+    cache (`_build_network_info_model` with `refresh_vif_id`), so a server booted with no
+    network keeps none there; corral rebuilds the cache from all the server's ports."""
+    host = hosts.primary(kind)
+    srv = servers.boot(host)
+    assert srv["addresses"] == {}, srv["addresses"]
+    port = neutron.post("/v2.0/ports", {"port": {
+        "network_id": network["id"], "project_id": "admin", "device_id": srv["id"],
+        "fixed_ips": [{"subnet_id": network["subnet"]["id"]}]}}, expect=201).json()["port"]
+    ip = port["fixed_ips"][0]["ip_address"]
+    nova.post("/os-server-external-events", {"events": [
+        {"name": "network-changed", "server_uuid": srv["id"], "tag": port["id"]}]}, expect=200)
+    deadline = nh._now() + 60
+    addrs = None
+    while nh._now() < deadline:
+        addrs = nova.server(srv["id"])["addresses"].get(network["name"])
+        if addrs:
+            break
+        time.sleep(0.3)
+    assert addrs, "no addresses after network-changed\n%s" % host.log_excerpt()
+    assert addrs[0]["addr"] == ip and addrs[0]["OS-EXT-IPS-MAC:mac_addr"] == port["mac_address"], addrs
+    assert addrs[0]["version"] == 4 and addrs[0]["OS-EXT-IPS:type"] == "fixed", addrs
+    ifs = nova.get("/servers/%s/os-interface" % srv["id"], expect=200).json()["interfaceAttachments"]
+    assert [i["port_id"] for i in ifs] == [port["id"]], ifs
+    nova.delete("/servers/" + srv["id"], expect=204)
+    nh.wait_gone(nova, srv["id"], host)
+    assert neutron.get("/v2.0/ports/" + port["id"], expect=(200, 404)).status_code == 404
