@@ -107,6 +107,8 @@ pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec,
         environment: BTreeMap::new(),
         pci_devices: Vec::new(),
         vifs: Vec::new(),
+        config_drive: None,
+        network_interfaces: None,
     })
 }
 
