@@ -3,10 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
+use super::metadata;
 use crate::driver::extra_specs::{self, Mapped, Unknown};
-use crate::driver::{InstanceSpec, Limits};
+use crate::driver::{ConfigDrive, InstanceSpec, Limits};
 use crate::nova::objects::flavor::Flavor;
 use crate::nova::objects::instance::Instance;
+use crate::nova::objects::network_model::NetworkInfo;
 
 /// Errors mapping a flavor.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,6 +21,8 @@ pub enum SpecError {
     BadUuid(String),
     #[error("the instance has no flavor")]
     NoFlavor,
+    #[error("config drive: {0}")]
+    Metadata(#[from] super::metadata::MetadataError),
     #[error("flavor extra spec {key}={value:?} is invalid: {reason}")]
     BadExtraSpec {
         key: String,
@@ -110,6 +116,71 @@ pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec,
         config_drive: None,
         network_interfaces: None,
     })
+}
+
+/// How this host gives guests their metadata and network configuration
+/// (nova.conf: `[DEFAULT] force_config_drive`, `[api] dhcp_domain`,
+/// `[corral] inject_network`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDataOptions {
+    pub force_config_drive: bool,
+    pub dhcp_domain: String,
+    pub inject_network: bool,
+}
+
+impl Default for GuestDataOptions {
+    fn default() -> Self {
+        GuestDataOptions {
+            force_config_drive: false,
+            dhcp_domain: "novalocal".into(),
+            inject_network: false,
+        }
+    }
+}
+
+/// What a build or rebuild message adds to the instance object.
+#[derive(Debug, Clone, Default)]
+pub struct GuestDataInputs<'a> {
+    /// The instance's network (`network_info`; empty without networks).
+    pub network_info: NetworkInfo,
+    /// `admin_password` / `new_pass`.
+    pub admin_pass: Option<&'a str>,
+    /// `injected_files`: `[[path, base64 contents], ...]`.
+    pub injected_files: &'a [Value],
+    /// The image's properties (`img_config_drive`).
+    pub image_props: Option<&'a Map<String, Value>>,
+}
+
+/// The config drive (when Nova's rules give the instance one) and the
+/// network configuration to write into its root (`inject_network`, when it
+/// has static addresses). Bad user data or injected files are refused.
+pub fn guest_data(
+    inst: &Instance,
+    opts: &GuestDataOptions,
+    inputs: &GuestDataInputs,
+) -> Result<(Option<ConfigDrive>, Option<String>), SpecError> {
+    let drive = if metadata::required(inst, opts.force_config_drive, inputs.image_props) {
+        let drive = metadata::config_drive(
+            inst,
+            &metadata::DriveInputs {
+                network_info: &inputs.network_info,
+                admin_pass: inputs.admin_pass,
+                injected_files: metadata::decode_injected_files(inputs.injected_files)?,
+                dhcp_domain: &opts.dhcp_domain,
+            },
+        )?;
+        Some(drive)
+    } else {
+        // Without a drive the user data still has to be what Nova accepts.
+        metadata::user_data(inst)?;
+        None
+    };
+    let interfaces = if opts.inject_network {
+        metadata::interfaces(&inputs.network_info, true)
+    } else {
+        None
+    };
+    Ok((drive, interfaces))
 }
 
 #[cfg(test)]

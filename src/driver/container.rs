@@ -114,6 +114,21 @@ fn drive_err(e: configdrive::ConfigDriveError) -> DriverError {
     }
 }
 
+/// The config drive and network configuration of a spec, checked.
+fn check_guest_data(spec: &InstanceSpec) -> Result<(), DriverError> {
+    if let Some(cd) = &spec.config_drive {
+        cd.validate().map_err(drive_err)?;
+    }
+    if let Some(text) = &spec.network_interfaces {
+        if text.len() > configdrive::MAX_INTERFACES_BYTES {
+            return Err(drive_err(
+                configdrive::ConfigDriveError::InterfacesTooLarge(text.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     move |source| DriverError::Io {
         path: path.to_path_buf(),
@@ -1634,16 +1649,7 @@ impl Driver for ContainerDriver {
     fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         spec.limits.validate()?;
         vif::check(&spec.vifs)?;
-        if let Some(cd) = &spec.config_drive {
-            cd.validate().map_err(drive_err)?;
-        }
-        if let Some(text) = &spec.network_interfaces {
-            if text.len() > configdrive::MAX_INTERFACES_BYTES {
-                return Err(drive_err(
-                    configdrive::ConfigDriveError::InterfacesTooLarge(text.len()),
-                ));
-            }
-        }
+        check_guest_data(spec)?;
         let c = &self.cfg.corral;
         if spec.privileged && !c.allow_privileged {
             return Err(DriverError::Invalid(
@@ -1758,6 +1764,26 @@ impl Driver for ContainerDriver {
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.detach_vif(&rec, vif_id).await
+    }
+
+    async fn set_guest_data(
+        &self,
+        uuid: &str,
+        config_drive: Option<super::ConfigDrive>,
+        network_interfaces: Option<String>,
+    ) -> Result<(), DriverError> {
+        let rec = self.record_by_uuid(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        let rec = self.record_by_uuid(uuid).await?;
+        let mut spec = Self::spec_of(&rec)?;
+        spec.config_drive = config_drive;
+        spec.network_interfaces = network_interfaces;
+        check_guest_data(&spec)?;
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
+        self.store.set_spec(&rec.uuid, &json).await?;
+        Ok(())
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {

@@ -483,6 +483,15 @@ pub trait Driver: Send + Sync {
     async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError>;
     /// Unplugs and forgets the interface `vif_id` of an instance.
     async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError>;
+    /// Replaces the config drive and network configuration kept in an
+    /// instance's spec: the drive is written again at its next start, the
+    /// network configuration into its next new root (rebuild).
+    async fn set_guest_data(
+        &self,
+        uuid: &str,
+        config_drive: Option<ConfigDrive>,
+        network_interfaces: Option<String>,
+    ) -> Result<(), DriverError>;
     /// Removes everything of the instance, running or not.
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError>;
     async fn power_on(&self, uuid: &str) -> Result<(), DriverError>;
