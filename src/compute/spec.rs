@@ -278,4 +278,87 @@ mod tests {
         let spec = from_instance(&i, "img").unwrap();
         assert_eq!(spec.uuid, "0d5c4e4e-7a3b-4a57-9e0b-2f0c9a1d1c11");
     }
+
+    /// The build message real nova-api sent (`tests/fixtures/nova-34`).
+    fn captured_build() -> crate::nova::rpc_methods::BuildAndRunInstance {
+        let text = include_str!(
+            "../../tests/fixtures/nova-34/api-to-compute/02-build_and_run_instance.json"
+        );
+        let capture: Value = serde_json::from_str(text).unwrap();
+        let body: Value = serde_json::from_str(capture["body_raw"].as_str().unwrap()).unwrap();
+        let msg: Value = serde_json::from_str(body["oslo.message"].as_str().unwrap()).unwrap();
+        serde_json::from_value(msg["args"].clone()).unwrap()
+    }
+
+    #[test]
+    fn a_real_build_gets_a_drive_when_asked_or_forced() {
+        let b = captured_build();
+        let mut inst = b.instance.clone();
+        let inputs = GuestDataInputs {
+            admin_pass: b.admin_password.as_str(),
+            injected_files: b.injected_files.get().map(Vec::as_slice).unwrap_or(&[]),
+            ..GuestDataInputs::default()
+        };
+        // config_drive "" and no force: none.
+        let opts = GuestDataOptions::default();
+        assert_eq!(guest_data(&inst, &opts, &inputs).unwrap(), (None, None));
+        // Forced for a new build.
+        let forced = GuestDataOptions {
+            force_config_drive: true,
+            ..GuestDataOptions::default()
+        };
+        let (drive, ifaces) = guest_data(&inst, &forced, &inputs).unwrap();
+        let drive = drive.unwrap();
+        assert_eq!(ifaces, None);
+        let md: Value =
+            serde_json::from_slice(&drive.files["openstack/latest/meta_data.json"]).unwrap();
+        assert_eq!(md["uuid"], inst.uuid().unwrap());
+        assert_eq!(md["hostname"], "ct-vm-2.novalocal");
+        assert_eq!(md["meta"], serde_json::json!({"purpose": "capture"}));
+        assert_eq!(md["admin_pass"], "7Jg4LK6Aobtt");
+        assert!(!drive.files.contains_key("openstack/latest/user_data"));
+        // Asked for, with user data.
+        inst.config_drive = Field::Set("True".into());
+        inst.user_data = Field::Set("I2Nsb3VkLWNvbmZpZwo=".into());
+        let (drive, _) = guest_data(&inst, &opts, &inputs).unwrap();
+        assert_eq!(
+            drive.unwrap().files["openstack/2012-08-10/user_data"],
+            b"#cloud-config\n"
+        );
+        // Too much user data fails the build even without a drive.
+        inst.config_drive = Field::Set(String::new());
+        inst.user_data = Field::Set("A".repeat(65536));
+        assert!(matches!(
+            guest_data(&inst, &opts, &inputs),
+            Err(SpecError::Metadata(_))
+        ));
+    }
+
+    #[test]
+    fn inject_network_writes_the_instance_network() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/configdrive/networks.json"
+        ))
+        .unwrap();
+        let b = captured_build();
+        let opts = GuestDataOptions {
+            inject_network: true,
+            ..GuestDataOptions::default()
+        };
+        let inputs = GuestDataInputs {
+            network_info: serde_json::from_value(fixture["network_info"].clone()).unwrap(),
+            ..GuestDataInputs::default()
+        };
+        let (drive, ifaces) = guest_data(&b.instance, &opts, &inputs).unwrap();
+        assert!(drive.is_none());
+        let text = ifaces.unwrap();
+        assert!(
+            text.contains("auto eth0\niface eth0 inet static\n"),
+            "{text}"
+        );
+        assert!(text.contains("    address 10.211.0.9\n"), "{text}");
+        // No networks: nothing to write, the image's file stays.
+        let (_, ifaces) = guest_data(&b.instance, &opts, &GuestDataInputs::default()).unwrap();
+        assert_eq!(ifaces, None);
+    }
 }
