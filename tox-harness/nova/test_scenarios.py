@@ -653,3 +653,32 @@ def test_config_drive_user_data(kind, hosts, nova, placement, servers, small_fla
     assert json.loads(out)["random_seed"] != md["random_seed"]
     rc, out = inside("cat", seed + "user_data")
     assert (rc, out) == (0, user_data.decode()), out
+
+
+def test_force_config_drive(kind, hosts, nova, placement, servers, small_flavor):
+    """`[DEFAULT] force_config_drive = true` on the host: a server booted without asking
+    gets a config drive, recorded on the instance (`config_drive` "True") as nova-compute
+    records it; `[api] dhcp_domain` ends its metadata hostname."""
+    import base64
+    if kind != "corral":
+        pytest.skip("per-host nova.conf options are set on corral hosts only")
+    host = hosts.start(kind, "cfgd", conf={
+        "DEFAULT": {"force_config_drive": "true"},
+        "api": {"dhcp_domain": "example.test"},
+    })
+    try:
+        srv = servers.boot(host, what="boot on a host forcing config drives")
+        assert srv["config_drive"] == "True", srv["config_drive"]
+        p = host.runc("exec", srv["id"], "cat",
+                      "/var/lib/cloud/seed/config_drive/openstack/latest/meta_data.json")
+        assert p.returncode == 0, p.stderr
+        md = json.loads(p.stdout)
+        assert md["uuid"] == srv["id"], md
+        assert md["hostname"].endswith(".example.test"), md
+        assert len(base64.b64decode(md["random_seed"])) == 512
+        p = host.runc("exec", srv["id"], "ls", "/var/lib/cloud/seed/config_drive/openstack/latest")
+        assert p.stdout.split() == ["meta_data.json", "network_data.json", "vendor_data.json",
+                                    "vendor_data2.json"], p.stdout
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
