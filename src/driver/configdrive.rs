@@ -14,6 +14,9 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 /// Where cloud-init's ConfigDrive data source looks for a seed
 /// (`DataSourceConfigDrive.seed_dir`): `openstack/latest/meta_data.json` ...
 pub const SEED_DIR: &str = "/var/lib/cloud/seed/config_drive";
@@ -62,41 +65,54 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigDriveError + '_ {
 
 /// The files of a config drive by relative path (`openstack/latest/user_data`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Stored", into = "Stored")]
 pub struct ConfigDrive {
-    /// Contents are base64 in the stored spec: user data may be binary.
-    #[serde(with = "b64_map")]
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-mod b64_map {
-    use std::collections::BTreeMap;
+/// The drive as the stored spec holds it: each distinct content once, in
+/// base64 (user data may be binary, and every metadata version repeats it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    files: BTreeMap<String, usize>,
+    blobs: Vec<String>,
+}
 
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<String, Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        m.iter()
-            .map(|(k, v)| (k, STANDARD.encode(v)))
-            .collect::<BTreeMap<_, _>>()
-            .serialize(s)
+impl From<ConfigDrive> for Stored {
+    fn from(d: ConfigDrive) -> Stored {
+        let mut index: BTreeMap<&[u8], usize> = BTreeMap::new();
+        let mut blobs = Vec::new();
+        let mut files = BTreeMap::new();
+        for (path, data) in &d.files {
+            let i = *index.entry(data.as_slice()).or_insert_with(|| {
+                blobs.push(STANDARD.encode(data));
+                blobs.len() - 1
+            });
+            files.insert(path.clone(), i);
+        }
+        Stored { files, blobs }
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
+impl TryFrom<Stored> for ConfigDrive {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<ConfigDrive, String> {
+        let blobs = s
+            .blobs
+            .iter()
+            .map(|b| STANDARD.decode(b.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("config drive content is not base64: {e}"))?;
+        let files = s
+            .files
             .into_iter()
-            .map(|(k, v)| {
-                STANDARD
-                    .decode(v.as_bytes())
-                    .map(|b| (k, b))
-                    .map_err(serde::de::Error::custom)
+            .map(|(path, i)| match blobs.get(i) {
+                Some(b) => Ok((path, b.clone())),
+                None => Err(format!("config drive file {path:?} has no content {i}")),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ConfigDrive { files })
     }
 }
 
@@ -326,14 +342,24 @@ mod tests {
     }
 
     #[test]
-    fn stored_spec_form_round_trips_binary_content() {
-        let d = drive(&[("openstack/latest/user_data", &[0x1f, 0x8b, 0, 0xff])]);
+    fn stored_spec_form_keeps_binary_content_once() {
+        let d = drive(&[
+            ("openstack/2012-08-10/user_data", &[0x1f, 0x8b, 0, 0xff]),
+            ("openstack/latest/meta_data.json", b"{}"),
+            ("openstack/latest/user_data", &[0x1f, 0x8b, 0, 0xff]),
+        ]);
         let text = serde_json::to_string(&d).unwrap();
         assert_eq!(
             text,
-            r#"{"files":{"openstack/latest/user_data":"H4sA/w=="}}"#
+            r#"{"files":{"openstack/2012-08-10/user_data":0,"openstack/latest/meta_data.json":1,"openstack/latest/user_data":0},"blobs":["H4sA/w==","e30="]}"#
         );
         assert_eq!(serde_json::from_str::<ConfigDrive>(&text).unwrap(), d);
+        for bad in [
+            r#"{"files":{"a":1},"blobs":["e30="]}"#,
+            r#"{"files":{"a":0},"blobs":["not base64!"]}"#,
+        ] {
+            assert!(serde_json::from_str::<ConfigDrive>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
