@@ -619,14 +619,20 @@ pub fn interfaces(ni: &NetworkInfo, every_network: bool) -> Option<String> {
         return None;
     }
     out.push_str(INTERFACES_HEAD);
+    // Nova writes Python's `None` for a missing MAC or broadcast (a /31 or
+    // /32); the file corral injects itself leaves those lines out.
+    let line = |key: &str, v: Option<&str>| match (v, every_network) {
+        (None, true) => String::new(),
+        (v, _) => format!("    {key} {}\n", py(v)),
+    };
     for i in &ifcs {
-        let hw = py(i.hw.as_deref());
+        let hw = line("hwaddress ether", i.hw.as_deref());
         out.push_str(&format!("\nauto {}\n", i.name));
         if let Some((addr, mask, bcast)) = &i.address {
             out.push_str(&format!(
-                "iface {} inet static\n    hwaddress ether {hw}\n    address {addr}\n    netmask {mask}\n    broadcast {}\n",
+                "iface {} inet static\n{hw}    address {addr}\n    netmask {mask}\n{}",
                 i.name,
-                py(bcast.as_deref())
+                line("broadcast", bcast.as_deref())
             ));
             if !i.gateway.is_empty() {
                 out.push_str(&format!("    gateway {}\n", i.gateway));
@@ -637,7 +643,7 @@ pub fn interfaces(ni: &NetworkInfo, every_network: bool) -> Option<String> {
         }
         if let (true, Some((addr, len))) = (use_ipv6, &i.v6) {
             out.push_str(&format!(
-                "iface {} inet6 static\n    hwaddress ether {hw}\n    address {addr}\n    netmask {len}\n",
+                "iface {} inet6 static\n{hw}    address {addr}\n    netmask {len}\n",
                 i.name
             ));
             if !i.gateway_v6.is_empty() {
@@ -797,16 +803,25 @@ mod tests {
         assert!(text.contains(
             "\nauto eth0\niface eth0 inet static\n    hwaddress ether fa:16:3e:11:22:33\n    address 10.210.0.5\n    netmask 255.255.255.0\n    broadcast 10.210.0.255\n    gateway 10.210.0.1\n    dns-nameservers 10.210.0.2\niface eth0 inet6 static\n"
         ));
-        // Nova's own rendering of the injected network is kept as it is.
-        assert!(text.ends_with(
-            f.interfaces
-                .as_deref()
-                .unwrap()
-                .split("auto lo\niface lo inet loopback\n")
-                .nth(1)
-                .unwrap()
-        ));
+        // Nova's own rendering of the injected network (eth1) is kept as it is.
+        let nova = f.interfaces.as_deref().unwrap();
+        let eth1 = |t: &str| {
+            let from = t.find("\nauto eth1\n").unwrap();
+            let to = t.find("\nauto eth2\n").unwrap();
+            t[from..to].to_string()
+        };
+        assert_eq!(eth1(&text), eth1(nova));
         assert_eq!(interfaces(&NetworkInfo::default(), true), None);
+        // A /31 has no broadcast: Nova writes `broadcast None`, corral leaves it out.
+        assert!(f
+            .interfaces
+            .as_deref()
+            .unwrap()
+            .contains("    broadcast None\n"));
+        assert!(text.contains(
+            "\nauto eth2\niface eth2 inet static\n    hwaddress ether fa:16:3e:aa:bb:cc\n    address 10.213.0.1\n    netmask 255.255.255.254\n"
+        ));
+        assert!(!text.contains("None"), "{text}");
     }
 
     #[test]
