@@ -175,6 +175,18 @@ async fn a_container_reads_its_config_drive_read_only_as_its_own_root() {
         "{out}"
     );
 
+    // A hard reboot writes the drive again from the spec; the root (and what
+    // the instance changed in it) stays.
+    let (rc, out) = sh(&d, &uuid, "echo '# mine' >> /etc/network/interfaces").await;
+    assert_eq!(rc, 0, "{out}");
+    d.reboot(&uuid, true, Duration::from_secs(5)).await.unwrap();
+    let (rc, out) = sh(&d, &uuid, &format!("cat {file} /etc/network/interfaces")).await;
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.starts_with("#!/bin/sh\necho first\n") && out.ends_with("# first\n# mine\n"),
+        "{out}"
+    );
+
     // A rebuild: the new drive and network configuration are what it sees.
     d.set_guest_data(
         &uuid,
