@@ -197,6 +197,8 @@ impl Host {
             hostname: None,
             pci_devices: Vec::new(),
             vifs,
+            config_drive: None,
+            network_interfaces: None,
         }
     }
 
