@@ -197,6 +197,8 @@ impl Host {
             hostname: None,
             pci_devices: Vec::new(),
             vifs,
+            config_drive: None,
+            network_interfaces: None,
         }
     }
 
@@ -465,23 +467,27 @@ async fn ovs_and_hybrid_plugs() {
     );
     assert_eq!(ovs_ports(&br), BTreeSet::from([tapa.clone(), qvo.clone()]));
     for (port, id, mac, vm) in [(&tapa, &ida, maca, &a.uuid), (&qvo, &idb, macb, &b.uuid)] {
-        let ids = must(&[
-            "ovs-vsctl",
-            "--timeout=10",
-            "get",
-            "Interface",
-            port,
-            "external_ids",
-        ]);
-        // ovsdb quotes a value only where it must.
-        let ids = ids.replace('"', "");
-        for want in [
-            format!("iface-id={id},"),
-            "iface-status=active,".to_string(),
-            format!("attached-mac={mac},"),
-            format!("vm-uuid={vm}}}"),
+        // One key at a time: ovsdb quotes a value only where it must, and
+        // prints a map's keys in its own order.
+        for (key, want) in [
+            ("iface-id", id.to_string()),
+            ("iface-status", "active".to_string()),
+            ("attached-mac", mac.to_string()),
+            ("vm-uuid", vm.to_string()),
         ] {
-            assert!(ids.contains(&want), "{port}: {want} not in {ids}");
+            let got = must(&[
+                "ovs-vsctl",
+                "--timeout=10",
+                "get",
+                "Interface",
+                port,
+                &format!("external_ids:{key}"),
+            ]);
+            assert_eq!(
+                got.trim().trim_matches('"'),
+                want,
+                "{port}: external_ids:{key}"
+            );
         }
     }
     assert_eq!(master_of(&tapb).as_deref(), Some(qbr.as_str()));

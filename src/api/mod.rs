@@ -377,6 +377,8 @@ async fn create_instance(
         hostname: None,
         pci_devices: Vec::new(),
         vifs,
+        config_drive: None,
+        network_interfaces: None,
     };
     // Security options, dedicated CPUs, devices: refused synchronously.
     data.driver.check(&spec)?;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::driver::{Driver, DriverError, PowerState};
 use crate::nova::object::{NovaObject, VersionedObject};
 use crate::nova::objects::instance::{power_state, task_states, vm_states, Instance};
+use crate::nova::objects::network_model::NetworkInfo;
 use crate::nova::rpc_methods::ComputeCall;
 use crate::rpc::{Context, Endpoint, Failure, Request};
 use crate::text::printable;
@@ -121,6 +122,8 @@ pub struct Manager {
     vif_timeout: Duration,
     /// `[DEFAULT] vif_plugging_is_fatal`.
     vif_fatal: bool,
+    /// Config drive and network injection options.
+    guest: spec::GuestDataOptions,
 }
 
 /// An instance being worked on: its object, saved through the conductor.
@@ -199,6 +202,11 @@ impl Manager {
             events: InstanceEvents::default(),
             vif_timeout: Duration::from_secs(nova.vif_plugging_timeout),
             vif_fatal: nova.vif_plugging_is_fatal,
+            guest: spec::GuestDataOptions {
+                force_config_drive: nova.force_config_drive,
+                dhcp_domain: nova.dhcp_domain.clone(),
+                inject_network: nova.inject_network,
+            },
         })
     }
 
@@ -525,7 +533,7 @@ impl Manager {
                     .get()
                     .cloned()
                     .or_else(|| inst.str("image_ref").map(str::to_string));
-                self.do_rebuild(&ctx, &mut inst, image).await
+                self.do_rebuild(&ctx, &mut inst, image, &a).await
             }
             C::DetachInterface(a) => {
                 let port = a.port_id.as_str().unwrap_or_default().to_string();
@@ -775,6 +783,28 @@ impl Manager {
         let mut spec = spec::from_instance(instance, &alias)
             .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
         spec.pci_devices = pci_devices;
+        // The config drive and injected network come from the network just
+        // allocated (empty without networks).
+        let (drive, interfaces) = spec::guest_data(
+            instance,
+            &self.guest,
+            &spec::GuestDataInputs {
+                network_info: nw_info.clone(),
+                admin_pass: args.admin_password.as_str(),
+                injected_files: args.injected_files.get().map(Vec::as_slice).unwrap_or(&[]),
+                image_props: args
+                    .image
+                    .get()
+                    .and_then(|i| i.get("properties"))
+                    .and_then(Value::as_object),
+            },
+        )
+        .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
+        // `configdrive.update_instance`: a forced drive is recorded on the instance.
+        let record_drive =
+            drive.is_some() && instance.config_drive.as_str().is_none_or(str::is_empty);
+        spec.config_drive = drive;
+        spec.network_interfaces = interfaces;
         spec.vifs = vifs;
         // Waiters go in before the ports are plugged, so no event is missed.
         let keys = if self.vif_timeout.is_zero() {
@@ -807,19 +837,18 @@ impl Manager {
             (ComputeError::Driver(e), reschedulable)
         })?;
         let power = self.current_power(&uuid).await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("power_state", json!(power)),
-                ("vm_state", json!(vm_states::ACTIVE)),
-                ("task_state", Value::Null),
-                ("launched_at", json!(now_iso())),
-            ],
-            Some(json!(task_states::SPAWNING)),
-        )
-        .await
-        .map_err(abort)?;
+        let mut fields = vec![
+            ("power_state", json!(power)),
+            ("vm_state", json!(vm_states::ACTIVE)),
+            ("task_state", Value::Null),
+            ("launched_at", json!(now_iso())),
+        ];
+        if record_drive {
+            fields.push(("config_drive", json!("True")));
+        }
+        self.save(ctx, inst, &fields, Some(json!(task_states::SPAWNING)))
+            .await
+            .map_err(abort)?;
         Ok(())
     }
 
@@ -1108,9 +1137,23 @@ impl Manager {
         ctx: &Context,
         inst: &mut Inst,
         image: Option<String>,
+        args: &crate::nova::rpc_methods::RebuildInstance,
     ) -> Result<(), ComputeError> {
         let image =
             image.ok_or_else(|| ComputeError::Invalid("rebuild without an image".into()))?;
+        // A new root gets a new config drive (Nova builds it again: new
+        // password, files and seed) and the injected network again.
+        let (drive, interfaces) = spec::guest_data(
+            &args.instance,
+            &self.guest,
+            &spec::GuestDataInputs {
+                network_info: NetworkInfo(args.instance.network_info().to_vec()),
+                admin_pass: args.new_pass.as_str(),
+                injected_files: args.injected_files.get().map(Vec::as_slice).unwrap_or(&[]),
+                image_props: None,
+            },
+        )
+        .map_err(|e| ComputeError::Invalid(e.to_string()))?;
         self.save(
             ctx,
             inst,
@@ -1126,6 +1169,9 @@ impl Manager {
         )
         .await?;
         let alias = self.cache_image(ctx, &image).await?;
+        self.driver
+            .set_guest_data(&inst.uuid, drive, interfaces)
+            .await?;
         self.driver.rebuild(&inst.uuid, &alias).await?;
         let extra = [
             ("image_ref", json!(image)),

@@ -157,6 +157,19 @@ impl Driver for FakeDriver {
         self.record(format!("detach_interface {uuid} {vif_id}"));
         self.outcome("detach_interface")
     }
+    async fn set_guest_data(
+        &self,
+        uuid: &str,
+        config_drive: Option<crate::driver::ConfigDrive>,
+        network_interfaces: Option<String>,
+    ) -> Result<(), DriverError> {
+        self.record(format!(
+            "set_guest_data {uuid} drive={} interfaces={}",
+            config_drive.is_some(),
+            network_interfaces.is_some()
+        ));
+        self.outcome("set_guest_data")
+    }
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("destroy {uuid}"));
         if self.power.lock().unwrap().is_none() {

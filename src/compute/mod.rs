@@ -10,6 +10,7 @@ pub mod conductor;
 pub mod failure;
 pub mod glance;
 pub mod manager;
+pub mod metadata;
 pub mod network;
 pub mod pci;
 pub mod resources;

@@ -3,10 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
+use super::metadata;
 use crate::driver::extra_specs::{self, Mapped, Unknown};
-use crate::driver::{InstanceSpec, Limits};
+use crate::driver::{ConfigDrive, InstanceSpec, Limits};
 use crate::nova::objects::flavor::Flavor;
 use crate::nova::objects::instance::Instance;
+use crate::nova::objects::network_model::NetworkInfo;
 
 /// Errors mapping a flavor.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,6 +21,8 @@ pub enum SpecError {
     BadUuid(String),
     #[error("the instance has no flavor")]
     NoFlavor,
+    #[error("config drive: {0}")]
+    Metadata(#[from] super::metadata::MetadataError),
     #[error("flavor extra spec {key}={value:?} is invalid: {reason}")]
     BadExtraSpec {
         key: String,
@@ -107,7 +113,74 @@ pub fn from_instance(inst: &Instance, image_alias: &str) -> Result<InstanceSpec,
         environment: BTreeMap::new(),
         pci_devices: Vec::new(),
         vifs: Vec::new(),
+        config_drive: None,
+        network_interfaces: None,
     })
+}
+
+/// How this host gives guests their metadata and network configuration
+/// (nova.conf: `[DEFAULT] force_config_drive`, `[api] dhcp_domain`,
+/// `[corral] inject_network`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDataOptions {
+    pub force_config_drive: bool,
+    pub dhcp_domain: String,
+    pub inject_network: bool,
+}
+
+impl Default for GuestDataOptions {
+    fn default() -> Self {
+        GuestDataOptions {
+            force_config_drive: false,
+            dhcp_domain: "novalocal".into(),
+            inject_network: false,
+        }
+    }
+}
+
+/// What a build or rebuild message adds to the instance object.
+#[derive(Debug, Clone, Default)]
+pub struct GuestDataInputs<'a> {
+    /// The instance's network (`network_info`; empty without networks).
+    pub network_info: NetworkInfo,
+    /// `admin_password` / `new_pass`.
+    pub admin_pass: Option<&'a str>,
+    /// `injected_files`: `[[path, base64 contents], ...]`.
+    pub injected_files: &'a [Value],
+    /// The image's properties (`img_config_drive`).
+    pub image_props: Option<&'a Map<String, Value>>,
+}
+
+/// The config drive (when Nova's rules give the instance one) and the
+/// network configuration to write into its root (`inject_network`, when it
+/// has static addresses). Bad user data or injected files are refused.
+pub fn guest_data(
+    inst: &Instance,
+    opts: &GuestDataOptions,
+    inputs: &GuestDataInputs,
+) -> Result<(Option<ConfigDrive>, Option<String>), SpecError> {
+    let drive = if metadata::required(inst, opts.force_config_drive, inputs.image_props) {
+        let drive = metadata::config_drive(
+            inst,
+            &metadata::DriveInputs {
+                network_info: &inputs.network_info,
+                admin_pass: inputs.admin_pass,
+                injected_files: metadata::decode_injected_files(inputs.injected_files)?,
+                dhcp_domain: &opts.dhcp_domain,
+            },
+        )?;
+        Some(drive)
+    } else {
+        // Without a drive the user data still has to be what Nova accepts.
+        metadata::user_data(inst)?;
+        None
+    };
+    let interfaces = if opts.inject_network {
+        metadata::interfaces(&inputs.network_info, true)
+    } else {
+        None
+    };
+    Ok((drive, interfaces))
 }
 
 #[cfg(test)]
@@ -204,5 +277,88 @@ mod tests {
         i.uuid = Field::Set("0d5c4e4e-7a3b-4a57-9e0b-2f0c9a1d1c11".into());
         let spec = from_instance(&i, "img").unwrap();
         assert_eq!(spec.uuid, "0d5c4e4e-7a3b-4a57-9e0b-2f0c9a1d1c11");
+    }
+
+    /// The build message real nova-api sent (`tests/fixtures/nova-34`).
+    fn captured_build() -> crate::nova::rpc_methods::BuildAndRunInstance {
+        let text = include_str!(
+            "../../tests/fixtures/nova-34/api-to-compute/02-build_and_run_instance.json"
+        );
+        let capture: Value = serde_json::from_str(text).unwrap();
+        let body: Value = serde_json::from_str(capture["body_raw"].as_str().unwrap()).unwrap();
+        let msg: Value = serde_json::from_str(body["oslo.message"].as_str().unwrap()).unwrap();
+        serde_json::from_value(msg["args"].clone()).unwrap()
+    }
+
+    #[test]
+    fn a_real_build_gets_a_drive_when_asked_or_forced() {
+        let b = captured_build();
+        let mut inst = b.instance.clone();
+        let inputs = GuestDataInputs {
+            admin_pass: b.admin_password.as_str(),
+            injected_files: b.injected_files.get().map(Vec::as_slice).unwrap_or(&[]),
+            ..GuestDataInputs::default()
+        };
+        // config_drive "" and no force: none.
+        let opts = GuestDataOptions::default();
+        assert_eq!(guest_data(&inst, &opts, &inputs).unwrap(), (None, None));
+        // Forced for a new build.
+        let forced = GuestDataOptions {
+            force_config_drive: true,
+            ..GuestDataOptions::default()
+        };
+        let (drive, ifaces) = guest_data(&inst, &forced, &inputs).unwrap();
+        let drive = drive.unwrap();
+        assert_eq!(ifaces, None);
+        let md: Value =
+            serde_json::from_slice(&drive.files["openstack/latest/meta_data.json"]).unwrap();
+        assert_eq!(md["uuid"], inst.uuid().unwrap());
+        assert_eq!(md["hostname"], "ct-vm-2.novalocal");
+        assert_eq!(md["meta"], serde_json::json!({"purpose": "capture"}));
+        assert_eq!(md["admin_pass"], "7Jg4LK6Aobtt");
+        assert!(!drive.files.contains_key("openstack/latest/user_data"));
+        // Asked for, with user data.
+        inst.config_drive = Field::Set("True".into());
+        inst.user_data = Field::Set("I2Nsb3VkLWNvbmZpZwo=".into());
+        let (drive, _) = guest_data(&inst, &opts, &inputs).unwrap();
+        assert_eq!(
+            drive.unwrap().files["openstack/2012-08-10/user_data"],
+            b"#cloud-config\n"
+        );
+        // Too much user data fails the build even without a drive.
+        inst.config_drive = Field::Set(String::new());
+        inst.user_data = Field::Set("A".repeat(65536));
+        assert!(matches!(
+            guest_data(&inst, &opts, &inputs),
+            Err(SpecError::Metadata(_))
+        ));
+    }
+
+    #[test]
+    fn inject_network_writes_the_instance_network() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/configdrive/networks.json"
+        ))
+        .unwrap();
+        let b = captured_build();
+        let opts = GuestDataOptions {
+            inject_network: true,
+            ..GuestDataOptions::default()
+        };
+        let inputs = GuestDataInputs {
+            network_info: serde_json::from_value(fixture["network_info"].clone()).unwrap(),
+            ..GuestDataInputs::default()
+        };
+        let (drive, ifaces) = guest_data(&b.instance, &opts, &inputs).unwrap();
+        assert!(drive.is_none());
+        let text = ifaces.unwrap();
+        assert!(
+            text.contains("auto eth0\niface eth0 inet static\n"),
+            "{text}"
+        );
+        assert!(text.contains("    address 10.211.0.9\n"), "{text}");
+        // No networks: nothing to write, the image's file stays.
+        let (_, ifaces) = guest_data(&b.instance, &opts, &GuestDataInputs::default()).unwrap();
+        assert_eq!(ifaces, None);
     }
 }

@@ -139,6 +139,13 @@ pub struct NovaConfig {
     pub remove_unused_base_images: bool,
     /// `[image_cache] remove_unused_original_minimum_age_seconds`.
     pub remove_unused_minimum_age: u64,
+    /// `[DEFAULT] force_config_drive`: every new server gets a config drive.
+    pub force_config_drive: bool,
+    /// `[api] dhcp_domain`: appended to the hostname in the metadata (empty: none).
+    pub dhcp_domain: String,
+    /// `[corral] inject_network`: a new or rebuilt server's root gets the
+    /// static network configuration as `/etc/network/interfaces`.
+    pub inject_network: bool,
 }
 
 /// The `[corral]` section.
@@ -501,6 +508,13 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
             "remove_unused_original_minimum_age_seconds",
             86400u64,
         )?,
+        force_config_drive: boolean(ini, "DEFAULT", "force_config_drive", false)?,
+        dhcp_domain: ini
+            .get("api", "dhcp_domain")
+            .unwrap_or("novalocal")
+            .trim()
+            .to_string(),
+        inject_network: boolean(ini, "corral", "inject_network", false)?,
     }))
 }
 

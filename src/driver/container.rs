@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    nic, vif, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo, InstanceSpec,
-    InstanceView, PowerState, ReconcileReport, StartGate, VifSpec,
+    configdrive, nic, vif, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo,
+    InstanceSpec, InstanceView, PowerState, ReconcileReport, StartGate, VifSpec,
 };
 use crate::config::{Config, CpuLimitMode, CpuSet};
 use crate::crashpoint::crash_point;
@@ -104,6 +104,29 @@ pub fn block_device_of(path: &Path, sys_dev_block: &Path) -> Result<(u64, u64), 
 
 fn device_invalid(e: devices::DeviceError) -> DriverError {
     DriverError::Invalid(e.to_string())
+}
+
+/// Bad content is the caller's to fix; a failed write is the host's.
+fn drive_err(e: configdrive::ConfigDriveError) -> DriverError {
+    match e {
+        configdrive::ConfigDriveError::Io { path, source } => DriverError::Io { path, source },
+        other => DriverError::Invalid(other.to_string()),
+    }
+}
+
+/// The config drive and network configuration of a spec, checked.
+fn check_guest_data(spec: &InstanceSpec) -> Result<(), DriverError> {
+    if let Some(cd) = &spec.config_drive {
+        cd.validate().map_err(drive_err)?;
+    }
+    if let Some(text) = &spec.network_interfaces {
+        if text.len() > configdrive::MAX_INTERFACES_BYTES {
+            return Err(drive_err(
+                configdrive::ConfigDriveError::InterfacesTooLarge(text.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
@@ -521,7 +544,7 @@ impl ContainerDriver {
         drop(alloc_guard);
         crash_point("launch.after_record");
         let result = async {
-            self.prepare(&rec, &stored, &args).await?;
+            self.prepare(&rec, &stored, &args, true).await?;
             if start {
                 self.start_container(&rec.uuid, gate).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
@@ -635,11 +658,14 @@ impl ContainerDriver {
     }
 
     /// Root + bundle; idempotent, also used to start again after a reboot.
+    /// `fresh_root`: the root was just made (create, rebuild): the files
+    /// written into it once (`network_interfaces`) go in.
     async fn prepare(
         &self,
         rec: &InstanceRecord,
         spec: &InstanceSpec,
         args: &[String],
+        fresh_root: bool,
     ) -> Result<(), DriverError> {
         let dir = self.instance_dir(&rec.uuid);
         std::fs::DirBuilder::new()
@@ -669,6 +695,36 @@ impl ContainerDriver {
             .prepare(&dir, &lower, self.images.copy_limits())
             .await?;
         crash_point("prepare.after_root");
+        // Owned by the container's root: host root, or the first mapped id.
+        let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
+        if fresh_root {
+            if let Some(text) = &spec.network_interfaces {
+                let (r, t) = (rootfs.clone(), text.clone());
+                blocking("network injection", move || {
+                    configdrive::inject_interfaces(&r, &t, root_id, root_id).map_err(drive_err)
+                })
+                .await?;
+            }
+        }
+        // The config drive is written again on every start (from the spec):
+        // what the instance reads is always what it was given.
+        let drive = dir.join(configdrive::DRIVE_DIR);
+        let mut binds = Vec::new();
+        match &spec.config_drive {
+            Some(cd) => {
+                let (d, cd) = (dir.clone(), cd.clone());
+                let path = blocking("config drive", move || {
+                    cd.write(&d, root_id, root_id).map_err(drive_err)
+                })
+                .await?;
+                binds.push(BindMount {
+                    source: path,
+                    target: PathBuf::from(configdrive::SEED_DIR),
+                    readonly: true,
+                });
+            }
+            None => configdrive::remove_tree(&drive).map_err(drive_err)?,
+        }
         // The console is the container's own: its mapped root may reopen it
         // (through /proc/1/fd/1) the way a system writes to its console.
         let console = self.console_path(&rec.uuid);
@@ -721,10 +777,8 @@ impl ContainerDriver {
         } else {
             None
         };
-        let mut binds = Vec::new();
         let mut device_rules = Vec::new();
         let mut device_env = Vec::new();
-        let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
         {
             // One instance at a time picks among free GPUs and NICs.
             let _pick = self.cpu_alloc.lock().await;
@@ -835,7 +889,7 @@ impl ContainerDriver {
         let spec = Self::spec_of(rec)?;
         let image = self.get_image(&rec.image).await?;
         let args = self.init_args(&spec, &image)?;
-        self.prepare(rec, &spec, &args).await?;
+        self.prepare(rec, &spec, &args, false).await?;
         self.start_container(&rec.uuid, None).await?;
         crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
@@ -1595,6 +1649,7 @@ impl Driver for ContainerDriver {
     fn check(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         spec.limits.validate()?;
         vif::check(&spec.vifs)?;
+        check_guest_data(spec)?;
         let c = &self.cfg.corral;
         if spec.privileged && !c.allow_privileged {
             return Err(DriverError::Invalid(
@@ -1709,6 +1764,26 @@ impl Driver for ContainerDriver {
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
         self.detach_vif(&rec, vif_id).await
+    }
+
+    async fn set_guest_data(
+        &self,
+        uuid: &str,
+        config_drive: Option<super::ConfigDrive>,
+        network_interfaces: Option<String>,
+    ) -> Result<(), DriverError> {
+        let rec = self.record_by_uuid(uuid).await?;
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        let rec = self.record_by_uuid(uuid).await?;
+        let mut spec = Self::spec_of(&rec)?;
+        spec.config_drive = config_drive;
+        spec.network_interfaces = network_interfaces;
+        check_guest_data(&spec)?;
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;
+        self.store.set_spec(&rec.uuid, &json).await?;
+        Ok(())
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError> {
@@ -1829,7 +1904,7 @@ impl Driver for ContainerDriver {
         self.store.set_image(&rec.uuid, &img.fingerprint).await?;
         let rec = self.record_by_uuid(uuid).await?;
         let args = self.init_args(&spec, &img)?;
-        self.prepare(&rec, &spec, &args).await?;
+        self.prepare(&rec, &spec, &args, true).await?;
         if was_running || rec.desired == "running" {
             self.start_container(&rec.uuid, None).await?;
             self.store.set_desired(&rec.uuid, "running").await?;

@@ -3,6 +3,7 @@
 //! the `Driver` trait. The container driver implements it over the runtime,
 //! storage, image cache and store.
 
+pub mod configdrive;
 pub mod container;
 pub mod extra_specs;
 pub mod nic;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use configdrive::ConfigDrive;
 pub use container::{validate_name, ContainerDriver};
 
 use crate::image::ImageError;
@@ -308,6 +310,15 @@ pub struct InstanceSpec {
     /// and before init runs, on every start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vifs: Vec<VifSpec>,
+    /// A config drive: its files are written into the instance directory on
+    /// every start and bound read-only at [`configdrive::SEED_DIR`], owned by
+    /// the container's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_drive: Option<ConfigDrive>,
+    /// A Debian `/etc/network/interfaces` written into the root when it is
+    /// made (create, rebuild), replacing the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interfaces: Option<String>,
 }
 
 /// One virtual interface of an instance: a veth pair whose host end is
@@ -472,6 +483,15 @@ pub trait Driver: Send + Sync {
     async fn attach_interface(&self, uuid: &str, vif: &VifSpec) -> Result<(), DriverError>;
     /// Unplugs and forgets the interface `vif_id` of an instance.
     async fn detach_interface(&self, uuid: &str, vif_id: &str) -> Result<(), DriverError>;
+    /// Replaces the config drive and network configuration kept in an
+    /// instance's spec: the drive is written again at its next start, the
+    /// network configuration into its next new root (rebuild).
+    async fn set_guest_data(
+        &self,
+        uuid: &str,
+        config_drive: Option<ConfigDrive>,
+        network_interfaces: Option<String>,
+    ) -> Result<(), DriverError>;
     /// Removes everything of the instance, running or not.
     async fn destroy(&self, uuid: &str) -> Result<(), DriverError>;
     async fn power_on(&self, uuid: &str) -> Result<(), DriverError>;

@@ -607,3 +607,78 @@ def test_pci_in_placement(kind, stack, hosts, nova, placement, servers, pci_flav
         servers.cleanup()
         hosts.teardown(host)
     assert placement.provider(name) is None, "the device's provider outlived its compute service"
+
+
+def test_config_drive_user_data(kind, hosts, nova, placement, servers, small_flavor, image, timer):
+    """`openstack server create --config-drive true --user-data FILE`: corral gives the
+    container Nova's OpenStack metadata at cloud-init's ConfigDrive seed directory,
+    read-only and owned by the container's root; a rebuild writes it again."""
+    import base64
+    host = hosts.primary(kind)
+    user_data = b"#!/bin/sh\necho corral-config-drive\n"
+    srv = servers.boot(host, what="boot with a config drive", config_drive=True,
+                       user_data=base64.b64encode(user_data).decode(),
+                       metadata={"purpose": "config-drive"})
+    timer("boot")
+    assert srv["config_drive"] == "True", srv["config_drive"]
+    if kind != "corral":
+        return
+    seed = "/var/lib/cloud/seed/config_drive/openstack/latest/"
+
+    def inside(*argv):
+        p = host.runc("exec", srv["id"], *argv)
+        return p.returncode, p.stdout + p.stderr
+
+    rc, out = inside("cat", seed + "user_data")
+    assert (rc, out) == (0, user_data.decode()), out
+    rc, out = inside("cat", seed + "meta_data.json")
+    assert rc == 0, out
+    md = json.loads(out)
+    assert md["uuid"] == srv["id"] and md["name"] == srv["name"], md
+    assert md["meta"] == {"purpose": "config-drive"}, md
+    assert md["hostname"].startswith(srv["name"].lower()), md
+    assert len(base64.b64decode(md["random_seed"])) == 512
+    rc, out = inside("cat", seed + "network_data.json")
+    assert (rc, json.loads(out)) == (0, {}), out
+    rc, out = inside("stat", "-c", "%u %g %a", seed + "user_data", seed)
+    assert (rc, out) == (0, "0 0 644\n0 0 755\n"), out
+    rc, out = inside("sh", "-c", "echo x > " + seed + "user_data")
+    assert rc != 0, "the config drive is writable: %s" % out
+    # A rebuild writes the drive again: a new random seed.
+    nova.action(srv["id"], {"rebuild": {"imageRef": image["id"]}})
+    nh.wait_server(nova, srv["id"], "ACTIVE", host, what="rebuild")
+    timer("rebuild")
+    rc, out = inside("cat", seed + "meta_data.json")
+    assert rc == 0, out
+    assert json.loads(out)["random_seed"] != md["random_seed"]
+    rc, out = inside("cat", seed + "user_data")
+    assert (rc, out) == (0, user_data.decode()), out
+
+
+def test_force_config_drive(kind, hosts, nova, placement, servers, small_flavor):
+    """`[DEFAULT] force_config_drive = true` on the host: a server booted without asking
+    gets a config drive, recorded on the instance (`config_drive` "True") as nova-compute
+    records it; `[api] dhcp_domain` ends its metadata hostname."""
+    import base64
+    if kind != "corral":
+        pytest.skip("per-host nova.conf options are set on corral hosts only")
+    host = hosts.start(kind, "cfgd", conf={
+        "DEFAULT": {"force_config_drive": "true"},
+        "api": {"dhcp_domain": "example.test"},
+    })
+    try:
+        srv = servers.boot(host, what="boot on a host forcing config drives")
+        assert srv["config_drive"] == "True", srv["config_drive"]
+        p = host.runc("exec", srv["id"], "cat",
+                      "/var/lib/cloud/seed/config_drive/openstack/latest/meta_data.json")
+        assert p.returncode == 0, p.stderr
+        md = json.loads(p.stdout)
+        assert md["uuid"] == srv["id"], md
+        assert md["hostname"].endswith(".example.test"), md
+        assert len(base64.b64decode(md["random_seed"])) == 512
+        p = host.runc("exec", srv["id"], "ls", "/var/lib/cloud/seed/config_drive/openstack/latest")
+        assert p.stdout.split() == ["meta_data.json", "network_data.json", "vendor_data.json",
+                                    "vendor_data2.json"], p.stdout
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
