@@ -60,21 +60,7 @@ impl Contract {
 }
 
 fn call(c: &Client, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<u8>) {
-    let bytes = body.map(|b| b.to_string().into_bytes());
-    let resp = match &bytes {
-        Some(b) => {
-            let mut cur = std::io::Cursor::new(b.as_slice());
-            c.request(
-                method,
-                path,
-                Some(("application/json", &mut cur, b.len() as u64)),
-                &[],
-            )
-            .unwrap()
-        }
-        None => c.request(method, path, None, &[]).unwrap(),
-    };
-    (resp.status, resp.body)
+    common::raw_call(c, method, path, body)
 }
 
 fn wait_op(c: &Client, body: &[u8]) -> Value {

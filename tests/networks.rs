@@ -257,24 +257,8 @@ fn listen_in(ns: &str, addr: SocketAddr) -> std::thread::JoinHandle<Option<Socke
 }
 
 fn call(c: &Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let bytes = body.map(|b| b.to_string().into_bytes());
-    let resp = match &bytes {
-        Some(b) => {
-            let mut cur = std::io::Cursor::new(b.as_slice());
-            c.request(
-                method,
-                path,
-                Some(("application/json", &mut cur, b.len() as u64)),
-                &[],
-            )
-            .unwrap()
-        }
-        None => c.request(method, path, None, &[]).unwrap(),
-    };
-    (
-        resp.status,
-        serde_json::from_slice(&resp.body).unwrap_or(Value::Null),
-    )
+    let (status, body) = common::raw_call(c, method, path, body);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 #[test]

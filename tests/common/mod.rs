@@ -439,3 +439,28 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A request with an optional JSON body over the daemon's socket: status and
+/// raw body.
+pub fn raw_call(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, Vec<u8>) {
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    let resp = match &bytes {
+        Some(b) => {
+            let mut cur = std::io::Cursor::new(b.as_slice());
+            c.request(
+                method,
+                path,
+                Some(("application/json", &mut cur, b.len() as u64)),
+                &[],
+            )
+            .unwrap()
+        }
+        None => c.request(method, path, None, &[]).unwrap(),
+    };
+    (resp.status, resp.body)
+}
