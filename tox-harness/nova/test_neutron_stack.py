@@ -284,3 +284,21 @@ def test_neutron_agents_bind_dhcp_and_security_groups(stack, rig, timer):
     assert nh.wait_for(lambda: rig.ping(a, b, tries=1), 30), "ping %s -> %s blocked after the ICMP rule" % (a.ip, b.ip)
     assert rig.ping(b, a), "ping %s -> %s blocked after the ICMP rule" % (b.ip, a.ip)
     timer("pings with the ICMP rule")
+
+
+@pytest.mark.kinds("corral")
+def test_corral_host_is_the_agents_host(stack, nova, hosts, rig, kind):
+    """A corral host started as the stack's Neutron host reports the agents' host name
+    to Nova, and Neutron binds a port to it as vif_type ovs on the stack's bridge."""
+    h = hosts.start_neutron_host(kind)
+    try:
+        assert h.name == stack.neutron_agent_host
+        assert [sv["host"] for sv in nova.services(host=h.name)] == [h.name]
+        net, _subnet = rig.network()
+        sg = rig.security_group("corral-nt-host")
+        p = rig.port(net, sg)
+        assert p["binding:host_id"] == h.name, p
+        assert p["binding:vif_type"] == "ovs", p
+        assert p["binding:vif_details"].get("bridge_name") == stack.br_int, p
+    finally:
+        hosts.teardown(h)
