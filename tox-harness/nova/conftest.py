@@ -185,18 +185,31 @@ class Hosts:
     def name(self, kind, tag):
         return "%s%s-%s" % (nh.HOST_PREFIX[kind], self.run_id, tag)
 
-    def start(self, kind, tag=None, conf=None):
+    def start(self, kind, tag=None, conf=None, name=None):
         """Starts one host and waits until it is up and schedulable; pytest.fail otherwise.
-        `conf` (corral only): extra nova.conf options, {section: {option: value}}."""
-        return self.start_many(kind, 1, tag, conf)[0]
+        `conf` (corral only): extra nova.conf options, {section: {option: value}}.
+        `name`: the host name as it is (default: a name made of the kind, run id and tag)."""
+        return self.start_many(kind, 1, tag, conf, name=name)[0]
 
-    def start_many(self, kind, n, tag=None, conf=None):
+    def start_neutron_host(self, kind="corral", conf=None):
+        """The host whose ports Neutron binds: named as the stack's OVS and DHCP agents
+        (stack.json `neutron_agent_host`), so ports bound to it get vif_type ovs on the
+        stack's integration bridge (`br_int`). One such host at a time."""
+        name = getattr(self.stack, "neutron_agent_host", None)
+        if not name:
+            pytest.fail("the stack runs no Neutron agents (stack.json has no neutron_agent_host)", pytrace=False)
+        if any(h.name == name for h in self.hosts):
+            pytest.fail("a host named %s already runs in this session" % name, pytrace=False)
+        return self.start(kind, conf=conf, name=name)
+
+    def start_many(self, kind, n, tag=None, conf=None, name=None):
+        assert name is None or n == 1, "one host per name"
         hs = []
         kw = {"extra_conf": conf} if conf else {}
         for _ in range(n):
             self._seq += 1
             h = nh.HOST_CLASSES[kind](self.stack, self.nova, self.placement,
-                                      self.name(kind, tag or "h%d" % self._seq), **kw)
+                                      name or self.name(kind, tag or "h%d" % self._seq), **kw)
             self.hosts.append(h)
             hs.append(h)
         try:
