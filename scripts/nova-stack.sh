@@ -259,6 +259,8 @@ ensure_packages() {
     command -v curl >/dev/null || need+=(curl)
     command -v bc >/dev/null || need+=(bc)
     command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+    # the OVS agent's openvswitch firewall calls the conntrack tool
+    command -v conntrack >/dev/null || [ -x /usr/sbin/conntrack ] || need+=(conntrack)
     command -v ovs-vsctl >/dev/null || need+=(openvswitch-switch)
     if [ ${#need[@]} -gt 0 ]; then
         log "apt-get install ${need[*]}"
