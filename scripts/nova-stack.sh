@@ -1,7 +1,9 @@
 #!/bin/bash
 # A real, Keystone-less Nova 34 control plane for corral's end-to-end tests:
-# placement, nova-api, nova-conductor, nova-scheduler, glance (file store) and the
-# neutron API (no agents), from PyPI venvs pinned by tox-harness/constraints/.
+# placement, nova-api, nova-conductor, nova-scheduler, glance (file store) and Neutron
+# (API under gunicorn, neutron-rpc-server, ML2/openvswitch with neutron-openvswitch-agent
+# and neutron-dhcp-agent on Open vSwitch's userspace datapath), from PyPI venvs pinned by
+# tox-harness/constraints/.
 # Every listener is on 127.0.0.1. RabbitMQ and MariaDB already running on this
 # machine are reused (started only when absent); the stack gets its own RabbitMQ
 # vhost and its own databases, so it cannot disturb anything else on them.
@@ -19,6 +21,12 @@
 #   CORRAL_STACK_VHOST     RabbitMQ vhost                           [corral_nova_test]
 #   CORRAL_STACK_PORT_{PLACEMENT,NOVA,GLANCE,NEUTRON}               [18778,18774,19292,19696]
 #   CORRAL_STACK_PIP_OPTS  extra pip options (e.g. --no-cache-dir)
+#   CORRAL_STACK_AGENT_HOST  `host` of the OVS and DHCP agents: ports bound to it get
+#                          vif_type ovs (the harness names a corral host so)  [corral-ovs]
+#   CORRAL_STACK_BR_INT    integration bridge of the agents                 [br-int]
+#   CORRAL_STACK_BR_TUN    tunnel bridge of the OVS agent                   [br-tun]
+#   CORRAL_STACK_PORT_OPENFLOW  the OVS agent's OpenFlow controller port    [16633]
+#   CORRAL_STACK_OVSDB     OVSDB the agents use        [unix:/var/run/openvswitch/db.sock]
 #   CORRAL_STACK_PCI_ALIAS [pci] alias of nova-api and the scheduler (JSON; the PCI
 #                          scenario's "rng" = the virtio-rng 1af4:1044 of the test VMs)
 #
@@ -37,6 +45,11 @@ P_NOVA=${CORRAL_STACK_PORT_NOVA:-18774}
 P_GLANCE=${CORRAL_STACK_PORT_GLANCE:-19292}
 P_NEUTRON=${CORRAL_STACK_PORT_NEUTRON:-19696}
 PIP_OPTS=${CORRAL_STACK_PIP_OPTS:-}
+AGENT_HOST=${CORRAL_STACK_AGENT_HOST:-corral-ovs}
+BR_INT=${CORRAL_STACK_BR_INT:-br-int}
+BR_TUN=${CORRAL_STACK_BR_TUN:-br-tun}
+P_OPENFLOW=${CORRAL_STACK_PORT_OPENFLOW:-16633}
+OVSDB=${CORRAL_STACK_OVSDB:-unix:/var/run/openvswitch/db.sock}
 PCI_ALIAS=${CORRAL_STACK_PCI_ALIAS:-'{"name": "rng", "vendor_id": "1af4", "product_id": "1044"}'}
 # nova 34's default filters (nova/conf/scheduler.py) plus PciPassthroughFilter, so that
 # flavors with pci_passthrough:alias land only where nova-compute/corral reported the devices
@@ -53,7 +66,9 @@ GUNICORN_SERVICES="placement:venv:$P_PLACEMENT:placement_app:8
 nova-api:venv:$P_NOVA:nova_api_app:8
 glance:venv-glance:$P_GLANCE:glance_app:4
 neutron:venv-neutron:$P_NEUTRON:neutron_app:4"
-ALL_SERVICES="placement nova-api nova-conductor nova-scheduler glance neutron"
+# neutron's RPC side and agents (not gunicorn-served)
+NEUTRON_DAEMONS="neutron-rpc neutron-ovs-agent neutron-dhcp-agent"
+ALL_SERVICES="placement nova-api nova-conductor nova-scheduler glance neutron $NEUTRON_DAEMONS"
 
 T0=$(date +%s.%N)
 STEP=start
@@ -144,8 +159,43 @@ do_down() {
         [ -e "$f" ] && hosts+=("$(basename "$f" .pid)")
     done
     [ ${#hosts[@]} -eq 0 ] || stop_pidfiles "${hosts[@]}"
-    stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron
+    stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
+    stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron neutron-rpc
+    neutron_net_cleanup
     rm -f "$BASE/run/config.hash"
+}
+
+# What the agents made on this machine: the dnsmasq of every network the DHCP agent
+# served (their command lines name this stack's dhcp dir), its qdhcp-<network>
+# namespaces (one dhcp dir per network) and the stack's OVS bridges with every port on them.
+neutron_net_cleanup() {
+    local dhcp=$BASE/state/neutron/dhcp pid d ns
+    for pid in $(pgrep -x dnsmasq 2>/dev/null); do
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dhcp/" || continue
+        kill "$pid" 2>/dev/null && echo "nova-stack: stopped dnsmasq (pid $pid)"
+    done
+    if [ -d "$dhcp" ]; then
+        for d in "$dhcp"/*/; do
+            [ -d "$d" ] || continue
+            ns=qdhcp-$(basename "$d")
+            if ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns"; then
+                ip netns delete "$ns" && echo "nova-stack: deleted namespace $ns"
+            fi
+            rm -rf "$d"
+        done
+    fi
+    if command -v ovs-vsctl >/dev/null && ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+        for d in "$BR_INT" "$BR_TUN"; do
+            if ovs-vsctl --timeout=5 br-exists "$d"; then
+                # host ends of veth pairs stay behind when their OVS port goes
+                for pid in $(ovs-vsctl --timeout=5 list-ports "$d"); do
+                    [ "$(ovs-vsctl --timeout=5 get Interface "$pid" type 2>/dev/null)" = '""' ] &&
+                        [ -e "/sys/class/net/$pid" ] && ip link delete "$pid" 2>/dev/null
+                done
+                ovs-vsctl --timeout=5 del-br "$d" && echo "nova-stack: deleted OVS bridge $d"
+            fi
+        done
+    fi
 }
 
 do_status() {
@@ -171,6 +221,9 @@ do_status() {
         n=$(basename "$f" .pid)
         alive "$n" && printf '%-15s running (pid %s)\n' "$n" "$(cat "$f")"
     done
+    if http_ok "http://127.0.0.1:$P_NEUTRON/"; then
+        neutron_agents_alive || bad=1
+    fi
     echo "base: $BASE   logs: $BASE/logs"
     return $bad
 }
@@ -200,6 +253,8 @@ ensure_packages() {
     command -v mariadb >/dev/null || need+=(mariadb-client)
     command -v curl >/dev/null || need+=(curl)
     command -v bc >/dev/null || need+=(bc)
+    command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+    command -v ovs-vsctl >/dev/null || need+=(openvswitch-switch)
     if [ ${#need[@]} -gt 0 ]; then
         log "apt-get install ${need[*]}"
         apt-get update -qq || die "apt-get update failed"
@@ -294,7 +349,7 @@ ensure_mariadb() {
 write_configs() {
     STEP=configs
     mkdir -p "$BASE"/{etc/nova,etc/placement,etc/glance,etc/neutron/plugins/ml2,wsgi} \
-        "$BASE"/state/{nova,locks,glance/images,glance/staging,glance/tasks}
+        "$BASE"/state/{nova,locks,glance/images,glance/staging,glance/tasks,neutron/dhcp}
     cp "$WSGI_SRC"/*.py "$BASE/wsgi/"
     cat >"$BASE/etc/placement/placement.conf" <<EOF
 [DEFAULT]
@@ -429,9 +484,19 @@ auth_strategy = noauth
 transport_url = $RABBIT_URL
 api_paste_config = $BASE/etc/neutron/api-paste.ini
 api_workers = 1
-rpc_workers = 0
-notify_nova_on_port_status_changes = False
-notify_nova_on_port_data_changes = False
+# the API runs under gunicorn; neutron-rpc-server serves the agents (one RPC worker,
+# which also takes the agents' state reports)
+rpc_workers = 1
+rpc_state_report_workers = 0
+state_path = $BASE/state/neutron
+# port status changes -> nova-api os-server-external-events (network-vif-plugged)
+notify_nova_on_port_status_changes = True
+notify_nova_on_port_data_changes = True
+[nova]
+auth_type = admin_token
+token = admin
+endpoint = http://127.0.0.1:$P_NOVA/v2.1
+region_name = RegionOne
 [database]
 connection = $DB/${DBP}neutron?charset=utf8
 [oslo_concurrency]
@@ -442,10 +507,51 @@ enforce_scope = False
 EOF
     cat >"$BASE/etc/neutron/plugins/ml2/ml2_conf.ini" <<EOF
 [ml2]
-type_drivers = flat,local
-tenant_network_types = local
-mechanism_drivers =
-extension_drivers =
+type_drivers = flat,local,vxlan
+# vxlan on one host: no tunnel leaves the machine (the only endpoint is 127.0.0.1)
+tenant_network_types = vxlan
+mechanism_drivers = openvswitch
+extension_drivers = port_security
+[ml2_type_vxlan]
+vni_ranges = 1000:1999
+[securitygroup]
+enable_security_group = True
+firewall_driver = openvswitch
+EOF
+    # both agents run as root here: no rootwrap and no sudo ("env" keeps privsep from
+    # prefixing sudo; privsep-helper comes from the venv's PATH)
+    local agent_common="[agent]
+root_helper = env
+root_helper_daemon =
+[ovs]
+integration_bridge = $BR_INT
+ovsdb_connection = $OVSDB"
+    cat >"$BASE/etc/neutron/openvswitch_agent.ini" <<EOF
+[DEFAULT]
+host = $AGENT_HOST
+$agent_common
+tunnel_bridge = $BR_TUN
+# no kernel openvswitch module here: the userspace datapath
+datapath_type = netdev
+local_ip = 127.0.0.1
+of_listen_address = 127.0.0.1
+of_listen_port = $P_OPENFLOW
+[agent]
+tunnel_types = vxlan
+[securitygroup]
+enable_security_group = True
+firewall_driver = openvswitch
+EOF
+    cat >"$BASE/etc/neutron/dhcp_agent.ini" <<EOF
+[DEFAULT]
+host = $AGENT_HOST
+interface_driver = openvswitch
+# a veth pair (ns-*/tap*) instead of an OVS internal port moved into the namespace:
+# internal ports of the userspace datapath do not work from inside a namespace
+ovs_use_veth = True
+enable_isolated_metadata = False
+dhcp_confs = $BASE/state/neutron/dhcp
+$agent_common
 EOF
     "$PY" - "$BASE/stack.json" <<EOF
 import json, sys
@@ -468,6 +574,10 @@ json.dump({
     "nova_url": "http://127.0.0.1:$P_NOVA/v2.1",
     "glance_url": "http://127.0.0.1:$P_GLANCE",
     "neutron_url": "http://127.0.0.1:$P_NEUTRON",
+    "neutron_agent_host": "$AGENT_HOST",
+    "br_int": "$BR_INT",
+    "br_tun": "$BR_TUN",
+    "ovsdb": "$OVSDB",
 }, open(sys.argv[1], "w"), indent=2)
 EOF
     cat >"$BASE/stack.env" <<EOF
@@ -476,6 +586,8 @@ NOVA_URL=http://127.0.0.1:$P_NOVA/v2.1
 PLACEMENT_URL=http://127.0.0.1:$P_PLACEMENT
 GLANCE_URL=http://127.0.0.1:$P_GLANCE
 NEUTRON_URL=http://127.0.0.1:$P_NEUTRON
+NEUTRON_AGENT_HOST=$AGENT_HOST
+BR_INT=$BR_INT
 TRANSPORT_URL=$RABBIT_URL
 NOVA_CONF=$BASE/etc/nova/nova.conf
 NOVA_VENV=$BASE/venv
@@ -484,7 +596,8 @@ EOF
 
 config_hash() {
     (cat "$BASE"/etc/nova/*.conf "$BASE"/etc/nova/api-paste.ini "$BASE"/etc/placement/*.conf \
-        "$BASE"/etc/glance/*.conf "$BASE"/etc/neutron/*.conf "$BASE"/wsgi/*.py \
+        "$BASE"/etc/glance/*.conf "$BASE"/etc/neutron/*.conf "$BASE"/etc/neutron/*.ini \
+        "$BASE"/etc/neutron/plugins/ml2/*.ini "$BASE"/wsgi/*.py \
         "$BASE"/venv*/.corral-stamp) | sha256sum | cut -c1-16
 }
 
@@ -534,6 +647,56 @@ db_sync() {
     log "databases synced"
 }
 
+# prints the agents of $AGENT_HOST; true when the OVS and the DHCP agent are both alive
+neutron_agents_alive() {
+    curl -sf --max-time 10 "http://127.0.0.1:$P_NEUTRON/v2.0/agents?host=$AGENT_HOST" | "$PY" -c '
+import json, sys
+agents = json.load(sys.stdin)["agents"]
+alive = {a["agent_type"] for a in agents if a["alive"]}
+for a in agents:
+    print("%-15s %s on %s: %s" % ("agent", a["agent_type"], a["host"], "alive" if a["alive"] else "DOWN"))
+sys.exit(not {"Open vSwitch agent", "DHCP agent"} <= alive)'
+}
+
+start_neutron_daemons() { # names...
+    STEP=neutron-agents
+    local n=$BASE/etc/neutron name
+    for name in "$@"; do
+        alive "$name" && continue
+        rotate "$BASE/logs/$name.log"
+        local cmd=()
+        case $name in
+            neutron-rpc) cmd=(neutron-rpc-server --config-file "$n/neutron.conf"
+                --config-file "$n/plugins/ml2/ml2_conf.ini") ;;
+            neutron-ovs-agent) cmd=(neutron-openvswitch-agent --config-file "$n/neutron.conf"
+                --config-file "$n/openvswitch_agent.ini") ;;
+            neutron-dhcp-agent) cmd=(neutron-dhcp-agent --config-file "$n/neutron.conf"
+                --config-file "$n/dhcp_agent.ini") ;;
+        esac
+        # privsep-helper from the venv; dnsmasq, ip, ovs-vsctl from the system
+        PATH=$BASE/venv-neutron/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            setsid nohup "$BASE/venv-neutron/bin/${cmd[0]}" "${cmd[@]:1}" --log-file "$BASE/logs/$name.log" \
+            >"$BASE/logs/$name.out" 2>&1 </dev/null 9>&- &
+        echo $! >"$(pidfile "$name")"
+    done
+}
+
+wait_neutron_agents() {
+    STEP=neutron-agents
+    local name
+    for _ in $(seq 1 120); do
+        neutron_agents_alive >/dev/null && return 0
+        for name in $NEUTRON_DAEMONS; do
+            alive "$name" || die "$name exited; log tail:
+$(tail -n 30 "$BASE/logs/$name.log" "$BASE/logs/$name.out" 2>/dev/null)"
+        done
+        sleep 0.5
+    done
+    die "the OVS and DHCP agents of host $AGENT_HOST are not alive after 60 s:
+$(neutron_agents_alive)
+see $BASE/logs/neutron-{rpc,ovs-agent,dhcp-agent}.log"
+}
+
 start_services() {
     STEP=start
     local line name venv port mod threads envvar
@@ -574,23 +737,27 @@ stop it, or pick another port with CORRAL_STACK_PORT_*"
     curl -sf -o /dev/null --max-time 20 "http://127.0.0.1:$P_NEUTRON/v2.0/ports?device_id=x&fields=security_groups" ||
         die "neutron GET /v2.0/ports fails; log tail:
 $(tail -n 30 "$BASE/logs/neutron.log" 2>/dev/null)"
+    start_neutron_daemons neutron-rpc
     # conductor and scheduler are ready when their RPC servers consume their topic queues in our vhost
     STEP=rpc-ready
     local q ok
     for _ in $(seq 1 60); do
         ok=1
-        for q in conductor scheduler; do
+        # the agents' first calls are lost unless neutron-rpc-server consumes its topics
+        for q in conductor scheduler q-plugin q-reports-plugin; do
             rabbitmqctl -q list_queues -p "$VHOST" name consumers 2>/dev/null |
                 awk -v q="$q" '$1==q && $2>0 {f=1} END {exit !f}' || ok=0
         done
         [ $ok = 1 ] && break
-        for name in nova-conductor nova-scheduler; do
+        for name in nova-conductor nova-scheduler neutron-rpc; do
             alive "$name" || die "$name exited; log tail:
 $(tail -n 30 "$BASE/logs/$name.log" "$BASE/logs/$name.out" 2>/dev/null)"
         done
         sleep 1
     done
-    [ $ok = 1 ] || die "nova-conductor/nova-scheduler do not consume their queues in vhost $VHOST after 60 s; see $BASE/logs/nova-{conductor,scheduler}.log"
+    [ $ok = 1 ] || die "nova-conductor/nova-scheduler/neutron-rpc do not consume their queues in vhost $VHOST after 60 s; see $BASE/logs/{nova-conductor,nova-scheduler,neutron-rpc}.log"
+    start_neutron_daemons neutron-ovs-agent neutron-dhcp-agent
+    wait_neutron_agents
 }
 
 do_up() {
@@ -616,7 +783,8 @@ do_up() {
                 # keep running and reconnect (do_down would kill them)
                 log "configuration changed: restarting the stack's services"
                 STEP=restart
-                stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron
+                stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
+                stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron neutron-rpc
                 rm -f "$BASE/run/config.hash"
                 break
             fi
