@@ -180,6 +180,7 @@ class Hosts:
         self.stack, self.nova, self.placement, self.run_id = stack, nova, placement, run_id
         self.hosts = []
         self._primary = {}
+        self._named = {}
         self._seq = 0
 
     def name(self, kind, tag):
@@ -190,13 +191,14 @@ class Hosts:
         `conf` (corral only): extra nova.conf options, {section: {option: value}}."""
         return self.start_many(kind, 1, tag, conf)[0]
 
-    def start_many(self, kind, n, tag=None, conf=None):
+    def start_many(self, kind, n, tag=None, conf=None, name=None):
+        """`name` (n == 1 only): the host's exact name instead of one made from the run id."""
         hs = []
         kw = {"extra_conf": conf} if conf else {}
         for _ in range(n):
             self._seq += 1
             h = nh.HOST_CLASSES[kind](self.stack, self.nova, self.placement,
-                                      self.name(kind, tag or "h%d" % self._seq), **kw)
+                                      name or self.name(kind, tag or "h%d" % self._seq), **kw)
             self.hosts.append(h)
             hs.append(h)
         try:
@@ -221,6 +223,19 @@ class Hosts:
             pytest.fail(str(v), pytrace=False)
         return v
 
+    def named(self, kind, name, conf=None):
+        """The one host of `kind` called exactly `name` (e.g. the host the stack's Neutron
+        agents serve), started on first use and cached like primary()."""
+        if name not in self._named:
+            try:
+                self._named[name] = self.start_many(kind, 1, conf=conf, name=name)[0]
+            except pytest.fail.Exception as e:
+                self._named[name] = e
+        v = self._named[name]
+        if isinstance(v, BaseException):
+            pytest.fail(str(v), pytrace=False)
+        return v
+
     def teardown(self, *hs):
         """Servers first (through the API, while the host still runs), then the process
         (all of `hs` at once), then its service row (which removes the compute node,
@@ -229,6 +244,7 @@ class Hosts:
         errors = []
         for h in hs:
             self.hosts.remove(h)
+            self._named.pop(h.name, None)
             try:
                 delete_servers_on_host(self.nova, h.name, h if h.alive() else None)
             except Exception as e:  # noqa: BLE001 - teardown is best effort, but loud

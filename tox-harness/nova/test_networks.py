@@ -1,22 +1,25 @@
-"""Neutron ports through the real nova-api and the stack's real neutron API server.
+"""Neutron ports and the data path through the real nova-api and the stack's real Neutron.
 
-Both kinds run the failed binding scenario (the reference nova-compute is the oracle for
-what happens to the ports). The stack's neutron has ML2 with no mechanism driver and no agents (scripts/nova-stack.sh):
-every port bound to a host ends with binding:vif_type=binding_failed. That is the failed
-binding scenario: the build ends in ERROR with a readable PortBindingFailed fault, the port
-Nova made is deleted, the port the user passed is unbound and kept.
+The stack's Neutron runs ML2/openvswitch with an OVS and a DHCP agent whose `host` is
+stack.json's `neutron_agent_host` (scripts/nova-stack.sh). Ports bound to any other host
+end with binding:vif_type=binding_failed: the failed binding scenarios run on the
+primary hosts of both kinds (the reference nova-compute is the oracle for what happens to
+the ports): the build ends in ERROR with a readable PortBindingFailed fault, the port Nova
+made is deleted, the port the user passed is unbound and kept.
 
-The success path (a server on a network is ACTIVE with its addresses, delete removes the
-port Nova made) needs an Open vSwitch agent alive on the compute host's name so that ML2
-binds the port; without one it is skipped, naming what is missing. Neutron must also tell
-Nova when the agent brings the port up (`notify_nova_on_port_status_changes = True` and a
-`[nova]` section in neutron.conf), or the build waits `vif_plugging_timeout` (300 s) for
-`network-vif-plugged` and fails with VirtualInterfaceCreateException.
+The success path runs on a corral host named as the agents (`net_host`), skipped naming
+what is missing when no OVS agent is alive: ML2 binds its ports (vif_type ovs, the
+agents' integration bridge), corral plugs them, the agent wires them and Neutron tells
+Nova `network-vif-plugged`; the busybox image's udhcpc gets its address from the DHCP
+agent's dnsmasq, and the servers ping each other.
 
-Networks use 10.2xx.y.0/24 ranges unique to the run; nothing sends traffic.
+Networks use 10.2xx.y.0/24 ranges unique to the run; traffic goes only between the
+servers' own addresses on them.
 """
 
+import os
 import random
+import subprocess
 import time
 
 import pytest
@@ -96,11 +99,8 @@ def test_failed_binding_is_an_error_that_cleans_up(kind, hosts, nova, servers, n
 
 @pytest.mark.kinds("corral")
 def test_boot_on_a_network_lists_addresses_and_delete_removes_the_port(
-        kind, hosts, nova, servers, neutron, network):
-    host = hosts.primary(kind)
-    if not ovs_agent_on(neutron, host.name):
-        pytest.skip("no Open vSwitch agent alive for host %s in the stack: ML2 cannot bind ports "
-                    "(the stack runs the neutron API only)" % host.name)
+        kind, net_host, nova, servers, neutron, network):
+    host = net_host
     s = servers.boot(host, networks=[{"uuid": network["id"]}])
     ports = ports_of(neutron, s["id"])
     assert len(ports) == 1, ports
@@ -177,3 +177,152 @@ def test_network_changed_refreshes_the_addresses(kind, hosts, nova, servers, neu
     nova.delete("/servers/" + srv["id"], expect=204)
     nh.wait_gone(nova, srv["id"], host)
     assert neutron.get("/v2.0/ports/" + port["id"], expect=(200, 404)).status_code == 404
+
+
+# ----------------------------------------------------------------------------- the data path
+# Servers on the stack's tenant networks, on the corral host named as the stack's OVS and
+# DHCP agents (`neutron_agent_host` in stack.json): ML2 binds their ports (vif_type ovs),
+# the agents wire them, dnsmasq answers the image's udhcpc. Traffic goes only between the
+# servers' own addresses inside networks the test made.
+
+DHCP_TIMEOUT = 90
+
+
+@pytest.fixture
+def net_host(hosts, stack, neutron):
+    name = getattr(stack, "neutron_agent_host", None)
+    if not name:
+        pytest.skip("the stack names no host for its Neutron agents (stack.json neutron_agent_host)")
+    if not ovs_agent_on(neutron, name):
+        pytest.skip("no Open vSwitch agent alive for host %s in the stack" % name)
+    return hosts.named("corral", name)
+
+
+def inside(host, sid, script, timeout=30):
+    p = subprocess.run(["runc", "--root", host.runtime_root, "exec", sid, "sh", "-c", script],
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+def wait_port_active(neutron, port_id, timeout=60):
+    port = None
+    deadline = nh._now() + timeout
+    while nh._now() < deadline:
+        port = neutron.get("/v2.0/ports/" + port_id, expect=200).json()["port"]
+        if port["status"] == "ACTIVE":
+            return port
+        time.sleep(0.5)
+    raise AssertionError("port %s not ACTIVE after %d s: %s" % (port_id, timeout, port))
+
+
+def wait_dhcp(host, sid, dev, mac, ip, timeout=DHCP_TIMEOUT):
+    """`dev` inside the server has `mac` and, once udhcpc got its lease, `ip`/prefix."""
+    out = ""
+    deadline = nh._now() + timeout
+    while nh._now() < deadline:
+        rc, out = inside(host, sid, "cat /sys/class/net/%s/address; ip -4 -o addr show dev %s"
+                         % (dev, dev))
+        if rc == 0 and out.split("\n", 1)[0].strip() == mac.lower() and (" %s/" % ip) in out:
+            return out
+        time.sleep(1)
+    raise AssertionError("%s of %s never had %s and %s by DHCP within %d s: %r\n%s" % (
+        dev, sid, mac, ip, timeout, out, host.log_excerpt()))
+
+
+def pings(host, sid, ip, timeout=30):
+    """True once one ping from server `sid` to `ip` is answered within `timeout`."""
+    deadline = nh._now() + timeout
+    while nh._now() < deadline:
+        rc, _ = inside(host, sid, "ping -c 1 -W 1 %s" % ip)
+        if rc == 0:
+            return True
+    return False
+
+
+def never_pings(host, sid, ip, tries=4):
+    return all(inside(host, sid, "ping -c 1 -W 1 %s" % ip)[0] != 0 for _ in range(tries))
+
+
+def boot_on(servers, nova, host, n, **kw):
+    made = [servers.create(host=host, **kw) for _ in range(n)]
+    return [nh.wait_server(nova, s["id"], "ACTIVE", host, what="boot on a network") for s in made]
+
+
+def addressed(neutron, network, s):
+    """(port, ip) of the server's one port on `network`, checked against its addresses."""
+    ports = ports_of(neutron, s["id"])
+    assert len(ports) == 1, ports
+    port = wait_port_active(neutron, ports[0]["id"])
+    ip = port["fixed_ips"][0]["ip_address"]
+    addrs = s["addresses"].get(network["name"])
+    assert addrs and addrs[0]["addr"] == ip, s["addresses"]
+    assert addrs[0]["OS-EXT-IPS-MAC:mac_addr"] == port["mac_address"], addrs
+    return port, ip
+
+
+@pytest.mark.kinds("corral")
+def test_two_servers_on_a_network_get_their_addresses_by_dhcp_and_ping_each_other(
+        kind, net_host, nova, servers, neutron, network):
+    a, b = boot_on(servers, nova, net_host, 2, networks=[{"uuid": network["id"]}])
+    (pa, ipa), (pb, ipb) = addressed(neutron, network, a), addressed(neutron, network, b)
+    assert pa["binding:vif_type"] == "ovs", pa
+    wait_dhcp(net_host, a["id"], "eth0", pa["mac_address"], ipa)
+    wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+    assert pings(net_host, a["id"], ipb), "%s cannot ping %s\n%s" % (a["id"], ipb, net_host.log_excerpt())
+    assert pings(net_host, b["id"], ipa), "%s cannot ping %s" % (b["id"], ipa)
+
+
+def host_devices(port_id):
+    """The host's devices named after `port_id` (tap, qbr, qvb, qvo)."""
+    short = port_id[:11]
+    p = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    return [line.split(":")[1].strip().split("@")[0] for line in p.stdout.splitlines()
+            if short in line.split(":")[1]]
+
+
+def ovs_ports_of(port_id):
+    """OVS interfaces whose external_ids:iface-id is `port_id`."""
+    p = subprocess.run(["ovs-vsctl", "--bare", "--columns=name", "find", "Interface",
+                        "external_ids:iface-id=%s" % port_id], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def processes_naming(word):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if word in cmd and "pytest" not in cmd:
+            found.append("%s: %s" % (pid, cmd.replace("\0", " ")))
+    return found
+
+
+@pytest.mark.kinds("corral")
+def test_delete_leaves_no_device_and_frees_the_ports(kind, net_host, nova, servers, neutron, network):
+    user = neutron.post("/v2.0/ports", {"port": {"network_id": network["id"], "project_id": "admin",
+                                                 "name": "corral-user-port"}},
+                        expect=201).json()["port"]
+    (s,) = boot_on(servers, nova, net_host, 1, networks=[{"uuid": network["id"]}, {"port": user["id"]}])
+    ports = ports_of(neutron, s["id"])
+    assert {p["id"] for p in ports} >= {user["id"]} and len(ports) == 2, ports
+    made = [p["id"] for p in ports if p["id"] != user["id"]][0]
+    for pid in (made, user["id"]):
+        wait_port_active(neutron, pid)
+        assert host_devices(pid), "no host device for port %s" % pid
+        assert ovs_ports_of(pid), "no OVS port for port %s" % pid
+    nova.delete("/servers/" + s["id"], expect=204)
+    nh.wait_gone(nova, s["id"], net_host)
+    for pid in (made, user["id"]):
+        assert host_devices(pid) == [], host_devices(pid)
+        assert ovs_ports_of(pid) == [], ovs_ports_of(pid)
+    assert net_host.container_state(s["id"]) is None
+    assert processes_naming(s["id"]) == [], processes_naming(s["id"])
+    assert not [n for n in os.listdir("/run/netns") if s["id"][:8] in n] if os.path.isdir("/run/netns") else True
+    assert neutron.get("/v2.0/ports/" + made, expect=(200, 404)).status_code == 404
+    kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
+    assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
