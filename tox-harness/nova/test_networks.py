@@ -326,3 +326,45 @@ def test_delete_leaves_no_device_and_frees_the_ports(kind, net_host, nova, serve
     assert neutron.get("/v2.0/ports/" + made, expect=(200, 404)).status_code == 404
     kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
     assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
+
+
+def act(nova, host, sid, body, status, what):
+    nova.action(sid, body)
+    return nh.wait_server(nova, sid, status, host, what=what)
+
+
+@pytest.mark.kinds("corral")
+def test_stop_start_reboot_and_a_daemon_restart_keep_the_address(
+        kind, net_host, nova, servers, neutron, network):
+    a, b = boot_on(servers, nova, net_host, 2, networks=[{"uuid": network["id"]}])
+    (pa, ipa), (pb, ipb) = addressed(neutron, network, a), addressed(neutron, network, b)
+    wait_dhcp(net_host, a["id"], "eth0", pa["mac_address"], ipa)
+    wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+    assert pings(net_host, a["id"], ipb), "no ping before the transitions"
+
+    def reachable(what):
+        s = nova.server(b["id"])
+        assert s["addresses"][network["name"]][0]["addr"] == ipb, (what, s["addresses"])
+        wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+        assert pings(net_host, a["id"], ipb), "%s: %s no longer answers\n%s" % (
+            what, ipb, net_host.log_excerpt())
+        assert pings(net_host, b["id"], ipa), "%s: %s cannot reach %s" % (what, ipb, ipa)
+
+    act(nova, net_host, b["id"], {"os-stop": None}, "SHUTOFF", "stop")
+    assert never_pings(net_host, a["id"], ipb, tries=2), "a stopped server answers"
+    act(nova, net_host, b["id"], {"os-start": None}, "ACTIVE", "start")
+    reachable("stop/start")
+    act(nova, net_host, b["id"], {"reboot": {"type": "SOFT"}}, "ACTIVE", "soft reboot")
+    reachable("soft reboot")
+    act(nova, net_host, b["id"], {"reboot": {"type": "HARD"}}, "ACTIVE", "hard reboot")
+    reachable("hard reboot")
+    net_host.stop()
+    net_host.start()
+    try:
+        net_host.wait_ready()
+    except nh.HostStartError as e:
+        pytest.fail("after a restart: %s" % e, pytrace=False)
+    nh.wait_server(nova, b["id"], "ACTIVE", net_host, what="after the daemon restart")
+    reachable("daemon restart")
+    assert [p["id"] for p in ports_of(neutron, b["id"])] == [pb["id"]]
+    assert wait_port_active(neutron, pb["id"])["binding:host_id"] == net_host.name
