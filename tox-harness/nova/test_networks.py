@@ -36,6 +36,16 @@ def neutron(stack):
 @pytest.fixture
 def network(neutron, run_id):
     """A network of project `admin` (nova-api's noauth project) with one IPv4 subnet."""
+    yield from make_network(neutron, run_id)
+
+
+@pytest.fixture
+def network2(neutron, run_id):
+    """A second such network."""
+    yield from make_network(neutron, run_id)
+
+
+def make_network(neutron, run_id):
     name = "corral-net-%s-%d" % (run_id, random.randrange(1 << 16))
     net = neutron.post("/v2.0/networks", {"network": {"name": name, "project_id": "admin"}},
                        expect=201).json()["network"]
@@ -368,3 +378,63 @@ def test_stop_start_reboot_and_a_daemon_restart_keep_the_address(
     reachable("daemon restart")
     assert [p["id"] for p in ports_of(neutron, b["id"])] == [pb["id"]]
     assert wait_port_active(neutron, pb["id"])["binding:host_id"] == net_host.name
+
+
+def interfaces(nova, sid):
+    return nova.get("/servers/%s/os-interface" % sid, expect=200).json()["interfaceAttachments"]
+
+
+@pytest.mark.kinds("corral")
+def test_attach_and_detach_a_port_on_a_second_network(
+        kind, net_host, nova, servers, neutron, network, network2):
+    (s,) = boot_on(servers, nova, net_host, 1, networks=[{"uuid": network["id"]}])
+    p0, ip0 = addressed(neutron, network, s)
+    wait_dhcp(net_host, s["id"], "eth0", p0["mac_address"], ip0)
+    att = nova.post("/servers/%s/os-interface" % s["id"],
+                    {"interfaceAttachment": {"net_id": network2["id"]}}, expect=200).json()
+    att = att["interfaceAttachment"]
+    port = wait_port_active(neutron, att["port_id"])
+    ip1 = port["fixed_ips"][0]["ip_address"]
+    assert port["device_id"] == s["id"] and port["binding:host_id"] == net_host.name, port
+    assert att["mac_addr"] == port["mac_address"], att
+    assert sorted(i["port_id"] for i in interfaces(nova, s["id"])) == sorted([p0["id"], port["id"]])
+    addrs = nova.server(s["id"])["addresses"].get(network2["name"])
+    assert addrs and addrs[0]["addr"] == ip1, nova.server(s["id"])["addresses"]
+    # the image runs udhcpc only on the interfaces it boots with: ask for eth1's lease here
+    rc, out = inside(net_host, s["id"], "udhcpc -n -q -i eth1 -t 10 -T 1 "
+                     "-s /usr/share/udhcpc/default.script", timeout=60)
+    assert rc == 0, out
+    wait_dhcp(net_host, s["id"], "eth1", port["mac_address"], ip1)
+    assert host_devices(port["id"]) and ovs_ports_of(port["id"])
+
+    nova.delete("/servers/%s/os-interface/%s" % (s["id"], port["id"]), expect=202)
+    deadline = nh._now() + 60
+    while nh._now() < deadline:
+        rc, out = inside(net_host, s["id"], "test -e /sys/class/net/eth1 && echo present || echo gone")
+        if out.strip() == "gone" and [i["port_id"] for i in interfaces(nova, s["id"])] == [p0["id"]]:
+            break
+        time.sleep(0.5)
+    assert out.strip() == "gone", out
+    assert [i["port_id"] for i in interfaces(nova, s["id"])] == [p0["id"]]
+    assert network2["name"] not in nova.server(s["id"])["addresses"]
+    assert neutron.get("/v2.0/ports/" + port["id"], expect=(200, 404)).status_code == 404
+    assert host_devices(port["id"]) == [] and ovs_ports_of(port["id"]) == []
+    # a port the user made: attached, then detached unbound and kept
+    user = neutron.post("/v2.0/ports", {"port": {"network_id": network2["id"], "project_id": "admin"}},
+                        expect=201).json()["port"]
+    nova.post("/servers/%s/os-interface" % s["id"],
+              {"interfaceAttachment": {"port_id": user["id"]}}, expect=200)
+    wait_port_active(neutron, user["id"])
+    rc, out = inside(net_host, s["id"], "cat /sys/class/net/eth1/address")
+    assert (rc, out.strip()) == (0, user["mac_address"]), out
+    nova.delete("/servers/%s/os-interface/%s" % (s["id"], user["id"]), expect=202)
+    kept = None
+    deadline = nh._now() + 60
+    while nh._now() < deadline:
+        kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
+        if kept["device_id"] == "" and not kept.get("binding:host_id"):
+            break
+        time.sleep(0.5)
+    assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
+    assert [i["port_id"] for i in interfaces(nova, s["id"])] == [p0["id"]]
+    assert ovs_ports_of(user["id"]) == []
