@@ -438,3 +438,38 @@ def test_attach_and_detach_a_port_on_a_second_network(
     assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
     assert [i["port_id"] for i in interfaces(nova, s["id"])] == [p0["id"]]
     assert ovs_ports_of(user["id"]) == []
+
+
+@pytest.fixture
+def bare_group(neutron, run_id):
+    """A security group of project `admin` with Neutron's default rules only (egress)."""
+    sg = neutron.post("/v2.0/security-groups", {"security_group": {
+        "name": "corral-sg-%s-%d" % (run_id, random.randrange(1 << 16)), "project_id": "admin"}},
+        expect=201).json()["security_group"]
+    yield sg
+    # its servers go first (the servers fixture, torn down after this one: wait for them)
+    deadline = nh._now() + 120
+    while nh._now() < deadline:
+        r = neutron.delete("/v2.0/security-groups/" + sg["id"], expect=(204, 404, 409))
+        if r.status_code != 409:
+            return
+        for p in neutron.get("/v2.0/ports?security_groups=" + sg["id"], expect=200).json()["ports"]:
+            neutron.put("/v2.0/ports/" + p["id"], {"port": {"security_groups": []}}, expect=(200, 404))
+        time.sleep(1)
+
+
+@pytest.mark.kinds("corral")
+def test_a_security_group_without_icmp_blocks_the_ping_until_a_rule_allows_it(
+        kind, net_host, nova, servers, neutron, network, bare_group):
+    (a,) = boot_on(servers, nova, net_host, 1, networks=[{"uuid": network["id"]}])
+    (b,) = boot_on(servers, nova, net_host, 1, networks=[{"uuid": network["id"]}],
+                   security_groups=[{"name": bare_group["name"]}])
+    (pa, ipa), (pb, ipb) = addressed(neutron, network, a), addressed(neutron, network, b)
+    assert pb["security_groups"] == [bare_group["id"]], pb
+    wait_dhcp(net_host, a["id"], "eth0", pa["mac_address"], ipa)
+    wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+    assert never_pings(net_host, a["id"], ipb), "%s answers a ping its security group does not allow" % ipb
+    neutron.post("/v2.0/security-group-rules", {"security_group_rule": {
+        "security_group_id": bare_group["id"], "direction": "ingress", "ethertype": "IPv4",
+        "protocol": "icmp", "project_id": "admin"}}, expect=201)
+    assert pings(net_host, a["id"], ipb), "%s still does not answer after the ICMP rule" % ipb
