@@ -17,8 +17,10 @@ Networks use 10.2xx.y.0/24 ranges unique to the run; traffic goes only between t
 servers' own addresses on them.
 """
 
+import contextlib
 import os
 import random
+import signal
 import subprocess
 import time
 
@@ -473,3 +475,59 @@ def test_a_security_group_without_icmp_blocks_the_ping_until_a_rule_allows_it(
         "security_group_id": bare_group["id"], "direction": "ingress", "ethertype": "IPv4",
         "protocol": "icmp", "project_id": "admin"}}, expect=201)
     assert pings(net_host, a["id"], ipb), "%s still does not answer after the ICMP rule" % ipb
+
+
+@contextlib.contextmanager
+def paused_ovs_agent(stack):
+    """SIGSTOP for the stack's OVS agent (its pidfile under run/): ports stay bound (the
+    agent is still alive in Neutron's eyes for agent_down_time) but none goes ACTIVE, so
+    Neutron sends no network-vif-plugged. SIGCONT at the end, whatever happens."""
+    pidfile = os.path.join(stack.run, "neutron-ovs-agent.pid")
+    try:
+        pid = int(open(pidfile).read())
+        cmd = open("/proc/%d/cmdline" % pid, "rb").read().decode(errors="replace")
+    except (OSError, ValueError):
+        pytest.skip("the stack's OVS agent does not run (no %s)" % pidfile)
+    if stack.base not in cmd:
+        pytest.skip("pid %d of %s is not this stack's OVS agent" % (pid, pidfile))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def restart_with(host, conf):
+    host.stop()
+    host.extra_conf = conf
+    host.start()
+    try:
+        host.wait_ready()
+    except nh.HostStartError as e:
+        pytest.fail("restarting %s: %s" % (host.name, e), pytrace=False)
+
+
+@pytest.mark.kinds("corral")
+def test_no_vif_plugged_in_time_is_an_error_that_leaves_nothing(
+        kind, net_host, nova, servers, neutron, network):
+    conf = dict(net_host.extra_conf)
+    restart_with(net_host, {"DEFAULT": {"vif_plugging_timeout": "8", "vif_plugging_is_fatal": "true"}})
+    try:
+        user = neutron.post("/v2.0/ports", {"port": {"network_id": network["id"],
+                                                     "project_id": "admin"}},
+                            expect=201).json()["port"]
+        with paused_ovs_agent(net_host.stack):
+            s = servers.create(host=net_host, networks=[{"uuid": network["id"]}, {"port": user["id"]}])
+            s = nh.wait_server(nova, s["id"], "ERROR", net_host, what="boot with no network-vif-plugged")
+            ports = ports_of(neutron, s["id"])
+        fault = s.get("fault") or {}
+        assert fault.get("message") == "Virtual Interface creation failed", nh.describe_server(s)
+        assert fault.get("details", "").startswith("VirtualInterfaceCreateException: "), fault
+        assert ports == [], ports
+        kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
+        assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
+        assert host_devices(user["id"]) == [] and ovs_ports_of(user["id"]) == []
+        assert net_host.container_state(s["id"]) is None
+        assert s["addresses"] == {}, s["addresses"]
+    finally:
+        restart_with(net_host, conf)
