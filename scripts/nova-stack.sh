@@ -103,7 +103,7 @@ alive() {
         case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$BASE"/*) true ;; *) false ;; esac
 }
 
-# SIGTERM every named process at once, wait up to 30 s for all, then SIGKILL the rest
+# SIGTERM every named process at once, wait up to $STOP_GRACE s (30) for all, then SIGKILL the rest
 stop_pidfiles() { # names...
     local n pid pids=() names=()
     for n in "$@"; do
@@ -116,7 +116,7 @@ stop_pidfiles() { # names...
         rm -f "$(pidfile "$n")" "$BASE/run/$n.session"
     done
     local i left
-    for _ in $(seq 1 150); do
+    for _ in $(seq 1 $((${STOP_GRACE:-30} * 5))); do
         left=0
         for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
         [ $left = 0 ] && break
@@ -159,7 +159,8 @@ do_down() {
         [ -e "$f" ] && hosts+=("$(basename "$f" .pid)")
     done
     [ ${#hosts[@]} -eq 0 ] || stop_pidfiles "${hosts[@]}"
-    stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
+    # the OVS agent ignores SIGTERM for 30 s and more; what it leaves, neutron_net_cleanup removes
+    STOP_GRACE=3 stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
     stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron neutron-rpc
     neutron_net_cleanup
     rm -f "$BASE/run/config.hash"
@@ -170,6 +171,10 @@ do_down() {
 # namespaces (one dhcp dir per network) and the stack's OVS bridges with every port on them.
 neutron_net_cleanup() {
     local dhcp=$BASE/state/neutron/dhcp pid d ns
+    # the agents' privsep daemons outlive a killed agent
+    for pid in $(pgrep -f "^$BASE/venv-neutron/bin/python3? $BASE/venv-neutron/bin/privsep-helper " 2>/dev/null); do
+        kill "$pid" 2>/dev/null && echo "nova-stack: stopped privsep-helper (pid $pid)"
+    done
     for pid in $(pgrep -x dnsmasq 2>/dev/null); do
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dhcp/" || continue
         kill "$pid" 2>/dev/null && echo "nova-stack: stopped dnsmasq (pid $pid)"
@@ -648,14 +653,17 @@ db_sync() {
 }
 
 # prints the agents of $AGENT_HOST; true when the OVS and the DHCP agent are both alive
-neutron_agents_alive() {
+# (and, given a UTC "YYYY-MM-DD HH:MM:SS", (re)started since then: the rows of agents
+# that were just stopped stay "alive" for agent_down_time)
+neutron_agents_alive() { # [since]
     curl -sf --max-time 10 "http://127.0.0.1:$P_NEUTRON/v2.0/agents?host=$AGENT_HOST" | "$PY" -c '
 import json, sys
+since = sys.argv[1] if len(sys.argv) > 1 else ""
 agents = json.load(sys.stdin)["agents"]
-alive = {a["agent_type"] for a in agents if a["alive"]}
+alive = {a["agent_type"] for a in agents if a["alive"] and a["started_at"] >= since}
 for a in agents:
     print("%-15s %s on %s: %s" % ("agent", a["agent_type"], a["host"], "alive" if a["alive"] else "DOWN"))
-sys.exit(not {"Open vSwitch agent", "DHCP agent"} <= alive)'
+sys.exit(not {"Open vSwitch agent", "DHCP agent"} <= alive)' "$@"
 }
 
 start_neutron_daemons() { # names...
@@ -681,11 +689,14 @@ start_neutron_daemons() { # names...
     done
 }
 
-wait_neutron_agents() {
+wait_neutron_agents() { # since
     STEP=neutron-agents
     local name
     for _ in $(seq 1 120); do
-        neutron_agents_alive >/dev/null && return 0
+        if neutron_agents_alive "$1" >/dev/null; then
+            log "neutron agents alive on host $AGENT_HOST"
+            return 0
+        fi
         for name in $NEUTRON_DAEMONS; do
             alive "$name" || die "$name exited; log tail:
 $(tail -n 30 "$BASE/logs/$name.log" "$BASE/logs/$name.out" 2>/dev/null)"
@@ -756,8 +767,11 @@ $(tail -n 30 "$BASE/logs/$name.log" "$BASE/logs/$name.out" 2>/dev/null)"
         sleep 1
     done
     [ $ok = 1 ] || die "nova-conductor/nova-scheduler/neutron-rpc do not consume their queues in vhost $VHOST after 60 s; see $BASE/logs/{nova-conductor,nova-scheduler,neutron-rpc}.log"
+    log "services answer; starting the neutron agents"
+    local since=""
+    alive neutron-ovs-agent && alive neutron-dhcp-agent || since=$(date -u -d '-2 seconds' '+%F %T')
     start_neutron_daemons neutron-ovs-agent neutron-dhcp-agent
-    wait_neutron_agents
+    wait_neutron_agents "$since"
 }
 
 do_up() {
@@ -783,7 +797,8 @@ do_up() {
                 # keep running and reconnect (do_down would kill them)
                 log "configuration changed: restarting the stack's services"
                 STEP=restart
-                stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
+                # the OVS agent ignores SIGTERM for 30 s and more; what it leaves, neutron_net_cleanup removes
+    STOP_GRACE=3 stop_pidfiles neutron-dhcp-agent neutron-ovs-agent
                 stop_pidfiles nova-scheduler nova-conductor nova-api placement glance neutron neutron-rpc
                 rm -f "$BASE/run/config.hash"
                 break

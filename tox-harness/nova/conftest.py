@@ -180,19 +180,30 @@ class Hosts:
         self.stack, self.nova, self.placement, self.run_id = stack, nova, placement, run_id
         self.hosts = []
         self._primary = {}
-        self._named = {}
         self._seq = 0
 
     def name(self, kind, tag):
         return "%s%s-%s" % (nh.HOST_PREFIX[kind], self.run_id, tag)
 
-    def start(self, kind, tag=None, conf=None):
+    def start(self, kind, tag=None, conf=None, name=None):
         """Starts one host and waits until it is up and schedulable; pytest.fail otherwise.
-        `conf` (corral only): extra nova.conf options, {section: {option: value}}."""
-        return self.start_many(kind, 1, tag, conf)[0]
+        `conf` (corral only): extra nova.conf options, {section: {option: value}}.
+        `name`: the host name as it is (default: a name made of the kind, run id and tag)."""
+        return self.start_many(kind, 1, tag, conf, name=name)[0]
+
+    def start_neutron_host(self, kind="corral", conf=None):
+        """The host whose ports Neutron binds: named as the stack's OVS and DHCP agents
+        (stack.json `neutron_agent_host`), so ports bound to it get vif_type ovs on the
+        stack's integration bridge (`br_int`). One such host at a time."""
+        name = getattr(self.stack, "neutron_agent_host", None)
+        if not name:
+            pytest.fail("the stack runs no Neutron agents (stack.json has no neutron_agent_host)", pytrace=False)
+        if any(h.name == name for h in self.hosts):
+            pytest.fail("a host named %s already runs in this session" % name, pytrace=False)
+        return self.start(kind, conf=conf, name=name)
 
     def start_many(self, kind, n, tag=None, conf=None, name=None):
-        """`name` (n == 1 only): the host's exact name instead of one made from the run id."""
+        assert name is None or n == 1, "one host per name"
         hs = []
         kw = {"extra_conf": conf} if conf else {}
         for _ in range(n):
@@ -223,19 +234,6 @@ class Hosts:
             pytest.fail(str(v), pytrace=False)
         return v
 
-    def named(self, kind, name, conf=None):
-        """The one host of `kind` called exactly `name` (e.g. the host the stack's Neutron
-        agents serve), started on first use and cached like primary()."""
-        if name not in self._named:
-            try:
-                self._named[name] = self.start_many(kind, 1, conf=conf, name=name)[0]
-            except pytest.fail.Exception as e:
-                self._named[name] = e
-        v = self._named[name]
-        if isinstance(v, BaseException):
-            pytest.fail(str(v), pytrace=False)
-        return v
-
     def teardown(self, *hs):
         """Servers first (through the API, while the host still runs), then the process
         (all of `hs` at once), then its service row (which removes the compute node,
@@ -244,7 +242,6 @@ class Hosts:
         errors = []
         for h in hs:
             self.hosts.remove(h)
-            self._named.pop(h.name, None)
             try:
                 delete_servers_on_host(self.nova, h.name, h if h.alive() else None)
             except Exception as e:  # noqa: BLE001 - teardown is best effort, but loud

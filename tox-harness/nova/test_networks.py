@@ -207,7 +207,9 @@ def net_host(hosts, stack, neutron):
         pytest.skip("the stack names no host for its Neutron agents (stack.json neutron_agent_host)")
     if not ovs_agent_on(neutron, name):
         pytest.skip("no Open vSwitch agent alive for host %s in the stack" % name)
-    return hosts.named("corral", name)
+    h = hosts.start_neutron_host("corral")
+    yield h
+    hosts.teardown(h)
 
 
 def inside(host, sid, script, timeout=30):
