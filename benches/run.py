@@ -18,6 +18,10 @@ Figures (see docs/performance.md for the method and the goals):
   floor      bare `runc create/start/delete --force` of a corral bundle; crun where it works
   lxd        standalone corral daemon vs LXD (dir pool): launch, launch+delete,
              start/stop, exec, 20 launches sequential and 4 at a time, RSS, helpers
+  portboot   POST /servers -> ACTIVE with one port on a Neutron network, on a host named as
+             the stack's Neutron agents (ML2 binds the port as ovs): corral (plugs it, waits
+             for network-vif-plugged) vs nova-compute's fake driver (plugs nothing, waits
+             for nothing); report only
   vifplug    the compute-side cost of plugging (and unplugging) one virtual interface:
              Linux bridge, OVS and os-vif's hybrid plug (examples/vif_plug.rs; OVS kinds
              where ovsdb answers)
@@ -88,12 +92,12 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SIZES = {
     "full": dict(startup=5, boots=20, lifecycle=5, burst=50, burst_runs=2,
                  density=[100, 250, 500], density_batch=50, periodic_interval=15, cpu_window_intervals=2,
-                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50),
+                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50, portboot=10),
     "short": dict(startup=1, boots=2, lifecycle=1, burst=5, burst_runs=1,
                   density=[10], density_batch=10, periodic_interval=5, cpu_window_intervals=2,
-                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5),
+                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5, portboot=2),
 }
-FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug"]
+FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug", "portboot"]
 MIN_FREE_BYTES = 2 << 30
 
 
@@ -496,9 +500,9 @@ class Stack(stacklib.Stack):
         r.raise_for_status()
         return r.json()["server"]
 
-    def boot(self, name, host, flavor, image, count=1):
+    def boot(self, name, host, flavor, image, count=1, networks="none"):
         body = {"server": {"name": name, "imageRef": image, "flavorRef": flavor,
-                           "networks": "none", "host": host}}
+                           "networks": networks, "host": host}}
         if count > 1:
             body["server"]["min_count"] = count
             body["server"]["max_count"] = count
@@ -1534,6 +1538,57 @@ class Bench:
             R[f"vifplug_{kind}_unplug_s"] = summary(data[kind]["unplug_s"])
             log(f"vif plug {kind}: median {R[f'vifplug_{kind}_plug_s'].get('median', 0) * 1000:.1f} ms")
 
+    def fig_portboot(self):
+        """POST /servers -> ACTIVE with one port, corral vs the reference nova-compute.
+
+        Only a host named as the stack's OVS and DHCP agents (stack.json
+        `neutron_agent_host`) gets its ports bound (vif_type ovs), and only one such host
+        can run at a time: each kind boots its servers in turn on a host of that name, made
+        for this figure and removed after it. corral plugs the port into the agents'
+        bridge and starts the container once Neutron reports network-vif-plugged; the
+        fake driver plugs nothing and waits for nothing, so the figure is what a real
+        port costs corral next to nova-compute's bookkeeping alone. Report only."""
+        st = self.ensure_stack()
+        name = getattr(st, "neutron_agent_host", None)
+        if not name:
+            raise RuntimeError("the stack runs no Neutron agents (stack.json has no neutron_agent_host)")
+        neutron = requests.Session()
+        neutron.headers.update({"Accept": "application/json", "X-Auth-Token": "admin"})
+        nurl = st.neutron_url.rstrip("/")
+        r = neutron.post(f"{nurl}/v2.0/networks", json={"network": {
+            "name": f"{self.tag}-net", "project_id": "admin"}}, timeout=60)
+        r.raise_for_status()
+        net = r.json()["network"]["id"]
+
+        def drop_network():
+            ports = neutron.get(f"{nurl}/v2.0/ports", params={"network_id": net}, timeout=60)
+            for p in ports.json().get("ports", []) if ports.ok else []:
+                neutron.delete(f"{nurl}/v2.0/ports/{p['id']}", timeout=60)
+            neutron.delete(f"{nurl}/v2.0/networks/{net}", timeout=60)
+        CLEANUP.push(f"network {net}", drop_network)
+        r = neutron.post(f"{nurl}/v2.0/subnets", json={"subnet": {
+            "network_id": net, "cidr": "10.239.%d.0/24" % (os.getpid() % 256), "ip_version": 4,
+            "project_id": "admin"}}, timeout=60)
+        r.raise_for_status()
+        R = self.results
+        for kind in ("corral", "reference"):
+            h = Host(st, kind, name, self.work)
+            h.start()
+            h.wait_ready()
+            took = []
+            for i in range(self.sz["portboot"] + 1):  # the first one warms the image cache
+                t0 = time.monotonic()
+                sid = st.boot(f"{self.tag}-pb{i}-{kind}", name, self.flavor, self.image,
+                              networks=[{"uuid": net}])
+                t1 = st.wait_status(sid, "ACTIVE", 180)
+                if i:
+                    took.append(t1 - t0)
+                self.delete_servers([sid], 120)
+            CLEANUP.run_now(f"host {h.name}")
+            R[f"portboot_{kind}_s"] = summary(took)
+            log(f"boot with a port, {kind}: median {R[f'portboot_{kind}_s'].get('median', 0):.3f} s")
+        R["ratio_portboot"] = ratio(R["portboot_corral_s"], R["portboot_reference_s"])
+
     # ------------------------------------------------------------------ 8. standalone vs LXD
 
     def lxd(self):
@@ -1825,6 +1880,7 @@ class Bench:
         self.figure("floor", self.fig_floor)
         self.figure("lxd", self.fig_lxd)
         self.figure("vifplug", self.fig_vifplug)
+        self.figure("portboot", self.fig_portboot)
         self.goals()
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
         self.save()

@@ -255,7 +255,10 @@ impl Manager {
         }
     }
 
-    /// The info cache rebuilt from Neutron, `without` a deleted port.
+    /// The info cache rebuilt from Neutron, `without` a deleted port. Run
+    /// under the instance's lock; the conductor's copy comes first: the
+    /// event's instance was read before any attach that just finished, and
+    /// its copy would lose which ports the user passed (`preserve_on_delete`).
     async fn refresh_nw_info(
         &self,
         ctx: &Context,
@@ -266,7 +269,10 @@ impl Manager {
         let Some(net) = &self.network else {
             return;
         };
-        let cached = self.cached_nw_info(ctx, uuid, instance).await;
+        let mut cached = self.stored_nw_info(ctx, uuid).await;
+        if cached.0.is_empty() {
+            cached = self.cached_nw_info(ctx, uuid, instance).await;
+        }
         let info = net
             .nw_info(uuid, &port_ids(&cached), &preserved_ids(&cached))
             .await;

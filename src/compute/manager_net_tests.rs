@@ -598,6 +598,38 @@ async fn a_user_port_detached_is_unbound_and_kept() {
 }
 
 #[tokio::test]
+async fn a_user_port_attached_stays_the_users_through_a_network_changed_event() {
+    let neutron = FakeNeutron::binding("ovs").with_user_port();
+    let n = net_manager(neutron.clone(), "");
+    let call = attach_call(None, Some(USER_PORT));
+    let uuid = uuid_of(&call);
+    n.m.call(ctx(), call).await.unwrap();
+    // Neutron's network-changed for the binding: its instance was read
+    // before the attach, with no interface in its info cache
+    let event = captured_edit("20-external_instance_event.json", |a| {
+        let inst = &mut a["instances"][0]["nova_object.data"];
+        inst["uuid"] = json!(uuid);
+        inst["info_cache"] = json!({"nova_object.name": "InstanceInfoCache",
+            "nova_object.namespace": "nova", "nova_object.version": "1.5",
+            "nova_object.data": {"network_info": "[]"}});
+        a["events"] = json!([{"nova_object.name": "InstanceExternalEvent",
+            "nova_object.namespace": "nova", "nova_object.version": "1.5",
+            "nova_object.data": {"instance_uuid": uuid, "name": "network-changed",
+                "status": "completed", "tag": USER_PORT}}]);
+    });
+    n.m.cast(ctx(), event).await;
+    let saved = caches(&n.conductor);
+    assert_eq!(saved.len(), 2, "{saved:?}");
+    let vifs: Value = serde_json::from_str(&saved[1]).unwrap();
+    assert_eq!(vifs[0]["id"], json!(USER_PORT));
+    assert_eq!(vifs[0]["preserve_on_delete"], json!(true), "{vifs}");
+    // detached: unbound and kept, as the user passed it
+    n.m.cast(ctx(), detach_call(USER_PORT, json!([]))).await;
+    assert!(neutron.port(USER_PORT).is_some());
+    assert_eq!(neutron.port(USER_PORT).unwrap()["device_id"], json!(""));
+}
+
+#[tokio::test]
 async fn a_deleted_port_event_detaches_and_unknown_instances_are_ignored() {
     let n = net_manager(FakeNeutron::binding("ovs"), "");
     let port = "bbbbbbbb-0000-4000-8000-000000000001";

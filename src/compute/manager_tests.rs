@@ -353,6 +353,16 @@ impl super::ConductorApi for FakeConductor {
             );
             return Ok(list.to_primitive());
         }
+        if (objname, objmethod) == ("InstanceInfoCache", "get_by_instance_uuid") {
+            // the last info cache saved (tests hold one instance)
+            let saved = self.log().into_iter().rev().find_map(|e| {
+                let ok = e["object"] == "InstanceInfoCache" && e["op"] == "save";
+                ok.then(|| e["fields"]["network_info"].clone())
+            });
+            if let Some(text) = saved {
+                return Ok(json!({"nova_object.data": {"network_info": text}}));
+            }
+        }
         Ok(Value::Null)
     }
     async fn object_action(
