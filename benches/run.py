@@ -1397,8 +1397,12 @@ class Bench:
         os.makedirs(d, exist_ok=True)
         conf = os.path.join(d, "corral.conf")
         rroot = os.path.join(RUN_BASE, f"{self.tag}-sa", "runc")
+        # No default network: the floor is bare runc, which plugs nothing, and a bridge
+        # named corralbr0 made here would outlive this run's state directory and be
+        # refused (as a name in use) by the next run's daemon.
         with open(conf, "w") as f:
-            f.write(f"[corral]\nruntime_root = {rroot}\ncgroup_parent = {SA_CGROUP_PARENT}\n")
+            f.write(f"[corral]\nruntime_root = {rroot}\ncgroup_parent = {SA_CGROUP_PARENT}\n"
+                    "default_network = none\n")
         sock = os.path.join(d, "corral.sock")
         logf = open(os.path.join(d, "daemon.log"), "ab")
         p = subprocess.Popen([BIN, "daemon", "--config-file", conf, "--state-dir", os.path.join(d, "state"),
