@@ -10,7 +10,9 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use corral::netdev::{self, Switch, Vif};
+use corral::driver::vif::to_netdev;
+use corral::driver::{VifPlug, VifSpec};
+use corral::netdev;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -75,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut kinds = vec![(
         "bridge",
-        Switch::Bridge {
+        VifPlug::Bridge {
             bridge: c.linux.clone(),
         },
     )];
@@ -93,35 +95,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]) {
         c.ovs = Some(ovs.clone());
         for (kind, hybrid) in [("ovs", false), ("hybrid", true)] {
-            let (bridge, iface_id, vm_uuid) = (ovs.clone(), format!("port{tag}"), "vm".into());
             kinds.push((
                 kind,
-                if hybrid {
-                    Switch::Hybrid {
-                        bridge,
-                        iface_id,
-                        vm_uuid,
-                    }
-                } else {
-                    Switch::Ovs {
-                        bridge,
-                        iface_id,
-                        vm_uuid,
-                    }
+                VifPlug::Ovs {
+                    bridge: ovs.clone(),
+                    hybrid,
+                    iface_id: format!("port{tag}"),
+                    vm_uuid: "vm".into(),
                 },
             ));
         }
     }
     let mut out = serde_json::Map::new();
     out.insert("count".into(), count.into());
-    for (kind, switch) in kinds {
-        let vif = Vif {
-            id: format!("{tag}b{}", &kind[..1]),
-            mac: "fa:16:3e:7f:00:01".into(),
-            mtu: Some(1450),
-            inside: "eth0".into(),
-            switch,
-        };
+    for (kind, plug) in kinds {
+        // The driver's own mapping from the seam's form to the host devices.
+        let vif = to_netdev(
+            &VifSpec {
+                id: format!("{tag}b{}", &kind[..1]),
+                mac: "fa:16:3e:7f:00:01".into(),
+                mtu: Some(1450),
+                inside_name: None,
+                plug,
+            },
+            "eth0".into(),
+        );
         let (mut plug, mut unplug) = (Vec::new(), Vec::new());
         for _ in 0..count {
             let t = Instant::now();
