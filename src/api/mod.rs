@@ -2,6 +2,7 @@
 //! translate HTTP into driver operations over an `InstanceSpec`.
 
 pub mod operations;
+mod snapshots;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -873,6 +874,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/1.0/instances", web::post().to(create_instance))
     .route("/1.0/instances/{name}", web::get().to(get_instance))
     .route("/1.0/instances/{name}", web::delete().to(delete_instance))
+    .route("/1.0/instances/{name}", web::put().to(snapshots::restore))
+    .route(
+        "/1.0/instances/{name}/snapshots",
+        web::get().to(snapshots::list),
+    )
+    .route(
+        "/1.0/instances/{name}/snapshots",
+        web::post().to(snapshots::create),
+    )
+    .route(
+        "/1.0/instances/{name}/snapshots/{snapshot}",
+        web::get().to(snapshots::get),
+    )
+    .route(
+        "/1.0/instances/{name}/snapshots/{snapshot}",
+        web::delete().to(snapshots::delete),
+    )
     .route("/1.0/instances/{name}/state", web::get().to(get_state))
     .route("/1.0/instances/{name}/state", web::put().to(put_state))
     .route(

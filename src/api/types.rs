@@ -275,3 +275,40 @@ pub struct Network {
     /// The instances plugged into it.
     pub used_by: Vec<String>,
 }
+
+/// `POST /1.0/instances/{name}/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsPost {
+    pub name: String,
+}
+
+/// `PUT /1.0/instances/{name}`: only a restore (LXD's `{"restore": "snap0"}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePut {
+    pub restore: String,
+}
+
+/// One snapshot of an instance's root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    pub created_at: String,
+    /// Bytes it holds on disk.
+    pub size: i64,
+    /// Fingerprint of the image its root lies over.
+    pub image: String,
+    /// `overlay` (the instance's writable layer) or `copy` (its whole root).
+    pub storage: String,
+}
+
+/// What a snapshot operation returns: the snapshot and how long the
+/// instance was frozen for it (absent when it was not running).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotTaken {
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<f64>,
+}

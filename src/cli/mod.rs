@@ -2,6 +2,9 @@
 //! thin client of the daemon's REST API.
 
 pub mod client;
+mod snapshot;
+
+pub use snapshot::SnapshotCommand;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -95,6 +98,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage snapshots of instances' roots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Manage standalone networks (bridge, DHCP, NAT).
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -491,6 +497,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             let inst: Instance = c.get(&format!("/1.0/instances/{}", enc(name)))?;
             print(f, &inst, instance_detail)?;
         }
+        Command::Snapshot(cmd) => snapshot::run(&c, f, cmd)?,
         Command::Start { name } => state(&c, name, "start", false, None)?,
         Command::Stop(a) => state(&c, &a.name, "stop", a.force, a.timeout)?,
         Command::Restart(a) => state(&c, &a.name, "restart", a.force, a.timeout)?,

@@ -273,6 +273,36 @@ impl Driver for FakeDriver {
     async fn list_instances(&self) -> Result<Vec<String>, DriverError> {
         Ok(Vec::new())
     }
+    async fn snapshot_create(
+        &self,
+        uuid: &str,
+        name: &str,
+    ) -> Result<crate::driver::SnapshotMade, DriverError> {
+        self.record(format!("snapshot_create {uuid} {name}"));
+        Err(DriverError::NotFound(uuid.into()))
+    }
+    async fn snapshot_list(
+        &self,
+        uuid: &str,
+    ) -> Result<Vec<crate::store::SnapshotRecord>, DriverError> {
+        self.record(format!("snapshot_list {uuid}"));
+        Ok(Vec::new())
+    }
+    async fn snapshot_get(
+        &self,
+        uuid: &str,
+        name: &str,
+    ) -> Result<crate::store::SnapshotRecord, DriverError> {
+        Err(DriverError::NotFound(format!("{uuid}/{name}")))
+    }
+    async fn snapshot_restore(&self, uuid: &str, name: &str) -> Result<(), DriverError> {
+        self.record(format!("snapshot_restore {uuid} {name}"));
+        Ok(())
+    }
+    async fn snapshot_delete(&self, uuid: &str, name: &str) -> Result<(), DriverError> {
+        self.record(format!("snapshot_delete {uuid} {name}"));
+        Ok(())
+    }
 }
 
 /// The conductor: records saves, creates, action events and casts; answers

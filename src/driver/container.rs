@@ -13,9 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod snapshots;
+
+pub use snapshots::validate_snapshot_name;
+
 use super::{
     configdrive, nic, vif, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo,
-    InstanceSpec, InstanceView, PowerState, ReconcileReport, StartGate, VifSpec,
+    InstanceSpec, InstanceView, PowerState, ReconcileReport, SnapshotMade, StartGate, VifSpec,
 };
 use crate::config::{Config, CpuLimitMode, CpuSet};
 use crate::crashpoint::crash_point;
@@ -27,7 +31,7 @@ use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
 use crate::runtime::{bundle, BundleConfig, ExecOutput, IdMap, Runtime, Status};
 use crate::storage::Storage;
-use crate::store::{ImageRecord, InstanceRecord, Phase, Store};
+use crate::store::{ImageRecord, InstanceRecord, Phase, SnapshotRecord, Store};
 
 /// Default environment of an instance's init and of exec'd commands.
 /// The exclusive devices an instance holds, in its directory.
@@ -1984,6 +1988,26 @@ impl Driver for ContainerDriver {
             .into_iter()
             .map(|r| r.uuid)
             .collect())
+    }
+
+    async fn snapshot_create(&self, uuid: &str, name: &str) -> Result<SnapshotMade, DriverError> {
+        self.take_snapshot(uuid, name).await
+    }
+
+    async fn snapshot_list(&self, uuid: &str) -> Result<Vec<SnapshotRecord>, DriverError> {
+        self.list_snapshots(uuid).await
+    }
+
+    async fn snapshot_get(&self, uuid: &str, name: &str) -> Result<SnapshotRecord, DriverError> {
+        self.get_snapshot(uuid, name).await
+    }
+
+    async fn snapshot_restore(&self, uuid: &str, name: &str) -> Result<(), DriverError> {
+        self.restore_snapshot(uuid, name).await
+    }
+
+    async fn snapshot_delete(&self, uuid: &str, name: &str) -> Result<(), DriverError> {
+        self.delete_snapshot(uuid, name).await
     }
 }
 

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use configdrive::ConfigDrive;
-pub use container::{validate_name, ContainerDriver};
+pub use container::{validate_name, validate_snapshot_name, ContainerDriver};
 
 use crate::image::ImageError;
 use crate::runtime::{ExecOutput, RuntimeError};
 use crate::storage::StorageError;
-use crate::store::{ImageRecord, StoreError};
+use crate::store::{ImageRecord, SnapshotRecord, StoreError};
 
 /// Errors of driver operations. Frontends map each variant to their wire once.
 #[derive(Debug, thiserror::Error)]
@@ -450,6 +450,15 @@ pub trait ImageStore: Send + Sync {
     async fn delete_image(&self, key: &str) -> Result<(), DriverError>;
 }
 
+/// A snapshot just taken.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotMade {
+    pub snapshot: SnapshotRecord,
+    /// How long the instance was frozen while its root was captured; `None`
+    /// when it was not running (nothing to freeze) or already frozen.
+    pub pause: Option<Duration>,
+}
+
 /// The operations frontends drive. Identified by instance uuid.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync {
@@ -526,6 +535,18 @@ pub trait Driver: Send + Sync {
     ) -> Result<ExecOutput, DriverError>;
     /// The uuids of every instance on this host.
     async fn list_instances(&self) -> Result<Vec<String>, DriverError>;
+    /// Takes a consistent snapshot of the instance's root named `name`: a
+    /// running instance is frozen while its writable state is copied, then
+    /// thawed (also on error); its processes and init PID stay.
+    async fn snapshot_create(&self, uuid: &str, name: &str) -> Result<SnapshotMade, DriverError>;
+    /// The instance's snapshots, oldest first.
+    async fn snapshot_list(&self, uuid: &str) -> Result<Vec<SnapshotRecord>, DriverError>;
+    async fn snapshot_get(&self, uuid: &str, name: &str) -> Result<SnapshotRecord, DriverError>;
+    /// Brings the instance's root back to the snapshot `name` (any of its
+    /// snapshots, which all stay). A running or frozen instance is refused:
+    /// it must be stopped first.
+    async fn snapshot_restore(&self, uuid: &str, name: &str) -> Result<(), DriverError>;
+    async fn snapshot_delete(&self, uuid: &str, name: &str) -> Result<(), DriverError>;
 }
 
 #[cfg(test)]

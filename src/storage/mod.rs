@@ -1,6 +1,8 @@
 //! Instance roots: a writable overlay over the cached (id-shifted) image, or a
 //! full copy of it where overlayfs is unavailable. Picked once at start-up.
 
+pub mod snapshot;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,8 @@ pub enum StorageError {
     Copy(#[from] fsutil::CopyError),
     #[error("overlayfs is not available on this kernel ([corral] storage = overlay)")]
     NoOverlay,
+    #[error("{0} is mounted: the instance must be stopped")]
+    Busy(PathBuf),
     #[error("background task failed: {0}")]
     Join(String),
 }
@@ -50,6 +54,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub enum StorageKind {
     Overlay,
     Copy,
+}
+
+impl StorageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::Overlay => "overlay",
+            StorageKind::Copy => "copy",
+        }
+    }
 }
 
 /// The storage backend, picked once.
@@ -146,7 +159,27 @@ impl Storage {
                 removed.push(tmp);
             }
         }
+        snapshot::remove_leftovers(instances_dir);
         removed
+    }
+
+    /// Unmounts the instance's overlay root, keeping its layers (the next
+    /// `prepare` mounts it again). Nothing to do for a copy.
+    pub async fn unmount(&self, instance_dir: &Path) -> Result<(), StorageError> {
+        let rootfs = Self::rootfs(instance_dir);
+        tokio::task::spawn_blocking(move || {
+            if is_mounted(&rootfs) {
+                nix::mount::umount2(&rootfs, MntFlags::empty()).map_err(|source| {
+                    StorageError::Unmount {
+                        path: rootfs.clone(),
+                        source,
+                    }
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
     /// Unmounts and removes the instance's root (upper, work and mount point).

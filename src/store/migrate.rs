@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "networks",
         include_str!("../../migrations/0002_networks.sql"),
     ),
+    (
+        3,
+        "snapshots",
+        include_str!("../../migrations/0003_snapshots.sql"),
+    ),
 ];
 
 /// The migrations built into the binary.

@@ -83,6 +83,22 @@ pub struct InstanceRecord {
     pub updated_at: String,
 }
 
+/// A snapshot of an instance's root as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotRecord {
+    /// The instance's uuid.
+    pub instance: String,
+    pub name: String,
+    /// The image fingerprint the root was made from when it was taken.
+    pub image: String,
+    /// The pool kind that made it (`overlay`: the upper layer; `copy`: the
+    /// whole root).
+    pub storage: String,
+    /// Bytes it holds on disk.
+    pub size: i64,
+    pub created_at: String,
+}
+
 /// A standalone network as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkRecord {
@@ -214,10 +230,15 @@ impl Store {
 
     /// Names of the instances built from an image.
     pub async fn image_users(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT name FROM instances WHERE image = ? ORDER BY name")
-            .bind(fingerprint)
-            .fetch_all(&self.pool)
-            .await?;
+        // An instance whose snapshot was taken on the image uses it too: a
+        // restore needs it.
+        let rows = sqlx::query(
+            "SELECT name FROM instances WHERE image = ?1 OR uuid IN \
+             (SELECT instance FROM snapshots WHERE image = ?1) ORDER BY name",
+        )
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("name").map_err(StoreError::from))
             .collect()
@@ -393,12 +414,86 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the instance and its snapshots' records.
     pub async fn delete_instance(&self, uuid: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM snapshots WHERE instance = ?")
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM instances WHERE uuid = ?")
             .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a snapshot; a name the instance already uses is a conflict.
+    pub async fn insert_snapshot(&self, snap: &SnapshotRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO snapshots (instance, name, image, storage, size, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&snap.instance)
+        .bind(&snap.name)
+        .bind(&snap.image)
+        .bind(&snap.storage)
+        .bind(snap.size)
+        .bind(&snap.created_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                kind: "snapshot",
+                name: snap.name.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn snapshot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, StoreError> {
+        Ok(SnapshotRecord {
+            instance: row.try_get("instance")?,
+            name: row.try_get("name")?,
+            image: row.try_get("image")?,
+            storage: row.try_get("storage")?,
+            size: row.try_get("size")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// An instance's snapshots, oldest first.
+    pub async fn list_snapshots(&self, instance: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM snapshots WHERE instance = ? ORDER BY created_at, name")
+                .bind(instance)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::snapshot_from_row).collect()
+    }
+
+    pub async fn find_snapshot(
+        &self,
+        instance: &str,
+        name: &str,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        sqlx::query("SELECT * FROM snapshots WHERE instance = ? AND name = ?")
+            .bind(instance)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Self::snapshot_from_row(&r))
+            .transpose()
+    }
+
+    pub async fn delete_snapshot(&self, instance: &str, name: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM snapshots WHERE instance = ? AND name = ?")
+            .bind(instance)
+            .bind(name)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(res.rows_affected() > 0)
     }
 
     /// Adds a network; a name in use is a conflict.
@@ -594,7 +689,7 @@ mod tests {
                     .fetch_all(&s.pool)
                     .await
                     .unwrap();
-            assert_eq!(applied, vec![(1, true), (2, true)]);
+            assert_eq!(applied, vec![(1, true), (2, true), (3, true)]);
             s.pool.close().await;
         }
 
@@ -717,5 +812,50 @@ mod tests {
         assert!(s.delete_network("other").await.unwrap());
         assert!(!s.delete_network("other").await.unwrap());
         assert_eq!(s.find_network("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn snapshots_belong_to_their_instance_and_hold_their_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).await.unwrap();
+        s.insert_instance("u1", "a", "img1", "{}", true, 3)
+            .await
+            .unwrap();
+        s.insert_instance("u2", "b", "img1", "{}", true, 3)
+            .await
+            .unwrap();
+        let snap = |instance: &str, name: &str, image: &str, at: &str| SnapshotRecord {
+            instance: instance.into(),
+            name: name.into(),
+            image: image.into(),
+            storage: "overlay".into(),
+            size: 10,
+            created_at: at.into(),
+        };
+        let s1 = snap("u1", "s1", "img0", "2026-01-01T00:00:01.000Z");
+        let s2 = snap("u1", "s2", "img1", "2026-01-01T00:00:02.000Z");
+        s.insert_snapshot(&s2).await.unwrap();
+        s.insert_snapshot(&s1).await.unwrap();
+        // The same name on another instance is another snapshot.
+        s.insert_snapshot(&snap("u2", "s1", "img1", "2026-01-01T00:00:03.000Z"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.insert_snapshot(&s1).await.unwrap_err(),
+            StoreError::Conflict {
+                kind: "snapshot",
+                ..
+            }
+        ));
+        assert_eq!(s.list_snapshots("u1").await.unwrap(), vec![s1.clone(), s2]);
+        assert_eq!(s.find_snapshot("u1", "s1").await.unwrap(), Some(s1));
+        // The instance was rebuilt from img1, its snapshot s1 still needs img0.
+        assert_eq!(s.image_users("img0").await.unwrap(), vec!["a".to_string()]);
+        assert!(s.delete_snapshot("u1", "s2").await.unwrap());
+        assert!(!s.delete_snapshot("u1", "s2").await.unwrap());
+        s.delete_instance("u1").await.unwrap();
+        assert!(s.list_snapshots("u1").await.unwrap().is_empty());
+        assert!(s.image_users("img0").await.unwrap().is_empty());
+        assert_eq!(s.list_snapshots("u2").await.unwrap().len(), 1);
     }
 }

@@ -1,6 +1,8 @@
-//! Reading the freezer state of a cgroup.
+//! The freezer of a cgroup: reading its state, and freezing and thawing it
+//! (v1 `freezer.state`, v2 `cgroup.freeze`) for consistent snapshots.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,74 @@ pub fn freezer_state(
                 (true, Some(_)) => FreezerState::Freezing,
                 (false, _) => FreezerState::Thawed,
             }))
+        }
+    }
+}
+
+/// The control file that freezes the cgroup at `path`: v1 `freezer.state`
+/// (hybrid hosts too), v2 `cgroup.freeze`; `None` without a freezer.
+fn control_file(mode: CgroupMode, root: &Path, path: &CgroupPath) -> Option<PathBuf> {
+    let file = match mode {
+        CgroupMode::V1 => v1_controller_dir(root, "freezer")?
+            .join(path.for_controller("freezer"))
+            .join("freezer.state"),
+        CgroupMode::V2 => root.join(path.default_path()).join("cgroup.freeze"),
+    };
+    file.is_file().then_some(file)
+}
+
+/// Asks the kernel to freeze (`true`) or thaw (`false`) every task of the
+/// cgroup at `path`. Returns at once: see [`freeze`] to wait for it.
+pub fn set_frozen(
+    mode: CgroupMode,
+    root: &Path,
+    path: &CgroupPath,
+    frozen: bool,
+) -> Result<(), CgroupError> {
+    let file =
+        control_file(mode, root, path).ok_or_else(|| CgroupError::NoFreezer(path.display()))?;
+    let value = match (mode, frozen) {
+        (CgroupMode::V1, true) => "FROZEN",
+        (CgroupMode::V1, false) => "THAWED",
+        (CgroupMode::V2, true) => "1",
+        (CgroupMode::V2, false) => "0",
+    };
+    std::fs::write(&file, value).map_err(|source| CgroupError::Write { file, source })
+}
+
+/// Freezes the cgroup at `path` and waits until every task is frozen. A
+/// freeze that does not complete within `timeout` is undone (thawed) and
+/// reported: the caller never holds a half-frozen cgroup.
+pub fn freeze(
+    mode: CgroupMode,
+    root: &Path,
+    path: &CgroupPath,
+    timeout: Duration,
+) -> Result<(), CgroupError> {
+    set_frozen(mode, root, path, true)?;
+    let start = Instant::now();
+    loop {
+        match freezer_state(mode, root, path) {
+            Ok(Some(FreezerState::Frozen)) => return Ok(()),
+            Ok(Some(_)) if start.elapsed() < timeout => {
+                // v1 stays FREEZING until each task stopped; asking again
+                // retries the tasks that were busy in the kernel.
+                if mode == CgroupMode::V1 {
+                    let _ = set_frozen(mode, root, path, true);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(_) => {
+                let _ = set_frozen(mode, root, path, false);
+                return Err(CgroupError::FreezeTimeout {
+                    path: path.display(),
+                    waited: timeout,
+                });
+            }
+            Err(e) => {
+                let _ = set_frozen(mode, root, path, false);
+                return Err(e);
+            }
         }
     }
 }
@@ -131,5 +201,56 @@ mod tests {
             freezer_state(CgroupMode::V2, d.path(), &c1()),
             Err(CgroupError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn v1_freeze_and_thaw_write_freezer_state() {
+        let d = tempfile::tempdir().unwrap();
+        v1_root(d.path());
+        // No freezer file: refused, nothing written.
+        assert!(matches!(
+            set_frozen(CgroupMode::V1, d.path(), &c1(), true),
+            Err(CgroupError::NoFreezer(_))
+        ));
+        write_tree(d.path(), &[("freezer/corral/c1/freezer.state", "THAWED\n")]);
+        let file = d.path().join("freezer/corral/c1/freezer.state");
+        freeze(CgroupMode::V1, d.path(), &c1(), Duration::from_secs(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "FROZEN");
+        set_frozen(CgroupMode::V1, d.path(), &c1(), false).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "THAWED");
+    }
+
+    #[test]
+    fn v2_freeze_and_thaw_write_cgroup_freeze() {
+        let d = tempfile::tempdir().unwrap();
+        v2_root(d.path());
+        assert!(matches!(
+            freeze(CgroupMode::V2, d.path(), &c1(), Duration::from_secs(1)),
+            Err(CgroupError::NoFreezer(_))
+        ));
+        write_tree(d.path(), &[("corral/c1/cgroup.freeze", "0\n")]);
+        let file = d.path().join("corral/c1/cgroup.freeze");
+        freeze(CgroupMode::V2, d.path(), &c1(), Duration::from_secs(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "1");
+        set_frozen(CgroupMode::V2, d.path(), &c1(), false).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "0");
+    }
+
+    #[test]
+    fn v2_freeze_that_never_completes_is_undone() {
+        let d = tempfile::tempdir().unwrap();
+        v2_root(d.path());
+        // cgroup.events keeps saying "not frozen": a task that never stops.
+        write_tree(
+            d.path(),
+            &[
+                ("corral/c1/cgroup.freeze", "0\n"),
+                ("corral/c1/cgroup.events", "populated 1\nfrozen 0\n"),
+            ],
+        );
+        let err = freeze(CgroupMode::V2, d.path(), &c1(), Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(err, CgroupError::FreezeTimeout { .. }), "{err}");
+        let file = d.path().join("corral/c1/cgroup.freeze");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "0");
     }
 }

@@ -14,7 +14,7 @@ mod mounts;
 mod stats;
 
 pub use cleanup::{cleanup, exists};
-pub use freezer::{freezer_state, FreezerState};
+pub use freezer::{freeze, freezer_state, set_frozen, FreezerState};
 pub use mounts::{v1_mounts, V1Mount};
 pub use stats::{read_stats, Stats};
 
@@ -44,6 +44,15 @@ pub enum CgroupError {
     Parse { file: PathBuf, reason: String },
     #[error("cannot read {file}: {source}")]
     Read { file: PathBuf, source: io::Error },
+    #[error("cannot write {file}: {source}")]
+    Write { file: PathBuf, source: io::Error },
+    #[error("cgroup {0} has no freezer")]
+    NoFreezer(String),
+    #[error("cgroup {path} did not freeze within {waited:?}")]
+    FreezeTimeout {
+        path: String,
+        waited: std::time::Duration,
+    },
     #[error("cannot remove cgroup {dir}: {source}")]
     Remove { dir: PathBuf, source: io::Error },
 }
