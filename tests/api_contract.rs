@@ -364,3 +364,74 @@ fn network_responses_match_the_openapi_file() {
     assert_eq!(st, 404);
     spec.check("DELETE", "/1.0/networks/{name}", st, &b);
 }
+
+#[test]
+fn snapshot_responses_match_the_openapi_file() {
+    require_host!();
+    let spec = Contract::load();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "snapi"]);
+    let c = d.client();
+    let base = "/1.0/instances/snapi/snapshots";
+    let (st, b) = call(&c, "POST", base, Some(json!({"name": "s1"})));
+    assert_eq!(st, 202);
+    spec.check("POST", "/1.0/instances/{name}/snapshots", st, &b);
+    let op = wait_op(&c, &b);
+    assert_eq!(op["status"], "Success", "{op}");
+    // The operation's metadata is a SnapshotTaken.
+    let taken = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": spec.doc["components"],
+        "$ref": "#/components/schemas/SnapshotTaken",
+    });
+    let v = jsonschema::validator_for(&taken).unwrap();
+    assert!(v.is_valid(&op["metadata"]), "{}", op["metadata"]);
+    assert!(op["metadata"]["pause_ms"].as_f64().is_some());
+    for (body, status) in [
+        (json!({"name": "s1"}), 409),
+        (json!({"name": "../x"}), 400),
+        (json!({"nom": "x"}), 400),
+    ] {
+        let (st, b) = call(&c, "POST", base, Some(body));
+        assert_eq!(st, status);
+        spec.check("POST", "/1.0/instances/{name}/snapshots", st, &b);
+    }
+    for path in [base.to_string(), format!("{base}?recursion=1")] {
+        let (st, b) = call(&c, "GET", &path, None);
+        spec.check("GET", "/1.0/instances/{name}/snapshots", st, &b);
+    }
+    let one = "/1.0/instances/{name}/snapshots/{snapshot}";
+    let (st, b) = call(&c, "GET", &format!("{base}/s1"), None);
+    assert_eq!(st, 200);
+    spec.check("GET", one, st, &b);
+    let (st, b) = call(&c, "GET", &format!("{base}/nope"), None);
+    assert_eq!(st, 404);
+    spec.check("GET", one, st, &b);
+    // Restore: refused while running, accepted when stopped.
+    let (st, b) = call(
+        &c,
+        "PUT",
+        "/1.0/instances/snapi",
+        Some(json!({"restore": "s1"})),
+    );
+    assert_eq!(st, 409);
+    spec.check("PUT", "/1.0/instances/{name}", st, &b);
+    d.ok(&["stop", "--force", "snapi"]);
+    let (st, b) = call(
+        &c,
+        "PUT",
+        "/1.0/instances/snapi",
+        Some(json!({"restore": "s1"})),
+    );
+    assert_eq!(st, 202);
+    spec.check("PUT", "/1.0/instances/{name}", st, &b);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "DELETE", &format!("{base}/s1"), None);
+    assert_eq!(st, 202);
+    spec.check("DELETE", one, st, &b);
+    assert_eq!(wait_op(&c, &b)["status"], "Success");
+    let (st, b) = call(&c, "DELETE", &format!("{base}/s1"), None);
+    assert_eq!(st, 404);
+    spec.check("DELETE", one, st, &b);
+}
