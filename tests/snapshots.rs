@@ -163,3 +163,50 @@ fn restore_brings_back_any_snapshot_and_refuses_a_running_instance() {
     d.ok(&["delete", "rs"]);
     d.ok(&["image", "delete", "busybox"]);
 }
+
+#[test]
+fn publish_makes_an_image_of_a_running_instance_that_launches() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "src", "--", "sh", "-c", COUNTER_LOOP]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        d.exec("src", "cat /data/counter 2>/dev/null || echo 0")
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 5
+    }));
+    d.exec(
+        "src",
+        "echo kept > /root/file; chown 1000:1000 /root/file; rm /etc/inittab",
+    );
+    let pid = d.instance("src")["state"]["pid"].as_i64().unwrap();
+    let out = d.ok(&["--format", "json", "publish", "src", "--alias", "pub1"]);
+    let img: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(img["alias"], "pub1");
+    // The source keeps running, same init, and no snapshot is left of it.
+    assert_eq!(d.instance("src")["state"]["pid"].as_i64().unwrap(), pid);
+    let snaps = d.ok(&["--format", "json", "snapshot", "list", "src"]);
+    assert_eq!(snaps.trim(), "[]");
+    let err = d.fails(&["publish", "src", "--alias", "pub1"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A new instance (another id range) from the image has the files, with
+    // the owners they had inside the source.
+    d.ok(&["launch", "pub1", "copy1", "--", "sleep", "1000000"]);
+    assert_eq!(d.exec("copy1", "cat /root/file").trim(), "kept");
+    assert_eq!(
+        d.exec("copy1", "stat -c %u:%g /root/file /bin/busybox")
+            .trim(),
+        "1000:1000\n0:0"
+    );
+    assert_eq!(
+        d.exec("copy1", "test -e /etc/inittab || echo gone").trim(),
+        "gone"
+    );
+    let log = d.exec("copy1", "cat /data/log");
+    let values: Vec<u64> = log.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(values, (1..=values.len() as u64).collect::<Vec<_>>());
+    assert!(d.instance("copy1")["idmap"]["host_base"] != d.instance("src")["idmap"]["host_base"]);
+}

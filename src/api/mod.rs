@@ -876,6 +876,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/1.0/instances/{name}", web::delete().to(delete_instance))
     .route("/1.0/instances/{name}", web::put().to(snapshots::restore))
     .route(
+        "/1.0/instances/{name}/publish",
+        web::post().to(snapshots::publish),
+    )
+    .route(
         "/1.0/instances/{name}/snapshots",
         web::get().to(snapshots::list),
     )

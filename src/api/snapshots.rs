@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::types::{InstancePut, Snapshot, SnapshotTaken, SnapshotsPost};
+use super::types::{InstancePut, PublishPost, Snapshot, SnapshotTaken, SnapshotsPost};
 use super::{accepted, instance_resources, recursion, sync, ApiError, Data};
 use crate::store::SnapshotRecord;
 
@@ -132,6 +132,33 @@ pub(super) async fn restore(
                 .await
                 .map(|()| None)
                 .map_err(|e| ApiError::from(e).message())
+        },
+    );
+    Ok(accepted(op))
+}
+
+/// `POST /1.0/instances/{name}/publish` `{"alias"}`: an image of the
+/// instance as it is now; the operation's metadata is the image.
+pub(super) async fn publish(
+    path: web::Path<String>,
+    data: Data,
+    body: web::Json<PublishPost>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let alias = body.into_inner().alias;
+    let uuid = data.driver.resolve(&name).await?;
+    let driver = data.driver.clone();
+    let op = data.ops.spawn(
+        "Publishing instance",
+        instance_resources(&name),
+        async move {
+            let img = driver
+                .publish(&uuid, alias.as_deref())
+                .await
+                .map_err(|e| ApiError::from(e).message())?;
+            serde_json::to_value(img)
+                .map(Some)
+                .map_err(|e| e.to_string())
         },
     );
     Ok(accepted(op))

@@ -98,6 +98,12 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Make an image of an instance as it is now (as `lxc publish`).
+    Publish {
+        instance: String,
+        #[arg(long)]
+        alias: Option<String>,
+    },
     /// Manage snapshots of instances' roots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -498,6 +504,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             print(f, &inst, instance_detail)?;
         }
         Command::Snapshot(cmd) => snapshot::run(&c, f, cmd)?,
+        Command::Publish { instance, alias } => snapshot::publish(&c, f, instance, alias)?,
         Command::Start { name } => state(&c, name, "start", false, None)?,
         Command::Stop(a) => state(&c, &a.name, "stop", a.force, a.timeout)?,
         Command::Restart(a) => state(&c, &a.name, "restart", a.force, a.timeout)?,

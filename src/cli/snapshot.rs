@@ -5,7 +5,7 @@ use clap::Subcommand;
 
 use super::client::Client;
 use super::{human_bytes, json, percent_path, print, table, Format};
-use crate::api::types::{InstancePut, Snapshot, SnapshotTaken, SnapshotsPost};
+use crate::api::types::{InstancePut, PublishPost, Snapshot, SnapshotTaken, SnapshotsPost};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -79,4 +79,32 @@ pub(super) fn run(c: &Client, f: Format, cmd: &SnapshotCommand) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// `corral publish INSTANCE [--alias NAME]`.
+pub(super) fn publish(
+    c: &Client,
+    f: Format,
+    instance: &str,
+    alias: &Option<String>,
+) -> anyhow::Result<()> {
+    let body = PublishPost {
+        alias: alias.clone(),
+    };
+    let op = c.run(
+        "POST",
+        &format!("/1.0/instances/{}/publish", percent_path(instance)),
+        Some(&json(&body)?),
+    )?;
+    let img = op.metadata.unwrap_or_default();
+    print(f, &img, |i| {
+        format!(
+            "Published {instance} as {}{}\n",
+            i["fingerprint"].as_str().unwrap_or_default(),
+            i["alias"]
+                .as_str()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default()
+        )
+    })
 }

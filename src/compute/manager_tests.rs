@@ -303,6 +303,22 @@ impl Driver for FakeDriver {
         self.record(format!("snapshot_delete {uuid} {name}"));
         Ok(())
     }
+    async fn snapshot_export(
+        &self,
+        uuid: &str,
+        name: &str,
+        _out: Box<dyn std::io::Write + Send>,
+    ) -> Result<u64, DriverError> {
+        self.record(format!("snapshot_export {uuid} {name}"));
+        Ok(0)
+    }
+    async fn publish(
+        &self,
+        uuid: &str,
+        _alias: Option<&str>,
+    ) -> Result<crate::store::ImageRecord, DriverError> {
+        Err(DriverError::NotFound(uuid.into()))
+    }
 }
 
 /// The conductor: records saves, creates, action events and casts; answers

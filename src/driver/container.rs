@@ -2009,6 +2009,19 @@ impl Driver for ContainerDriver {
     async fn snapshot_delete(&self, uuid: &str, name: &str) -> Result<(), DriverError> {
         self.delete_snapshot(uuid, name).await
     }
+
+    async fn snapshot_export(
+        &self,
+        uuid: &str,
+        name: &str,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<u64, DriverError> {
+        self.export_snapshot(uuid, name, out).await
+    }
+
+    async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError> {
+        self.publish_instance(uuid, alias).await
+    }
 }
 
 #[cfg(test)]

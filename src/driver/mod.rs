@@ -547,6 +547,18 @@ pub trait Driver: Send + Sync {
     /// it must be stopped first.
     async fn snapshot_restore(&self, uuid: &str, name: &str) -> Result<(), DriverError>;
     async fn snapshot_delete(&self, uuid: &str, name: &str) -> Result<(), DriverError>;
+    /// Streams the snapshot `name` to `out` as a root tarball: the image's
+    /// root with the snapshot over it, owners shifted back to the image's
+    /// ids. Returns the bytes of file data written.
+    async fn snapshot_export(
+        &self,
+        uuid: &str,
+        name: &str,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<u64, DriverError>;
+    /// Makes an image of the instance as it is now (a consistent snapshot,
+    /// exported and imported), as `lxc publish` does.
+    async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError>;
 }
 
 #[cfg(test)]

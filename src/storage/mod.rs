@@ -1,6 +1,7 @@
 //! Instance roots: a writable overlay over the cached (id-shifted) image, or a
 //! full copy of it where overlayfs is unavailable. Picked once at start-up.
 
+pub mod export;
 pub mod snapshot;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -8,6 +8,7 @@ use super::{blocking, ContainerDriver};
 use crate::driver::{DriverError, ImageStore, SnapshotMade};
 use crate::runtime::cgroups::{self, CgroupPath};
 use crate::runtime::Status;
+use crate::storage::export::{self, Unshift};
 use crate::storage::snapshot;
 use crate::store::{InstanceRecord, SnapshotRecord, Store};
 
@@ -208,6 +209,73 @@ impl ContainerDriver {
             snapshot::remove(&dir, &n).map_err(DriverError::from)
         })
         .await
+    }
+}
+
+impl ContainerDriver {
+    /// Streams the snapshot `name` as a root tarball (the image's root with
+    /// the snapshot over it, owners shifted back to the image's ids) to `out`.
+    pub(super) async fn export_snapshot(
+        &self,
+        uuid: &str,
+        name: &str,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<u64, DriverError> {
+        let rec = self.record_by_uuid(uuid).await?;
+        let snap = self.snapshot_record(&rec, name).await?;
+        let pin = self.images.pin(&snap.image).map_err(super::image_busy)?;
+        let idmap = self.idmap_of(&rec);
+        let lower = match idmap {
+            Some(m) => self.images.shifted_rootfs(&snap.image, m.host_base).await?,
+            None => self.images.rootfs(&snap.image),
+        };
+        let ids = idmap.map(|m| Unshift {
+            base: m.host_base,
+            size: m.size,
+        });
+        let kind = self.storage.kind;
+        let dir = self.instance_dir(&rec.uuid);
+        let n = name.to_string();
+        let stats = blocking("snapshot export", move || {
+            let _pin = pin;
+            export::export_snapshot(kind, &dir, &n, &lower, ids, out).map_err(DriverError::from)
+        })
+        .await?;
+        tracing::info!(uuid = %rec.uuid, snapshot = name, entries = stats.entries, bytes = stats.bytes, "snapshot exported");
+        Ok(stats.bytes)
+    }
+
+    /// An image of the instance as it is now (`lxc publish`): a snapshot
+    /// (frozen for its copy when running), exported as a root tarball and
+    /// imported; the snapshot is removed after.
+    pub(super) async fn publish_instance(
+        &self,
+        uuid: &str,
+        alias: Option<&str>,
+    ) -> Result<crate::store::ImageRecord, DriverError> {
+        if let Some(a) = alias {
+            super::validate_alias(a)?;
+            if self.store.find_image(a).await?.is_some() {
+                return Err(DriverError::Conflict(format!(
+                    "image alias {a} already exists"
+                )));
+            }
+        }
+        let name = format!("publish-{}", uuid::Uuid::new_v4().simple());
+        self.take_snapshot(uuid, &name).await?;
+        let tarball = self.images.upload_path();
+        let result = async {
+            let file = std::fs::File::create(&tarball).map_err(super::io_err(&tarball))?;
+            let out = Box::new(std::io::BufWriter::new(file));
+            self.export_snapshot(uuid, &name, out).await?;
+            self.import_image(&tarball, alias).await
+        }
+        .await;
+        let _ = std::fs::remove_file(&tarball);
+        if let Err(e) = self.delete_snapshot(uuid, &name).await {
+            tracing::warn!(uuid, snapshot = %name, error = %e, "publish snapshot not removed");
+        }
+        result
     }
 }
 
