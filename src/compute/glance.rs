@@ -344,6 +344,190 @@ impl Glance {
         }
         Ok(())
     }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        request_id: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint));
+        if let Some(t) = token {
+            r = r.header("X-Auth-Token", t);
+        }
+        if let Some(id) = request_id {
+            r = r.header("X-Openstack-Request-Id", id);
+        }
+        r.header("User-Agent", "corral-compute")
+    }
+
+    /// Sets an image's attributes and properties (`PATCH /v2/images/{id}`,
+    /// JSON patch: `replace` what the image has, `add` what it lacks).
+    pub async fn update(
+        &self,
+        id: &str,
+        fields: &serde_json::Map<String, Value>,
+        token: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Value, ComputeError> {
+        let current = self.show(id, token, request_id).await?;
+        let ops: Vec<Value> = fields
+            .iter()
+            .filter(|(k, v)| current.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                let op = if current.get(k.as_str()).is_some() {
+                    "replace"
+                } else {
+                    "add"
+                };
+                serde_json::json!({"op": op, "path": format!("/{k}"), "value": v})
+            })
+            .collect();
+        if ops.is_empty() {
+            return Ok(current);
+        }
+        let resp = self
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v2/images/{id}"),
+                token,
+                request_id,
+            )
+            .header(
+                "Content-Type",
+                "application/openstack-images-v2.1-json-patch",
+            )
+            .body(Value::Array(ops).to_string())
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("PATCH image {id}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(ComputeError::Driver(DriverError::ImageNotFound(id.into())));
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ComputeError::Glance(format!(
+                "PATCH image {id}: HTTP {status}: {}",
+                crate::text::printable(&text, 500)
+            )));
+        }
+        resp.json()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("image {id}: bad JSON: {e}")))
+    }
+
+    /// Uploads the image's data from a stream (`PUT /v2/images/{id}/file`):
+    /// nothing of it is kept here. An `Err` item from the stream aborts the
+    /// upload, so Glance never takes a cut-short image as whole.
+    /// `len` is sent as `Content-Length` (a Glance behind a WSGI server
+    /// that drops chunked bodies would store an empty image otherwise).
+    pub async fn upload<S>(
+        &self,
+        id: &str,
+        len: u64,
+        data: S,
+        token: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<(), ComputeError>
+    where
+        S: futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + Sync + 'static,
+    {
+        let resp = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v2/images/{id}/file"),
+                token,
+                request_id,
+            )
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string())
+            .body(reqwest::Body::wrap_stream(data))
+            .send()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("upload of image {id}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(ComputeError::Driver(DriverError::ImageNotFound(id.into())));
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ComputeError::Glance(format!(
+                "upload of image {id}: HTTP {status}: {}",
+                crate::text::printable(&text, 500)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The images whose properties match `filters` (Glance v2 filters
+    /// by property as a query parameter), newest first.
+    pub async fn list(
+        &self,
+        filters: &[(&str, &str)],
+        token: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Vec<Value>, ComputeError> {
+        let mut path = String::from("/v2/images?sort_key=created_at&sort_dir=desc&limit=1000");
+        for (k, v) in filters {
+            path.push_str(&format!(
+                "&{}={}",
+                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+        let resp = self
+            .call(reqwest::Method::GET, &path, token, request_id)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("GET images: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(ComputeError::Glance(format!(
+                "GET images: HTTP {}",
+                resp.status()
+            )));
+        }
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("images: bad JSON: {e}")))?;
+        Ok(v.get("images")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// `DELETE /v2/images/{id}`; an image already gone is fine.
+    pub async fn delete(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<(), ComputeError> {
+        let resp = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v2/images/{id}"),
+                token,
+                request_id,
+            )
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| ComputeError::Glance(format!("DELETE image {id}: {e}")))?;
+        let status = resp.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(ComputeError::Glance(format!(
+            "DELETE image {id}: HTTP {status}"
+        )))
+    }
 }
 
 struct Cleanup(std::path::PathBuf);

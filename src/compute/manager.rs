@@ -539,6 +539,17 @@ impl Manager {
                 let port = a.port_id.as_str().unwrap_or_default().to_string();
                 self.detach_interface(&ctx, &uuid, &port, &instance).await
             }
+            C::SnapshotInstance(a) => {
+                let image_id = a.image_id.get().cloned().unwrap_or_default();
+                self.do_snapshot(&ctx, &mut inst, &image_id, None).await
+            }
+            C::BackupInstance(a) => {
+                let image_id = a.image_id.get().cloned().unwrap_or_default();
+                let backup_type = a.backup_type.get().cloned().unwrap_or_default();
+                let rotation = a.rotation.get().copied().unwrap_or(0);
+                self.do_snapshot(&ctx, &mut inst, &image_id, Some((&backup_type, rotation)))
+                    .await
+            }
             C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_) => Ok(()),
             other => Err(ComputeError::Invalid(format!(
                 "NotImplementedError: {} is not supported by this compute driver",
@@ -1457,6 +1468,9 @@ mod tests {
 
 #[path = "manager_net.rs"]
 mod net;
+
+#[path = "manager_snapshot.rs"]
+mod snapshot;
 use net::{allocation_for, requested_port_ids, vif_gate};
 
 #[cfg(test)]

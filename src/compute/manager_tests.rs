@@ -312,6 +312,9 @@ impl Driver for FakeDriver {
         self.record(format!("snapshot_export {uuid} {name}"));
         Ok(0)
     }
+    async fn snapshot_export_len(&self, _uuid: &str, _name: &str) -> Result<u64, DriverError> {
+        Ok(0)
+    }
     async fn publish(
         &self,
         uuid: &str,

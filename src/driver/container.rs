@@ -2016,11 +2016,32 @@ impl Driver for ContainerDriver {
         name: &str,
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<u64, DriverError> {
-        self.export_snapshot(uuid, name, out).await
+        self.export_snapshot(uuid, name, false, out).await
+    }
+
+    async fn snapshot_export_len(&self, uuid: &str, name: &str) -> Result<u64, DriverError> {
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let out = Box::new(ByteCounter(counter.clone()));
+        self.export_snapshot(uuid, name, true, out).await?;
+        Ok(counter.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError> {
         self.publish_instance(uuid, alias).await
+    }
+}
+
+/// A writer that only counts what it is given.
+struct ByteCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -556,6 +556,9 @@ pub trait Driver: Send + Sync {
         name: &str,
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<u64, DriverError>;
+    /// The exact length in bytes of what `snapshot_export` writes (for a
+    /// `Content-Length` ahead of a streamed upload); no file data is read.
+    async fn snapshot_export_len(&self, uuid: &str, name: &str) -> Result<u64, DriverError>;
     /// Makes an image of the instance as it is now (a consistent snapshot,
     /// exported and imported), as `lxc publish` does.
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError>;

@@ -42,19 +42,23 @@ pub struct ExportStats {
 
 /// Writes the snapshot `name` of the instance over `lower` (the image root
 /// the instance's root lies over) as a tar stream to `out`.
+/// With `measure`, file data is not read (zeros of the same length are
+/// written): what `out` receives has exactly the length of the real export,
+/// for a `Content-Length` sent before it.
 pub fn export_snapshot<W: Write>(
     kind: StorageKind,
     instance_dir: &Path,
     name: &str,
     lower: &Path,
     ids: Option<Unshift>,
+    measure: bool,
     out: W,
 ) -> Result<ExportStats, StorageError> {
     let dir = snapshot_dir(instance_dir, name);
     let state = dir.join("state");
     fs::symlink_metadata(&state).map_err(io_err(&state))?;
     match kind {
-        StorageKind::Copy => write_tar(&state, ids, out),
+        StorageKind::Copy => write_tar(&state, ids, measure, out),
         StorageKind::Overlay => {
             let mnt = dir.join("export");
             if super::is_mounted(&mnt) {
@@ -75,7 +79,7 @@ pub fn export_snapshot<W: Write>(
                 path: mnt.clone(),
                 source,
             })?;
-            let result = write_tar(&mnt, ids, out);
+            let result = write_tar(&mnt, ids, measure, out);
             let unmounted = nix::mount::umount2(&mnt, MntFlags::empty())
                 .or_else(|_| nix::mount::umount2(&mnt, MntFlags::MNT_DETACH));
             let _ = fs::remove_dir(&mnt);
@@ -90,9 +94,11 @@ pub fn export_snapshot<W: Write>(
 pub fn write_tar<W: Write>(
     root: &Path,
     ids: Option<Unshift>,
+    measure: bool,
     out: W,
 ) -> Result<ExportStats, StorageError> {
     let mut w = TarWriter {
+        measure,
         root: root.to_path_buf(),
         builder: tar::Builder::new(out),
         ids,
@@ -107,6 +113,7 @@ pub fn write_tar<W: Write>(
 }
 
 struct TarWriter<W: Write> {
+    measure: bool,
     root: PathBuf,
     builder: tar::Builder<W>,
     ids: Option<Unshift>,
@@ -174,13 +181,19 @@ impl<W: Write> TarWriter<W> {
                 }
                 self.links.insert(key, rel.to_path_buf());
             }
-            let f = fs::File::open(path).map_err(io_err(path))?;
             let mut h = self.header(meta, tar::EntryType::Regular);
             h.set_size(meta.len());
             // Exactly the size in the header, whatever the file does.
-            self.builder
-                .append_data(&mut h, rel, io::Read::take(f, meta.len()))
-                .map_err(werr)?;
+            if self.measure {
+                self.builder
+                    .append_data(&mut h, rel, io::Read::take(io::repeat(0), meta.len()))
+                    .map_err(werr)?;
+            } else {
+                let f = fs::File::open(path).map_err(io_err(path))?;
+                self.builder
+                    .append_data(&mut h, rel, io::Read::take(f, meta.len()))
+                    .map_err(werr)?;
+            }
             self.stats.bytes += meta.len();
         } else if ft.is_fifo() {
             let mut h = self.header(meta, tar::EntryType::Fifo);
@@ -214,8 +227,11 @@ mod tests {
             size: 65536,
         });
         let mut buf = Vec::new();
-        let stats = write_tar(&root, ids, &mut buf).unwrap();
+        let stats = write_tar(&root, ids, false, &mut buf).unwrap();
         assert_eq!(stats.bytes, 5);
+        let mut measured = Vec::new();
+        write_tar(&root, ids, true, &mut measured).unwrap();
+        assert_eq!(measured.len(), buf.len());
         let mut ar = tar::Archive::new(&buf[..]);
         let mut seen = Vec::new();
         for e in ar.entries().unwrap() {

@@ -687,3 +687,70 @@ def test_force_config_drive(kind, hosts, nova, placement, servers, small_flavor)
     finally:
         servers.cleanup()
         hosts.teardown(host)
+
+
+def _wait_image(glance, image_id, status="active", timeout=180):
+    deadline = time.time() + timeout
+    img = None
+    while time.time() < deadline:
+        img = glance.get("/v2/images/" + image_id, expect=(200, 404))
+        img = img.json() if img.status_code == 200 else None
+        if img is not None and img["status"] == status:
+            return img
+        if img is not None and img["status"] in ("killed", "deleted"):
+            break
+        time.sleep(1)
+    raise AssertionError("image %s is not %s: %r" % (image_id, status, img))
+
+
+def _backups(glance, sid):
+    r = glance.get("/v2/images?image_type=backup&instance_uuid=%s&sort_key=created_at&sort_dir=asc" % sid,
+                   expect=200)
+    return r.json()["images"]
+
+
+@pytest.mark.kinds("corral")
+def test_snapshot_and_backup_to_glance(kind, hosts, nova, placement, servers, glance, run_id, timer):
+    """`openstack server image create` (createImage) of a running container: a root
+    tarball in Glance, ACTIVE, with nova's properties, from which a new server boots on
+    corral with the file written before the snapshot; the source keeps its init.
+    createBackup with rotation 1 twice leaves one backup."""
+    host = hosts.primary(kind)
+    srv = servers.boot(host)
+    marker = "snap-%s" % run_id
+    p = host.runc("exec", srv["id"], "sh", "-c", "echo %s > /root/marker" % marker)
+    assert p.returncode == 0, p.stderr
+    pid = host.container_state(srv["id"])["pid"]
+    made = []
+    try:
+        r = nova.action(srv["id"], {"createImage": {"name": marker}})
+        image_id = r.json()["image_id"]
+        made.append(image_id)
+        img = _wait_image(glance, image_id)
+        nh.wait_server(nova, srv["id"], "ACTIVE", host, what="snapshot")
+        timer("snapshot")
+        assert img["disk_format"] == "raw" and img["container_format"] == "bare", img
+        assert img["image_type"] == "snapshot" and img["instance_uuid"] == srv["id"], img
+        assert img["image_location"] == "snapshot" and img["size"] > 0, img
+        assert host.container_state(srv["id"])["pid"] == pid, "the snapshot changed the init"
+
+        srv2 = servers.boot(host, image_ref=image_id, what="boot from the snapshot")
+        timer("boot from snapshot")
+        p = host.runc("exec", srv2["id"], "cat", "/root/marker")
+        assert (p.returncode, p.stdout) == (0, marker + "\n"), p.stdout + p.stderr
+
+        for i in range(2):
+            r = nova.action(srv["id"], {"createBackup": {"name": "%s-bk%d" % (marker, i),
+                                                         "backup_type": "daily", "rotation": 1}})
+            made.append(r.json()["image_id"])
+            nh.wait_server(nova, srv["id"], "ACTIVE", host, what="backup %d" % i)
+        timer("two backups")
+        deadline = time.time() + 60
+        while time.time() < deadline and len(_backups(glance, srv["id"])) != 1:
+            time.sleep(1)
+        left = _backups(glance, srv["id"])
+        assert [b["name"] for b in left] == ["%s-bk1" % marker], left
+        assert left[0]["status"] == "active", left
+    finally:
+        for image_id in made:
+            glance.delete("/v2/images/" + image_id, expect=(204, 404))

@@ -219,6 +219,7 @@ impl ContainerDriver {
         &self,
         uuid: &str,
         name: &str,
+        measure: bool,
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<u64, DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
@@ -238,7 +239,8 @@ impl ContainerDriver {
         let n = name.to_string();
         let stats = blocking("snapshot export", move || {
             let _pin = pin;
-            export::export_snapshot(kind, &dir, &n, &lower, ids, out).map_err(DriverError::from)
+            export::export_snapshot(kind, &dir, &n, &lower, ids, measure, out)
+                .map_err(DriverError::from)
         })
         .await?;
         tracing::info!(uuid = %rec.uuid, snapshot = name, entries = stats.entries, bytes = stats.bytes, "snapshot exported");
@@ -267,7 +269,7 @@ impl ContainerDriver {
         let result = async {
             let file = std::fs::File::create(&tarball).map_err(super::io_err(&tarball))?;
             let out = Box::new(std::io::BufWriter::new(file));
-            self.export_snapshot(uuid, &name, out).await?;
+            self.export_snapshot(uuid, &name, false, out).await?;
             self.import_image(&tarball, alias).await
         }
         .await;
