@@ -878,7 +878,7 @@ def stat_birth(path):
 
 
 class Bench:
-    def __init__(self, short, only):
+    def __init__(self, short, only, out=None):
         self.short = short
         self.sz = SIZES["short" if short else "full"]
         self.only = only
@@ -886,7 +886,7 @@ class Bench:
         self.work = os.path.join(WORK_BASE, self.tag)
         os.makedirs(self.work, exist_ok=True)
         CLEANUP.push("workdir", lambda: (umount_under(self.work), shutil.rmtree(self.work, ignore_errors=True)))
-        self.out = os.path.join(ROOT, "bench-results", "short.json" if short else "latest.json")
+        self.out = out or os.path.join(ROOT, "bench-results", "short.json" if short else "latest.json")
         self.results = {"meta": {}, "errors": {}}
         self.stack = None
         self.flavor = self.image = None
@@ -1894,6 +1894,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short", action="store_true", help="tiny counts (CI): bench-results/short.json")
     ap.add_argument("--only", default="", help=f"comma-separated figures of {','.join(FIGURES)}")
+    ap.add_argument("--out", default=None,
+                    help="results file (default bench-results/latest.json, or short.json with --short)")
     ap.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
                     help="override a size, e.g. --set burst=20 --set density=100,250")
     args = ap.parse_args()
@@ -1929,7 +1931,7 @@ def main():
                 next_note = time.monotonic() + 60
             time.sleep(1)
     atexit.register(CLEANUP.run_all)
-    b = Bench(args.short, only)
+    b = Bench(args.short, only, args.out and os.path.abspath(args.out))
     CLEANUP.pre.append(b.cleanup_servers)  # servers go before their hosts are stopped
     log(f"run {b.tag}: {'short' if args.short else 'full'} -> {b.out}")
     try:
