@@ -1895,7 +1895,8 @@ def main():
     ap.add_argument("--short", action="store_true", help="tiny counts (CI): bench-results/short.json")
     ap.add_argument("--only", default="", help=f"comma-separated figures of {','.join(FIGURES)}")
     ap.add_argument("--out", default=None,
-                    help="results file (default bench-results/latest.json, or short.json with --short)")
+                    help="results file, relative to the crate (default bench-results/latest.json, "
+                         "or bench-results/short.json with --short)")
     ap.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
                     help="override a size, e.g. --set burst=20 --set density=100,250")
     args = ap.parse_args()
@@ -1931,7 +1932,7 @@ def main():
                 next_note = time.monotonic() + 60
             time.sleep(1)
     atexit.register(CLEANUP.run_all)
-    b = Bench(args.short, only, args.out and os.path.abspath(args.out))
+    b = Bench(args.short, only, args.out and os.path.join(ROOT, args.out))
     CLEANUP.pre.append(b.cleanup_servers)  # servers go before their hosts are stopped
     log(f"run {b.tag}: {'short' if args.short else 'full'} -> {b.out}")
     try:
