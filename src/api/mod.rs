@@ -300,6 +300,7 @@ async fn server_info(data: Data) -> HttpResponse {
             runtime_root: backend.runtime_root.display().to_string(),
             cgroup_mode: backend.cgroup_mode,
             storage: backend.storage,
+            idmapped_roots: backend.idmapped_roots,
             state_path: cfg.state_path.display().to_string(),
             reconcile: serde_json::to_value(&data.reconcile).unwrap_or_default(),
         },

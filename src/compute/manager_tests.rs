@@ -119,6 +119,7 @@ impl Driver for FakeDriver {
             runtime_root: PathBuf::from("/run/fake"),
             cgroup_mode: "v2".into(),
             storage: "dir".into(),
+            idmapped_roots: false,
         }
     }
     fn check(&self, _spec: &InstanceSpec) -> Result<(), DriverError> {

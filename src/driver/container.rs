@@ -686,13 +686,22 @@ impl ContainerDriver {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode))
             .map_err(io_err(&dir))?;
         let _pin = self.images.pin(&rec.image).map_err(image_busy)?;
+        // Unprivileged: the image through an idmapped mount where the
+        // kernel allows it, else its copy shifted into the instance's range.
         let lower = match idmap {
-            Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
-            None => self.images.rootfs(&rec.image),
+            Some(m) if !self.storage.idmapped => {
+                self.images.shifted_rootfs(&rec.image, m.host_base).await?
+            }
+            _ => self.images.rootfs(&rec.image),
         };
         let rootfs = self
             .storage
-            .prepare(&dir, &lower, self.images.copy_limits())
+            .prepare(
+                &dir,
+                &lower,
+                idmap.map(|m| (m.host_base, m.size)),
+                self.images.copy_limits(),
+            )
             .await?;
         crash_point("prepare.after_root");
         // Owned by the container's root: host root, or the first mapped id.
@@ -1641,6 +1650,7 @@ impl Driver for ContainerDriver {
                 _ => "v1".into(),
             },
             storage: format!("{:?}", self.storage.kind).to_lowercase(),
+            idmapped_roots: self.storage.idmapped,
         }
     }
 

@@ -430,6 +430,8 @@ pub struct BackendInfo {
     pub cgroup_mode: String,
     /// The storage pool kind, lowercase.
     pub storage: String,
+    /// Unprivileged overlay roots sit on idmapped mounts of the image.
+    pub idmapped_roots: bool,
 }
 
 /// The image cache as frontends use it: imports, listing, removal.
