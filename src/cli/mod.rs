@@ -148,6 +148,9 @@ pub struct LaunchArgs {
     /// Swap on top of --memory (memory+swap = memory + swap; 0: no swap).
     #[arg(long)]
     pub swap: Option<String>,
+    /// Size of the root disk (what the instance can write): 1GiB, 512MiB ...
+    #[arg(long)]
+    pub disk: Option<String>,
     /// Run without a user namespace (container root is host root).
     #[arg(long)]
     pub privileged: bool,
@@ -307,6 +310,9 @@ fn limits_text(l: &Limits) -> String {
     if let Some(s) = l.swap_bytes {
         parts.push(format!("swap={}", human_bytes(s)));
     }
+    if let Some(d) = l.root_disk_bytes {
+        parts.push(format!("disk={}", human_bytes(d)));
+    }
     if l.cpu_dedicated {
         parts.push("dedicated".into());
     }
@@ -424,6 +430,12 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
+            let root_disk_bytes = a
+                .disk
+                .as_deref()
+                .map(crate::strutil::parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let extra_specs = parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
             let devices = parse_pairs(&a.device)
                 .map_err(|e| anyhow::anyhow!("--device: {e} (use NAME=TYPE,KEY=VALUE,...)"))?;
@@ -440,6 +452,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     memory_bytes,
                     pids: a.pids,
                     swap_bytes,
+                    root_disk_bytes,
                     ..Limits::default()
                 },
                 privileged: a.privileged,

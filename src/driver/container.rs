@@ -700,6 +700,7 @@ impl ContainerDriver {
                 &dir,
                 &lower,
                 idmap.map(|m| (m.host_base, m.size)),
+                spec.limits.root_disk_bytes,
                 self.images.copy_limits(),
             )
             .await?;
@@ -773,7 +774,11 @@ impl ContainerDriver {
             _ => None,
         };
         let blkio = if spec.limits.has_blkio() {
-            let (major, minor) = block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block"))
+            // The disk the root's writes reach: its own root disk (a loop
+            // device), else the host's disk under the state path.
+            let held = crate::storage::root_disk_mount(&self.instance_dir(&rec.uuid))
+                .unwrap_or_else(|| self.cfg.state_path.clone());
+            let (major, minor) = block_device_of(&held, Path::new("/sys/dev/block"))
                 .map_err(DriverError::Invalid)?;
             Some(Blkio {
                 major: major as i64,

@@ -109,6 +109,10 @@ pub struct Limits {
     /// `[compute] cpu_dedicated_set`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cpu_dedicated: bool,
+    /// The size of the instance's writable root (Nova's `root_gb`, `corral
+    /// launch --disk`): what it writes past this fails with ENOSPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk_bytes: Option<u64>,
     /// Block I/O throttles on the device holding the instance's root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_read_bytes_sec: Option<u64>,
@@ -164,6 +168,15 @@ impl Limits {
             if q != -1 && q < 1_000 {
                 return Err(DriverError::Invalid(format!(
                     "cpu quota must be -1 (unlimited) or at least 1000 us, got {q}"
+                )));
+            }
+        }
+        if let Some(d) = self.root_disk_bytes {
+            if !(crate::storage::MIN_DISK_BYTES..=crate::storage::MAX_DISK_BYTES).contains(&d) {
+                return Err(DriverError::Invalid(format!(
+                    "a root disk must be between {} MiB and {} TiB, got {d} bytes",
+                    crate::storage::MIN_DISK_BYTES >> 20,
+                    crate::storage::MAX_DISK_BYTES >> 40
                 )));
             }
         }

@@ -5,6 +5,9 @@
 //! image (made by the image cache).
 
 pub mod idmap;
+mod layer;
+
+pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -42,6 +45,8 @@ pub enum StorageError {
     Join(String),
     #[error(transparent)]
     Idmap(#[from] idmap::IdmapError),
+    #[error("cannot make the instance's root disk: {0}")]
+    Disk(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -175,20 +180,28 @@ impl Storage {
     /// `idmap` (host base, length): the overlay sits on `lower` seen through
     /// that id mapping; only with [`Storage::idmapped`], else `lower` must
     /// already be owned by the instance's ids.
+    /// `disk` (bytes): the writable layer lives on a filesystem of that size
+    /// of its own (a loop-mounted ext4 file in the instance directory), so
+    /// writes past it fail with ENOSPC; overlay roots only (a copy root is
+    /// not bounded, and says so in the log).
     /// A full copy (`storage = copy`) is bounded by `limits`.
     pub async fn prepare(
         &self,
         instance_dir: &Path,
         lower: &Path,
         idmap: Option<(u32, u32)>,
+        disk: Option<u64>,
         limits: fsutil::CopyLimits,
     ) -> Result<PathBuf, StorageError> {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
         let idmap = idmap.filter(|_| self.idmapped);
+        if disk.is_some() && kind == StorageKind::Copy {
+            tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
+        }
         tokio::task::spawn_blocking(move || match kind {
-            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap),
+            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
         })
         .await
@@ -249,10 +262,27 @@ fn unmount(path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Where the instance's own root disk is mounted, when it has one: what
+/// block I/O limits throttle (its loop device) instead of the host's disk.
+pub fn root_disk_mount(instance_dir: &Path) -> Option<PathBuf> {
+    layer::has_disk(instance_dir).then(|| layer::mount_point(instance_dir))
+}
+
+/// The overlay's upper directory of an instance: on its own root disk when
+/// it has one (`layer/upper`), else `upper`.
+pub fn upper_dir(instance_dir: &Path) -> PathBuf {
+    if layer::has_disk(instance_dir) {
+        layer::mount_point(instance_dir).join("upper")
+    } else {
+        instance_dir.join("upper")
+    }
+}
+
 fn prepare_overlay(
     dir: &Path,
     image: &Path,
     idmap: Option<(u32, u32)>,
+    disk: Option<u64>,
 ) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
     if is_mounted(&rootfs) {
@@ -263,8 +293,14 @@ fn prepare_overlay(
         None => image.to_path_buf(),
     };
     let lower = lower.as_path();
-    let upper = dir.join("upper");
-    let work = dir.join("work");
+    // The writable layer: on the instance's own root disk, or beside it.
+    let base = match disk {
+        Some(bytes) => layer::mount(dir, bytes)?,
+        None if layer::has_disk(dir) => layer::mount(dir, 0)?,
+        None => dir.to_path_buf(),
+    };
+    let upper = base.join("upper");
+    let work = base.join("work");
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
@@ -323,13 +359,26 @@ fn release(dir: &Path) -> Result<(), StorageError> {
     // through, only unmounted (and it is read-only).
     let lower = dir.join("lower");
     unmount(&lower)?;
-    if is_mounted(&lower) {
-        return Err(StorageError::Unmount {
-            path: lower,
-            source: nix::Error::EBUSY,
-        });
+    let disk = layer::mount_point(dir);
+    unmount(&disk)?;
+    for m in [&lower, &disk] {
+        if is_mounted(m) {
+            return Err(StorageError::Unmount {
+                path: m.clone(),
+                source: nix::Error::EBUSY,
+            });
+        }
     }
-    for d in ["rootfs", "rootfs.tmp", "upper", "work", "lower"] {
+    for d in [
+        "rootfs",
+        "rootfs.tmp",
+        "upper",
+        "work",
+        "lower",
+        layer::MOUNT_POINT,
+        layer::IMAGE,
+        layer::IMAGE_TMP,
+    ] {
         let p = dir.join(d);
         fsutil::remove_tree(&p).map_err(io_err(&p))?;
     }
@@ -359,7 +408,7 @@ fn probe_idmapped_overlay(dir: &Path) -> Result<(), StorageError> {
     let inst = s.join("inst");
     std::fs::create_dir_all(&inst).map_err(io_err(&inst))?;
     let result = (|| {
-        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)))?;
+        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None)?;
         let probe = root.join("etc/probe");
         let m = std::fs::metadata(&probe).map_err(io_err(&probe))?;
         if m.uid() != BASE || m.gid() != BASE {
