@@ -83,8 +83,10 @@ pub(super) fn mount(dir: &Path, bytes: u64) -> Result<PathBuf, StorageError> {
         std::fs::rename(&tmp, &img).map_err(io_err(&img))?;
     }
     std::fs::create_dir_all(&mp).map_err(io_err(&mp))?;
+    // `noinit_itable`: the kernel would otherwise zero the inode tables in
+    // the background, filling the sparse file with zeros it already reads.
     run(Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
+        .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noinit_itable"])
         .arg(&img)
         .arg(&mp))?;
     // The filesystem's root is host root's: only the layer directories in it
