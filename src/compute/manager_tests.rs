@@ -78,6 +78,7 @@ impl ImageStore for FakeDriver {
         &self,
         archive: &Path,
         alias: Option<&str>,
+        _declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
         self.record(format!("import_image {} {alias:?}", archive.display()));
         Err(DriverError::Invalid("no images here".into()))
