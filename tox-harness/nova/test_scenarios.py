@@ -349,8 +349,8 @@ def test_two_hosts_share_the_load(kind, hosts, nova, placement, servers, small_f
         hosts.teardown(*pair)
 
 
-def _upload(glance, name, data):
-    img = glance.post("/v2/images", {"name": name, "disk_format": "raw", "container_format": "bare",
+def _upload(glance, name, data, disk_format="raw"):
+    img = glance.post("/v2/images", {"name": name, "disk_format": disk_format, "container_format": "bare",
                                      "visibility": "public"}, expect=201).json()
     glance.put("/v2/images/%s/file" % img["id"], data=data,
                headers={"Content-Type": "application/octet-stream"}, expect=204)
@@ -373,7 +373,7 @@ def test_image_that_is_not_a_root_tarball(kind, hosts, nova, placement, servers,
         s = servers.create(host=host, image_ref=img["id"])
         s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot from a non-tarball image")
         fault = (s.get("fault") or {}).get("message", "")
-        assert "image archive refused" in fault, nh.describe_server(s)
+        assert "unrecognised image" in fault, nh.describe_server(s)
         assert fault.isprintable(), "fault is not readable text: %r" % fault
         assert s["OS-EXT-STS:task_state"] is None
         assert placement.allocations(s["id"]) == {}, "allocations left after a failed build"
@@ -383,6 +383,68 @@ def test_image_that_is_not_a_root_tarball(kind, hosts, nova, placement, servers,
         nh.wait_gone(nova, s["id"], host)
     finally:
         glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
+def _disk_images(work):
+    """From the busybox root: a squashfs, a GPT raw disk (root on its second
+    partition) and a qcow2 of an MBR disk, made with the real tools."""
+    sh = lambda cmd: subprocess.run(["sh", "-ec", cmd], check=True, cwd=work)
+    os.makedirs(os.path.join(work, "root"))
+    os.makedirs(os.path.join(work, "empty", "boot"))
+    sh("tar -xpzf %s -C root" % os.path.join(nh.STACK_BASE, "images", "busybox-rootfs.tar.gz"))
+    sh("mksquashfs root root.squashfs -noappend -quiet -no-progress")
+    sh("truncate -s 24M p1.img p2.img && mkfs.ext4 -q -F -d empty p1.img && mkfs.ext4 -q -F -d root p2.img")
+    for label, out in (("gpt", "gpt.raw"), ("dos", "mbr.raw")):
+        sh("truncate -s 50M {o}; printf 'label: {l}\\nstart=2048, size=49152, type=L\\n"
+           "start=51200, size=49152, type=L\\n' | sfdisk -q {o}; "
+           "dd if=p1.img of={o} bs=1M seek=1 conv=notrunc status=none; "
+           "dd if=p2.img of={o} bs=1M seek=25 conv=notrunc status=none".format(o=out, l=label))
+    sh("qemu-img convert -f raw -O qcow2 mbr.raw disk.qcow2")
+    return {name: os.path.join(work, name) for name in ("root.squashfs", "gpt.raw", "disk.qcow2")}
+
+
+@pytest.mark.kinds("corral")
+def test_disk_image_formats(kind, hosts, nova, placement, servers, glance, run_id, small_flavor):
+    """qcow2, squashfs and raw disk images uploaded to Glance with a matching
+    disk_format boot to ACTIVE from their root partition; an image whose content is not
+    its disk_format ends in ERROR with a readable fault; the host's provider carries
+    COMPUTE_IMAGE_TYPE_QCOW2 and COMPUTE_IMAGE_TYPE_RAW."""
+    host = hosts.primary(kind)
+    traits = placement.get("/resource_providers/%s/traits" % host.rp_uuid).json()["traits"]
+    assert {"COMPUTE_IMAGE_TYPE_RAW", "COMPUTE_IMAGE_TYPE_QCOW2"} <= set(traits), traits
+    work = tempfile.mkdtemp()
+    imgs = []
+    try:
+        files = _disk_images(work)
+        for name, fmt in (("disk.qcow2", "qcow2"), ("root.squashfs", "raw"), ("gpt.raw", "raw")):
+            with open(files[name], "rb") as f:
+                imgs.append((name, _upload(glance, "corral-%s-%s" % (name, run_id), f.read(), fmt)))
+        with open(files["root.squashfs"], "rb") as f:
+            liar = _upload(glance, "corral-liar-" + run_id, f.read(), "qcow2")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        for name, img in imgs:
+            s = servers.create(host=host, image_ref=img["id"])
+            s = nh.wait_server(nova, s["id"], "ACTIVE", host, what="boot from " + name)
+            st = check_container(host, s, small_flavor)
+            with open("/proc/%d/root/etc/inittab" % st["pid"]) as f:
+                assert "::sysinit:/etc/init.d/rcS" in f.read(), name
+            nova.delete("/servers/" + s["id"], expect=204)
+            nh.wait_gone(nova, s["id"], host)
+        before = _instance_dirs(host)
+        s = servers.create(host=host, image_ref=liar["id"])
+        s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot from a squashfs declared qcow2")
+        fault = (s.get("fault") or {}).get("message", "")
+        assert "declared as qcow2 but its content is squashfs" in fault, nh.describe_server(s)
+        assert placement.allocations(s["id"]) == {}
+        check_no_container(host, s["id"])
+        assert _instance_dirs(host) == before
+        nova.delete("/servers/" + s["id"], expect=204)
+        nh.wait_gone(nova, s["id"], host)
+    finally:
+        for _, img in imgs + [(None, liar)]:
+            glance.delete("/v2/images/" + img["id"], expect=(204, 404))
 
 
 @pytest.mark.kinds("corral")
