@@ -406,9 +406,11 @@ def _disk_images(work):
 @pytest.mark.kinds("corral")
 def test_disk_image_formats(kind, hosts, nova, placement, servers, glance, run_id, small_flavor):
     """qcow2, squashfs and raw disk images uploaded to Glance with a matching
-    disk_format boot to ACTIVE from their root partition; an image whose content is not
-    its disk_format ends in ERROR with a readable fault; the host's provider carries
-    COMPUTE_IMAGE_TYPE_QCOW2 and COMPUTE_IMAGE_TYPE_RAW."""
+    disk_format boot to ACTIVE from their root partition, and the host's provider
+    carries COMPUTE_IMAGE_TYPE_QCOW2 and COMPUTE_IMAGE_TYPE_RAW. (Glance 33 inspects
+    uploads itself and refuses a squashfs declared qcow2, so a lying image cannot be
+    uploaded here; corral's own check of content against disk_format is covered by
+    the cargo tests.)"""
     host = hosts.primary(kind)
     traits = placement.get("/resource_providers/%s/traits" % host.rp_uuid).json()["traits"]
     assert {"COMPUTE_IMAGE_TYPE_RAW", "COMPUTE_IMAGE_TYPE_QCOW2"} <= set(traits), traits
@@ -419,8 +421,6 @@ def test_disk_image_formats(kind, hosts, nova, placement, servers, glance, run_i
         for name, fmt in (("disk.qcow2", "qcow2"), ("root.squashfs", "raw"), ("gpt.raw", "raw")):
             with open(files[name], "rb") as f:
                 imgs.append((name, _upload(glance, "corral-%s-%s" % (name, run_id), f.read(), fmt)))
-        with open(files["root.squashfs"], "rb") as f:
-            liar = _upload(glance, "corral-liar-" + run_id, f.read(), "qcow2")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
@@ -432,18 +432,8 @@ def test_disk_image_formats(kind, hosts, nova, placement, servers, glance, run_i
                 assert "::sysinit:/etc/init.d/rcS" in f.read(), name
             nova.delete("/servers/" + s["id"], expect=204)
             nh.wait_gone(nova, s["id"], host)
-        before = _instance_dirs(host)
-        s = servers.create(host=host, image_ref=liar["id"])
-        s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot from a squashfs declared qcow2")
-        fault = (s.get("fault") or {}).get("message", "")
-        assert "declared as qcow2 but its content is squashfs" in fault, nh.describe_server(s)
-        assert placement.allocations(s["id"]) == {}
-        check_no_container(host, s["id"])
-        assert _instance_dirs(host) == before
-        nova.delete("/servers/" + s["id"], expect=204)
-        nh.wait_gone(nova, s["id"], host)
     finally:
-        for _, img in imgs + [(None, liar)]:
+        for _, img in imgs:
             glance.delete("/v2/images/" + img["id"], expect=(204, 404))
 
 
