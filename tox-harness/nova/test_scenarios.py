@@ -438,6 +438,49 @@ def test_disk_image_formats(kind, hosts, nova, placement, servers, glance, run_i
 
 
 @pytest.mark.kinds("corral")
+def test_glance_bytes_that_do_not_match_their_hash(kind, hosts, nova, placement, servers, glance, run_id):
+    """Glance computes os_hash_value itself on upload, so a user meets a mismatch when
+    the store's bytes change afterwards (bit rot, a tampered or half-copied store):
+    here the file store's copy is altered in place, then cut short. Each build ends
+    in ERROR with a fault naming the cause, and nothing is left in corral's cache."""
+    host = hosts.primary(kind)
+    store = os.path.join(nh.STACK_BASE, "state", "glance", "images")
+    with open(os.path.join(nh.STACK_BASE, "images", "busybox-rootfs.tar.gz"), "rb") as f:
+        data = f.read()
+    cache = os.path.join(host.state_dir, "images")
+    imgs = []
+    try:
+        for how, want in (("altered", "sha512 mismatch"), ("truncated", "download of image")):
+            img = _upload(glance, "corral-%s-%s" % (how, run_id), data)
+            imgs.append(img)
+            path = os.path.join(store, img["id"])
+            assert os.path.getsize(path) == len(data), "no file store copy at %s" % path
+            if how == "altered":
+                with open(path, "r+b") as f:
+                    f.seek(len(data) // 2)
+                    b = f.read(1)
+                    f.seek(len(data) // 2)
+                    f.write(bytes([b[0] ^ 0xff]))
+            else:
+                os.truncate(path, len(data) // 2)
+            before = sorted(os.listdir(cache)) if os.path.isdir(cache) else []
+            s = servers.create(host=host, image_ref=img["id"])
+            s = nh.wait_server(nova, s["id"], "ERROR", host, what="boot from an %s image" % how)
+            fault = (s.get("fault") or {}).get("message", "")
+            assert want in fault, nh.describe_server(s)
+            assert fault.isprintable(), fault
+            assert placement.allocations(s["id"]) == {}
+            check_no_container(host, s["id"])
+            after = sorted(os.listdir(cache)) if os.path.isdir(cache) else []
+            assert after == before, "cache changed by a refused download: %r -> %r" % (before, after)
+            nova.delete("/servers/" + s["id"], expect=204)
+            nh.wait_gone(nova, s["id"], host)
+    finally:
+        for img in imgs:
+            glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
+@pytest.mark.kinds("corral")
 def test_compute_killed_during_a_build(kind, hosts, nova, placement, servers, glance, run_id, small_flavor):
     """SIGKILL the daemon while a build is spawning (a big image keeps it there for a
     while); after a restart the server is in ERROR with a fault, and no container,
