@@ -480,6 +480,51 @@ def test_glance_bytes_that_do_not_match_their_hash(kind, hosts, nova, placement,
             glance.delete("/v2/images/" + img["id"], expect=(204, 404))
 
 
+def _corral_image(host, alias):
+    """The corral host's image record for `alias` (None when absent), over its socket."""
+    r = subprocess.run(["curl", "-s", "--unix-socket", host.socket, "http://corral/1.0/images?recursion=1"],
+                       capture_output=True, text=True, check=True)
+    images = json.loads(r.stdout)["metadata"]
+    return next((i for i in images if alias in (i.get("aliases") or []) or i.get("alias") == alias), None)
+
+
+@pytest.mark.kinds("corral")
+def test_aggregate_image_caching(kind, hosts, nova, glance, run_id):
+    """POST /os-aggregates/{id}/images (microversion 2.81): the conductor's cache_images
+    call reaches the corral host in the aggregate, which downloads, verifies and caches
+    the image before any server asks for it."""
+    host = hosts.primary(kind)
+    work = tempfile.mkdtemp()
+    try:
+        root = os.path.join(work, "root")
+        os.makedirs(root)
+        subprocess.run(["tar", "-xzf", os.path.join(nh.STACK_BASE, "images", "busybox-rootfs.tar.gz"),
+                        "-C", root], check=True)
+        with open(os.path.join(root, "etc", "precached"), "w") as f:
+            f.write(run_id + "\n")  # bytes no other image has
+        tarball = os.path.join(work, "pre.tar")
+        subprocess.run(["tar", "--numeric-owner", "-C", root, "-cf", tarball, "."], check=True)
+        with open(tarball, "rb") as f:
+            img = _upload(glance, "corral-precache-" + run_id, f.read())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    agg = nova.post("/os-aggregates", {"aggregate": {"name": "corral-cache-" + run_id}},
+                    expect=200).json()["aggregate"]
+    try:
+        nova.post("/os-aggregates/%s/action" % agg["id"], {"add_host": {"host": host.name}}, expect=200)
+        alias = "glance/" + img["id"]
+        assert _corral_image(host, alias) is None
+        nova.post("/os-aggregates/%s/images" % agg["id"], {"cache": [{"id": img["id"]}]}, expect=202)
+        assert nh.wait_for(lambda: _corral_image(host, alias) is not None, 120, interval=0.5), (
+            "image %s never cached\n%s" % (img["id"], host.log_excerpt()))
+        rec = _corral_image(host, alias)
+        assert rec["properties"]["format"] == "tar", rec
+    finally:
+        nova.post("/os-aggregates/%s/action" % agg["id"], {"remove_host": {"host": host.name}})
+        nova.delete("/os-aggregates/%s" % agg["id"])
+        glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
 @pytest.mark.kinds("corral")
 def test_compute_killed_during_a_build(kind, hosts, nova, placement, servers, glance, run_id, small_flavor):
     """SIGKILL the daemon while a build is spawning (a big image keeps it there for a
