@@ -271,7 +271,15 @@ fn hostile_disk_images_are_refused() {
     std::fs::write(empty.join("data"), "x").unwrap();
     ext4_of(&empty, &noroot);
 
+    // an ext4 superblock magic on garbage: the kernel refuses to mount it
+    let corrupt = w.join("corrupt.raw");
+    let mut bytes = vec![0x5au8; 4 << 20];
+    bytes[1080] = 0x53;
+    bytes[1081] = 0xef;
+    std::fs::write(&corrupt, &bytes).unwrap();
+
     for (file, want) in [
+        (&corrupt, "not mountable: ext4 at byte 0"),
         (&backing, "backing file"),
         (&data_file, "external data file"),
         (&cut, "past the end"),

@@ -45,9 +45,10 @@ pub enum DiskError {
     #[error("bad GPT partition table: {0}")]
     BadGpt(&'static str),
     #[error(
-        "no root filesystem found: no partition or filesystem holds /etc/os-release or /sbin/init"
+        "no root filesystem found: no partition or filesystem holds /etc/os-release or \
+         /sbin/init{0}"
     )]
-    NoRoot,
+    NoRoot(String),
     #[error("qcow2 image refused: {0}")]
     Qcow2(String),
     #[error("{tool} failed: {message}")]
@@ -278,6 +279,7 @@ pub fn copy_root(
     scratch: &Path,
     limits: fsutil::CopyLimits,
 ) -> Result<fsutil::CopyStats, DiskError> {
+    let mut skipped = Vec::new();
     for r in regions(image)? {
         let mut head = Vec::new();
         let mut f = File::open(image).map_err(io_err(image))?;
@@ -295,6 +297,7 @@ pub fn copy_root(
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(offset = r.offset, error = %e, "partition not mountable, skipped");
+                skipped.push(format!("{} at byte {}: {e}", fs.kernel_name(), r.offset));
                 continue;
             }
         };
@@ -306,7 +309,15 @@ pub fn copy_root(
         drop(dev);
         return Ok(stats?);
     }
-    Err(DiskError::NoRoot)
+    let why = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(" (not mountable: {})", skipped.join("; "))
+    };
+    Err(DiskError::NoRoot(crate::text::printable(
+        &why,
+        MAX_TOOL_TEXT,
+    )))
 }
 
 /// Checks a qcow2 header before any tool reads it: no backing file, no
