@@ -961,4 +961,39 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn zstd_archives_unpack_and_corrupt_ones_are_refused() {
+        if std::process::Command::new("zstd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: zstd is not installed");
+            return;
+        }
+        let tar = tarball(|b| raw(b, b"etc/hostname", EntryType::Regular, b"zz\n", b""));
+        let mut child = std::process::Command::new("zstd")
+            .args(["-q", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&tar).unwrap();
+        let zst = child.wait_with_output().unwrap().stdout;
+        let w = Work::new();
+        w.unpack(&zst, &UnpackOptions::default()).unwrap();
+        assert_eq!(fs::read(w.dest().join("etc/hostname")).unwrap(), b"zz\n");
+        // cut short, and garbage after the magic
+        for bad in [zst[..zst.len() / 2].to_vec(), {
+            let mut g = zst[..4].to_vec();
+            g.extend_from_slice(&[0x11; 600]);
+            g
+        }] {
+            let w = Work::new();
+            let err = w.unpack(&bad, &UnpackOptions::default()).unwrap_err();
+            assert!(matches!(err, UnpackError::Corrupt(_)), "{err}");
+            assert!(w.leftovers().is_empty());
+        }
+    }
 }
