@@ -5,11 +5,12 @@
 //! The image is hostile. Partition tables are parsed here, bounds-checked (a
 //! partition past the end of the image is refused); only filesystems of known
 //! types are mounted, each with an explicit type, `ro,nosuid,nodev,noexec`,
-//! from a read-only loop device; the copy is [`fsutil::copy_tree`]'s (links
-//! never followed, owners kept, special files skipped, bounded). Every mount
-//! is unmounted and every loop device detached, on error too. qcow2 images
-//! go through `qemu-img`: any backing file or external data file is refused
-//! before `qemu-img` opens the image, then again from `qemu-img info`.
+//! from a read-only loop device with the partition's offset and size limit;
+//! the copy is [`fsutil::copy_tree`]'s (links never followed, owners kept,
+//! special files skipped, bounded). Every mount is unmounted and its loop
+//! device detached, on error too. qcow2 images go through `qemu-img`: any
+//! backing file or external data file is refused before `qemu-img` opens the
+//! image, then again from `qemu-img info`.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -193,46 +194,21 @@ fn run(tool: &'static str, cmd: &mut Command) -> Result<Vec<u8>, DiskError> {
     Ok(out.stdout)
 }
 
-/// A read-only loop device, detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn attach(image: &Path, r: Region) -> Result<Loop, DiskError> {
-        let out = run(
-            "losetup",
-            Command::new("losetup")
-                .args(["--find", "--show", "--read-only", "--offset"])
-                .arg(r.offset.to_string())
-                .arg("--sizelimit")
-                .arg(r.len.to_string())
-                .arg(image),
-        )?;
-        let dev = String::from_utf8_lossy(&out).trim().to_string();
-        if !dev.starts_with("/dev/loop") {
-            return Err(DiskError::Tool {
-                tool: "losetup",
-                message: format!("unexpected answer {}", crate::text::printable(&dev, 80)),
-            });
-        }
-        Ok(Loop(dev))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        if let Err(e) = run("losetup", Command::new("losetup").arg("-d").arg(&self.0)) {
-            tracing::warn!(device = %self.0, error = %e, "cannot detach loop device");
-        }
-    }
-}
-
-/// A read-only mount, unmounted (and its directory removed) when dropped.
+/// A read-only mount of one region of an image file through a loop device,
+/// unmounted (and its directory removed) when dropped. mount(8) makes the
+/// loop device read-only (the mount is `ro`) and with autoclear: it is
+/// detached with the unmount, also when a daemon killed mid-copy has its
+/// leftover mount detached lazily at the next start, and by mount(8) itself
+/// when the mount fails.
 struct Mount(PathBuf);
 
 impl Mount {
-    fn new(dev: &str, fs: FsType, at: &Path) -> Result<Mount, DiskError> {
+    fn new(image: &Path, r: Region, fs: FsType, at: &Path) -> Result<Mount, DiskError> {
         std::fs::create_dir(at).map_err(io_err(at))?;
-        let mut opts = String::from("ro,nosuid,nodev,noexec");
+        let mut opts = format!(
+            "ro,nosuid,nodev,noexec,loop,offset={},sizelimit={}",
+            r.offset, r.len
+        );
         match fs {
             // a journal left dirty is not replayed (the device is read-only)
             FsType::Ext4 => opts.push_str(",noload"),
@@ -243,7 +219,7 @@ impl Mount {
             "mount",
             Command::new("mount")
                 .args(["-t", fs.kernel_name(), "-o", &opts])
-                .arg(dev)
+                .arg(image)
                 .arg(at),
         );
         if let Err(e) = res {
@@ -291,9 +267,8 @@ pub fn copy_root(
         let Some(fs) = format::filesystem_of(&head) else {
             continue;
         };
-        let dev = Loop::attach(image, r)?;
         let at = scratch.join(format!(".mnt-{}", uuid::Uuid::new_v4().simple()));
-        let mnt = match Mount::new(&dev.0, fs, &at) {
+        let mnt = match Mount::new(image, r, fs, &at) {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(offset = r.offset, error = %e, "partition not mountable, skipped");
@@ -306,7 +281,6 @@ pub fn copy_root(
         }
         let stats = fsutil::copy_tree(&mnt.0, dest, 0, limits);
         drop(mnt);
-        drop(dev);
         return Ok(stats?);
     }
     let why = if skipped.is_empty() {
