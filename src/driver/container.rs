@@ -1559,11 +1559,12 @@ fn validate_alias(alias: &str) -> Result<(), DriverError> {
 
 #[async_trait::async_trait]
 impl ImageStore for ContainerDriver {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
         let _one_at_a_time = self.import_lock.lock().await;
         crash_point("import.after_upload");
@@ -1582,7 +1583,7 @@ impl ImageStore for ContainerDriver {
                 existing.alias.unwrap_or(existing.fingerprint)
             )));
         }
-        let imported = self.images.import(archive).await?;
+        let imported = self.images.import(archive, declared).await?;
         crash_point("import.after_unpack");
         let rec = ImageRecord {
             fingerprint: imported.fingerprint.clone(),

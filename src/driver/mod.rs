@@ -450,11 +450,14 @@ pub struct BackendInfo {
 /// The image cache as frontends use it: imports, listing, removal.
 #[async_trait::async_trait]
 pub trait ImageStore: Send + Sync {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias: a
+    /// root tarball, squashfs, raw or qcow2 disk image, told by content and
+    /// checked against `declared` when the uploader said what it is.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError>;
     /// A path for an upload in progress (removed by the caller).
     fn image_upload_path(&self) -> PathBuf;
