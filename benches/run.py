@@ -92,12 +92,15 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SIZES = {
     "full": dict(startup=5, boots=20, lifecycle=5, burst=50, burst_runs=2,
                  density=[100, 250, 500], density_batch=50, periodic_interval=15, cpu_window_intervals=2,
-                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50, portboot=10),
+                 floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50, portboot=10,
+                 freshrange=5, freshrange_mb=300),
     "short": dict(startup=1, boots=2, lifecycle=1, burst=5, burst_runs=1,
                   density=[10], density_batch=10, periodic_interval=5, cpu_window_intervals=2,
-                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5, portboot=2),
+                  floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5, portboot=2,
+                  freshrange=2, freshrange_mb=16),
 }
-FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug", "portboot"]
+FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug", "portboot",
+           "freshrange"]
 MIN_FREE_BYTES = 2 << 30
 
 
@@ -389,6 +392,18 @@ def glob_dirs(d):
         return [os.path.join(d, x) for x in os.listdir(d) if os.path.isdir(os.path.join(d, x))]
     except OSError:
         return []
+
+
+def dir_bytes(path):
+    """Disk blocks used under `path` (one filesystem; hard links once), in bytes. The
+    instances' idmapped lower layers are the image's own files seen again (a bind mount
+    of the same filesystem, which du would count once per instance): left out."""
+    r = subprocess.run(["du", "-sx", "--block-size=1", "--exclude=*/instances/*/lower", path],
+                       capture_output=True, text=True)
+    try:
+        return int(r.stdout.split()[0])
+    except (IndexError, ValueError):
+        return 0
 
 
 def umount_under(prefix):
@@ -878,7 +893,7 @@ def stat_birth(path):
 
 
 class Bench:
-    def __init__(self, short, only):
+    def __init__(self, short, only, out=None):
         self.short = short
         self.sz = SIZES["short" if short else "full"]
         self.only = only
@@ -886,7 +901,7 @@ class Bench:
         self.work = os.path.join(WORK_BASE, self.tag)
         os.makedirs(self.work, exist_ok=True)
         CLEANUP.push("workdir", lambda: (umount_under(self.work), shutil.rmtree(self.work, ignore_errors=True)))
-        self.out = os.path.join(ROOT, "bench-results", "short.json" if short else "latest.json")
+        self.out = out or os.path.join(ROOT, "bench-results", "short.json" if short else "latest.json")
         self.results = {"meta": {}, "errors": {}}
         self.stack = None
         self.flavor = self.image = None
@@ -1390,19 +1405,22 @@ class Bench:
 
     # ------------------------------------------------------------------ standalone daemon
 
-    def standalone(self):
-        if getattr(self, "sa", None):
+    def standalone(self, key="sa", extra=""):
+        """A standalone daemon with the busybox image imported, one per `key` (the
+        default one is self.sa); `extra`: more `[corral]` options."""
+        if key == "sa" and getattr(self, "sa", None):
             return self.sa
-        d = os.path.join(self.work, "standalone")
+        d = os.path.join(self.work, "standalone" if key == "sa" else f"standalone-{key}")
         os.makedirs(d, exist_ok=True)
         conf = os.path.join(d, "corral.conf")
-        rroot = os.path.join(RUN_BASE, f"{self.tag}-sa", "runc")
+        rroot = os.path.join(RUN_BASE, f"{self.tag}-{key}", "runc")
+        cgroup_parent = SA_CGROUP_PARENT if key == "sa" else f"{SA_CGROUP_PARENT}-{key}"
         # No default network: the floor is bare runc, which plugs nothing, and a bridge
         # named corralbr0 made here would outlive this run's state directory and be
         # refused (as a name in use) by the next run's daemon.
         with open(conf, "w") as f:
-            f.write(f"[corral]\nruntime_root = {rroot}\ncgroup_parent = {SA_CGROUP_PARENT}\n"
-                    "default_network = none\n")
+            f.write(f"[corral]\nruntime_root = {rroot}\ncgroup_parent = {cgroup_parent}\n"
+                    f"default_network = none\n{extra}")
         sock = os.path.join(d, "corral.sock")
         logf = open(os.path.join(d, "daemon.log"), "ab")
         p = subprocess.Popen([BIN, "daemon", "--config-file", conf, "--state-dir", os.path.join(d, "state"),
@@ -1412,6 +1430,8 @@ class Bench:
         api = LxdLikeApi(sock, "corral")
 
         def destroy():
+            if p.poll() is not None and not os.path.exists(d):
+                return  # destroyed already
             try:
                 for url in api.call("GET", "/1.0/instances").get("metadata") or []:
                     api.op("DELETE", url + "?force=true", timeout=60)
@@ -1425,17 +1445,19 @@ class Bench:
             sweep_runtime_root(rroot)
             shutil.rmtree(os.path.dirname(rroot), ignore_errors=True)
             umount_under(d)
-            remove_cgroup_tree(SA_CGROUP_PARENT)
+            remove_cgroup_tree(cgroup_parent)
             shutil.rmtree(d, ignore_errors=True)
-        CLEANUP.push("standalone", destroy)
+        CLEANUP.push(f"standalone {key}", destroy)
         wait_until(lambda: os.path.exists(sock) or p.poll() is not None, 30, 0.02, "corral socket")
         if p.poll() is not None:
             raise RuntimeError(f"standalone corral exited: {tail(os.path.join(d, 'daemon.log'))}")
         with open(self.build_tarball(), "rb") as f:
             api.op("POST", "/1.0/images", f.read(), {"X-Corral-Alias": "busybox",
                                                      "Content-Type": "application/octet-stream"})
-        self.sa = {"api": api, "pid": p.pid, "dir": d, "rroot": rroot}
-        return self.sa
+        sa = {"api": api, "pid": p.pid, "dir": d, "rroot": rroot, "destroy": destroy}
+        if key == "sa":
+            self.sa = sa
+        return sa
 
     # ------------------------------------------------------------------ 7. runtime floor
 
@@ -1541,6 +1563,49 @@ class Bench:
             R[f"vifplug_{kind}_plug_s"] = summary(data[kind]["plug_s"])
             R[f"vifplug_{kind}_unplug_s"] = summary(data[kind]["unplug_s"])
             log(f"vif plug {kind}: median {R[f'vifplug_{kind}_plug_s'].get('median', 0) * 1000:.1f} ms")
+
+    def fig_freshrange(self):
+        """Launch of a big image in an id range never used before: idmapped roots
+        against id-shifted copies (`idmapped_roots = off`), one daemon each, N instances
+        kept running (each in a new range), and the disk each one costs."""
+        mb, n = self.sz["freshrange_mb"], self.sz["freshrange"]
+        work = os.path.join(self.work, "fresh")
+        rootfs = os.path.join(work, "rootfs")
+        os.makedirs(rootfs)
+        run(["tar", "-xzf", self.build_tarball(), "-C", rootfs], timeout=120)
+        with open(os.path.join(rootfs, "ballast"), "wb") as f:
+            for _ in range(mb):
+                f.write(os.urandom(1 << 20))
+        tarball = os.path.join(work, "big.tar")
+        run(["tar", "--numeric-owner", "-C", rootfs, "-cf", tarball, "."], timeout=300)
+        shutil.rmtree(rootfs)
+        R = self.results
+        R["freshrange_image_mb"] = mb
+        for mode, extra in (("idmapped", ""), ("copy", "idmapped_roots = off\n")):
+            sa = self.standalone(f"fr{mode[0]}", extra)
+            api = sa["api"]
+            info = api.call("GET", "/1.0")["metadata"]
+            R[f"freshrange_{mode}_server"] = {k: info.get(k) for k in ("storage", "idmapped_roots")}
+            with open(tarball, "rb") as f:
+                api.op("POST", "/1.0/images", f.read(), {"X-Corral-Alias": "big",
+                                                         "Content-Type": "application/octet-stream"},
+                       timeout=600)
+            state = os.path.join(sa["dir"], "state")
+            before = dir_bytes(state)
+            times = []
+            for i in range(n):
+                t0 = time.monotonic()
+                api.op("POST", "/1.0/instances", {"name": f"fr-{mode}-{i}", "start": True,
+                                                  "source": {"type": "image", "alias": "big"}}, timeout=600)
+                times.append(time.monotonic() - t0)
+            R[f"freshrange_{mode}_launch_s"] = summary(times)
+            R[f"freshrange_{mode}_disk_per_instance_bytes"] = (dir_bytes(state) - before) // n
+            log(f"fresh id range, {mode}: launch median {R[f'freshrange_{mode}_launch_s']['median'] * 1000:.0f} ms, "
+                f"{R[f'freshrange_{mode}_disk_per_instance_bytes'] / 1e6:.1f} MB per instance")
+            sa["destroy"]()
+        a, b = R["freshrange_idmapped_launch_s"]["median"], R["freshrange_copy_launch_s"]["median"]
+        R["ratio_freshrange"] = round(a / b, 3) if b else None
+        shutil.rmtree(work, ignore_errors=True)
 
     def fig_portboot(self):
         """POST /servers -> ACTIVE with one port, corral vs the reference nova-compute.
@@ -1866,6 +1931,10 @@ class Bench:
         plugs = [p for p in plugs if p is not None]
         v = max(plugs) if plugs else None
         add("plug one port <= 30 ms (slowest kind)", v, 0.03, v is not None and v <= 0.03)
+        v = med("freshrange_idmapped_launch_s")
+        add("launch in a fresh id range <= 100 ms (300 MB image)", v, 0.1, v is not None and v <= 0.1)
+        v = R.get("freshrange_idmapped_disk_per_instance_bytes")
+        add("disk per idle instance <= 1 MB", v, 1 << 20, v is not None and v <= 1 << 20)
         R["goals"] = g
 
     # ------------------------------------------------------------------ main
@@ -1885,6 +1954,7 @@ class Bench:
         self.figure("lxd", self.fig_lxd)
         self.figure("vifplug", self.fig_vifplug)
         self.figure("portboot", self.fig_portboot)
+        self.figure("freshrange", self.fig_freshrange)
         self.goals()
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
         self.save()
@@ -1894,6 +1964,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short", action="store_true", help="tiny counts (CI): bench-results/short.json")
     ap.add_argument("--only", default="", help=f"comma-separated figures of {','.join(FIGURES)}")
+    ap.add_argument("--out", default=None,
+                    help="results file, relative to the crate (default bench-results/latest.json, "
+                         "or bench-results/short.json with --short)")
     ap.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
                     help="override a size, e.g. --set burst=20 --set density=100,250")
     args = ap.parse_args()
@@ -1929,7 +2002,7 @@ def main():
                 next_note = time.monotonic() + 60
             time.sleep(1)
     atexit.register(CLEANUP.run_all)
-    b = Bench(args.short, only)
+    b = Bench(args.short, only, args.out and os.path.join(ROOT, args.out))
     CLEANUP.pre.append(b.cleanup_servers)  # servers go before their hosts are stopped
     log(f"run {b.tag}: {'short' if args.short else 'full'} -> {b.out}")
     try:

@@ -126,7 +126,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         path: cfg.corral.runtime_root.clone(),
         source,
     })?;
-    let storage = Storage::select(cfg.corral.storage)?;
+    let storage = Storage::select(
+        cfg.corral.storage,
+        cfg.corral.idmapped_roots,
+        &cfg.state_path.join(".idmap-probe"),
+    )?;
     let store = Store::open(&cfg.store_path()).await?;
     let networks = Arc::new(crate::network::Networks::new(
         store.clone(),
@@ -138,6 +142,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         cgroups = ?runtime.cgroup_mode,
         hybrid = runtime.cgroup_hybrid,
         storage = ?storage.kind,
+        idmapped_roots = storage.idmapped,
         state_path = %cfg.state_path.display(),
         runtime_root = %cfg.corral.runtime_root.display(),
         cgroup_parent = %cfg.corral.cgroup_parent,

@@ -63,7 +63,12 @@ async fn driver(dir: &Path, runtime_root: &Path) -> ContainerDriver {
     std::fs::create_dir_all(runtime_root).unwrap();
     let cgroup_root = PathBuf::from(cgroups::DEFAULT_ROOT);
     let runtime = Runtime::select(cfg.corral.oci_runtime, runtime_root, &cgroup_root).unwrap();
-    let storage = Storage::select(cfg.corral.storage).unwrap();
+    let storage = Storage::select(
+        cfg.corral.storage,
+        cfg.corral.idmapped_roots,
+        &cfg.state_path.join(".idmap-probe"),
+    )
+    .unwrap();
     let store = Store::open(&cfg.store_path()).await.unwrap();
     ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
 }
@@ -105,7 +110,7 @@ async fn a_container_reads_its_config_drive_read_only_as_its_own_root() {
     };
     let d = driver(tmp.path(), &runtime_root).await;
     d.images()
-        .import_image(&common::busybox_tarball(), Some("busybox"))
+        .import_image(&common::busybox_tarball(), Some("busybox"), None)
         .await
         .unwrap();
     let spec = InstanceSpec {

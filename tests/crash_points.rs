@@ -415,7 +415,11 @@ fn check_recovered(h: &Host, op: Op) -> Vec<String> {
     }
     for m in h.mounts() {
         let ok = uuids.iter().any(|u| {
+            // Its root, the image through an idmapped mount under it, its root disk,
+            // its disks.
             m == instances_dir.join(u).join("rootfs").display().to_string()
+                || m == instances_dir.join(u).join("lower").display().to_string()
+                || m == instances_dir.join(u).join("layer").display().to_string()
                 || m.starts_with(&instances_dir.join(u).join("disks").display().to_string())
         });
         if !ok {

@@ -163,3 +163,98 @@ fn interrupted_create_is_rolled_back_on_restart() {
         d.leftovers(&uuid)
     );
 }
+
+/// Files under `dir` named `name`, to any depth.
+fn find_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_name() == name {
+            found.push(p.clone());
+        }
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            found.extend(find_named(&p, name));
+        }
+    }
+    found
+}
+
+#[test]
+fn unprivileged_roots_see_the_one_cached_image_through_an_idmapped_mount() {
+    use std::os::unix::fs::MetadataExt;
+    require_host!();
+    let d = Daemon::start();
+    let info: serde_json::Value = d.client().get("/1.0").unwrap();
+    if info["storage"] != "overlay" || info["idmapped_roots"] != true {
+        eprintln!(
+            "skipped: this kernel gives no idmapped overlay roots ({info}); the daemon log says why:\n{}",
+            d.log()
+        );
+        return;
+    }
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "a1"]);
+    d.ok(&["launch", "busybox", "a2"]);
+    // No copy of the image per id range.
+    assert_eq!(
+        find_named(&d.state.join("images"), "shifted"),
+        Vec::<std::path::PathBuf>::new()
+    );
+    for name in ["a1", "a2"] {
+        // The container's root owns the image's files, and may change them.
+        assert_eq!(
+            d.exec(name, "stat -c %u:%g /bin/busybox /etc").trim(),
+            "0:0\n0:0"
+        );
+        assert_eq!(
+            d.exec(
+                name,
+                "echo hi > /etc/motd && chown 5:6 /etc/motd && stat -c %u:%g /etc/motd"
+            )
+            .trim(),
+            "5:6"
+        );
+    }
+    let u1 = d.uuid("a1");
+    let u2 = d.uuid("a2");
+    let inst = |u: &str| d.state.join("instances").join(u);
+    let owner = |p: std::path::PathBuf| {
+        let m = std::fs::metadata(&p).unwrap();
+        (m.uid(), m.gid())
+    };
+    // On the host: each instance's changes in its own layer, owned by its
+    // own range; two ranges, one image.
+    let (b1, _) = owner(inst(&u1).join("upper"));
+    let (b2, _) = owner(inst(&u2).join("upper"));
+    assert_ne!(b1, b2);
+    assert!(b1 >= 65536 && b2 >= 65536, "{b1} {b2}");
+    assert_eq!(owner(inst(&u1).join("upper/etc/motd")), (b1 + 5, b1 + 6));
+    assert_eq!(owner(inst(&u2).join("upper/etc/motd")), (b2 + 5, b2 + 6));
+    // The cached image itself is untouched, owners as in the archive.
+    let images = find_named(&d.state.join("images"), "busybox");
+    let cached = images
+        .iter()
+        .find(|p| p.ends_with("rootfs/bin/busybox"))
+        .expect("the cached image's /bin/busybox");
+    assert_eq!(owner(cached.clone()), (0, 0));
+    assert!(
+        !std::fs::read_dir(cached.parent().unwrap().parent().unwrap().join("etc"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name() == "motd")
+    );
+    // Stop and start mount it again; delete leaves no mount behind.
+    d.ok(&["stop", "a1"]);
+    d.ok(&["start", "a1"]);
+    assert_eq!(d.exec("a1", "cat /etc/motd").trim(), "hi");
+    d.ok(&["delete", "--force", "a1"]);
+    d.ok(&["delete", "--force", "a2"]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for u in [&u1, &u2] {
+        assert!(!mounts.contains(u.as_str()), "a mount of {u} is left");
+        assert!(!inst(u).exists());
+    }
+}

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
+
 use common::{read_cgroup, Daemon};
 
 #[test]
@@ -132,4 +134,60 @@ fn default_pids_limit_comes_from_config() {
     d.import_busybox();
     d.ok(&["launch", "busybox", "dflt"]);
     assert_eq!(read_cgroup(&d, "dflt", "pids/pids.max", "pids.max"), "77");
+}
+
+#[test]
+fn writing_past_the_root_disk_fails_inside_only() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "small", "--disk", "64MiB"]);
+    d.ok(&["launch", "busybox", "free"]);
+    let uuid = d.uuid("small");
+    let layer = d.state.join("instances").join(&uuid).join("layer.img");
+    assert!(layer.is_file(), "no root disk at {}", layer.display());
+    // 100 MiB into a 64 MiB root: the write stops with ENOSPC inside.
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; sync",
+    );
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(!out.contains("rc=0"), "{out}");
+    // What it wrote stays within its disk; the host holds no more than that.
+    let held = std::fs::metadata(&layer).unwrap().blocks() * 512;
+    assert!(held <= 64 << 20, "the root disk file holds {held} bytes");
+    // The image's own files are still readable, and small writes still fail
+    // until something is freed.
+    assert_eq!(
+        d.exec("small", "rm /fill && echo ok > /etc/ok && cat /etc/ok")
+            .trim(),
+        "ok"
+    );
+    // The other instance writes as much as it likes.
+    let out = d.exec(
+        "free",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    // The size and the data survive a stop and a start.
+    d.ok(&["stop", "small"]);
+    d.ok(&["start", "small"]);
+    assert_eq!(d.exec("small", "cat /etc/ok").trim(), "ok");
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?",
+    );
+    assert!(
+        out.contains("No space left on device"),
+        "after a restart: {out}"
+    );
+    let shown = d.ok(&["info", "small"]);
+    assert!(shown.contains("disk=64.0MiB"), "{shown}");
+    // Too small a disk is refused before anything is made.
+    let err = d.fails(&["launch", "busybox", "tiny", "--disk", "1MiB"]);
+    assert!(err.contains("root disk"), "{err}");
+    d.ok(&["delete", "--force", "small"]);
+    assert!(!layer.exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&uuid), "a mount of {uuid} is left");
 }

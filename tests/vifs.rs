@@ -139,7 +139,12 @@ async fn build_driver(state: &Path, config: &Path) -> Arc<ContainerDriver> {
         &cgroup_root,
     )
     .unwrap();
-    let storage = Storage::select(cfg.corral.storage).unwrap();
+    let storage = Storage::select(
+        cfg.corral.storage,
+        cfg.corral.idmapped_roots,
+        &cfg.state_path.join(".idmap-probe"),
+    )
+    .unwrap();
     let store = Store::open(&cfg.store_path()).await.unwrap();
     let driver = ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap();
     driver.reconcile().await.unwrap();

@@ -301,6 +301,7 @@ async fn server_info(data: Data) -> HttpResponse {
             runtime_root: backend.runtime_root.display().to_string(),
             cgroup_mode: backend.cgroup_mode,
             storage: backend.storage,
+            idmapped_roots: backend.idmapped_roots,
             state_path: cfg.state_path.display().to_string(),
             reconcile: serde_json::to_value(&data.reconcile).unwrap_or_default(),
         },
@@ -686,7 +687,8 @@ async fn import_image(
     drop(file);
     if written == 0 {
         return Err(ApiError::BadRequest(
-            "empty upload: send the root tarball as the body".into(),
+            "empty upload: send the image (root tarball, squashfs, raw or qcow2) as the body"
+                .into(),
         ));
     }
     let driver = data.driver.clone();
@@ -696,7 +698,7 @@ async fn import_image(
             let _guard = guard;
             driver
                 .images()
-                .import_image(&path, alias.as_deref())
+                .import_image(&path, alias.as_deref(), None)
                 .await
                 .map(|img| serde_json::to_value(&img).ok())
                 .map_err(|e| ApiError::from(e).message())

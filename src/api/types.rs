@@ -52,6 +52,9 @@ pub struct ServerInfo {
     pub runtime_root: String,
     pub cgroup_mode: String,
     pub storage: String,
+    /// Unprivileged overlay roots sit on idmapped mounts of the image (no
+    /// id-shifted copies).
+    pub idmapped_roots: bool,
     pub state_path: String,
     pub reconcile: serde_json::Value,
 }

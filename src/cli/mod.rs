@@ -160,6 +160,9 @@ pub struct LaunchArgs {
     /// Swap on top of --memory (memory+swap = memory + swap; 0: no swap).
     #[arg(long)]
     pub swap: Option<String>,
+    /// Size of the root disk (what the instance can write): 1GiB, 512MiB ...
+    #[arg(long)]
+    pub disk: Option<String>,
     /// Run without a user namespace (container root is host root).
     #[arg(long)]
     pub privileged: bool,
@@ -224,7 +227,7 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Import a root tarball (.tar, .tar.gz, .tar.xz).
+    /// Import an image: a root tarball (.tar, .tar.gz, .tar.xz, .tar.zst), squashfs, raw disk or qcow2.
     Import {
         file: PathBuf,
         #[arg(long)]
@@ -318,6 +321,9 @@ fn limits_text(l: &Limits) -> String {
     }
     if let Some(s) = l.swap_bytes {
         parts.push(format!("swap={}", human_bytes(s)));
+    }
+    if let Some(d) = l.root_disk_bytes {
+        parts.push(format!("disk={}", human_bytes(d)));
     }
     if l.cpu_dedicated {
         parts.push("dedicated".into());
@@ -436,6 +442,12 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
+            let root_disk_bytes = a
+                .disk
+                .as_deref()
+                .map(crate::strutil::parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let extra_specs = parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
             let devices = parse_pairs(&a.device)
                 .map_err(|e| anyhow::anyhow!("--device: {e} (use NAME=TYPE,KEY=VALUE,...)"))?;
@@ -452,6 +464,7 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     memory_bytes,
                     pids: a.pids,
                     swap_bytes,
+                    root_disk_bytes,
                     ..Limits::default()
                 },
                 privileged: a.privileged,

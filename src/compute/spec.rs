@@ -73,6 +73,11 @@ pub fn mapped(flavor: &Flavor) -> Result<Mapped, SpecError> {
             }
         }
     }
+    if let Some(g) = flavor.root_gb.get() {
+        if *g > 0 {
+            l.root_disk_bytes = Some((*g as u64) << 30);
+        }
+    }
     let specs: BTreeMap<String, String> = flavor
         .extra_specs
         .get()

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use crate::devices::Allowlist;
 use crate::runtime::{RuntimeChoice, StopSignal};
-use crate::storage::StorageChoice;
+use crate::storage::{IdmapChoice, StorageChoice};
 use crate::strutil::{parse_bool, parse_size};
 
 pub use crate::cpuset::CpuSet;
@@ -162,6 +162,7 @@ pub struct CorralConfig {
     pub console_log_max_bytes: u64,
     pub console_log_check_interval: u64,
     pub storage: StorageChoice,
+    pub idmapped_roots: IdmapChoice,
     pub init_command: Option<Vec<String>>,
     /// The signal a graceful stop sends first.
     pub stop_signal: StopSignal,
@@ -286,6 +287,7 @@ impl Config {
             console_log_max_bytes: size(ini, "corral", "console_log_max_bytes", 1 << 20)?,
             console_log_check_interval: num(ini, "corral", "console_log_check_interval", 5u64)?,
             storage: typed(ini, "corral", "storage", StorageChoice::Auto)?,
+            idmapped_roots: typed(ini, "corral", "idmapped_roots", IdmapChoice::Auto)?,
             init_command: get(ini, "corral", "init_command")
                 .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .filter(|c| !c.is_empty()),

@@ -690,13 +690,23 @@ impl ContainerDriver {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode))
             .map_err(io_err(&dir))?;
         let _pin = self.images.pin(&rec.image).map_err(image_busy)?;
+        // Unprivileged: the image through an idmapped mount where the
+        // kernel allows it, else its copy shifted into the instance's range.
         let lower = match idmap {
-            Some(m) => self.images.shifted_rootfs(&rec.image, m.host_base).await?,
-            None => self.images.rootfs(&rec.image),
+            Some(m) if !self.storage.idmapped => {
+                self.images.shifted_rootfs(&rec.image, m.host_base).await?
+            }
+            _ => self.images.rootfs(&rec.image),
         };
         let rootfs = self
             .storage
-            .prepare(&dir, &lower, self.images.copy_limits())
+            .prepare(
+                &dir,
+                &lower,
+                idmap.map(|m| (m.host_base, m.size)),
+                spec.limits.root_disk_bytes,
+                self.images.copy_limits(),
+            )
             .await?;
         crash_point("prepare.after_root");
         // Owned by the container's root: host root, or the first mapped id.
@@ -768,7 +778,11 @@ impl ContainerDriver {
             _ => None,
         };
         let blkio = if spec.limits.has_blkio() {
-            let (major, minor) = block_device_of(&self.cfg.state_path, Path::new("/sys/dev/block"))
+            // The disk the root's writes reach: its own root disk (a loop
+            // device), else the host's disk under the state path.
+            let held = crate::storage::root_disk_mount(&self.instance_dir(&rec.uuid))
+                .unwrap_or_else(|| self.cfg.state_path.clone());
+            let (major, minor) = block_device_of(&held, Path::new("/sys/dev/block"))
                 .map_err(DriverError::Invalid)?;
             Some(Blkio {
                 major: major as i64,
@@ -1549,11 +1563,12 @@ fn validate_alias(alias: &str) -> Result<(), DriverError> {
 
 #[async_trait::async_trait]
 impl ImageStore for ContainerDriver {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
         let _one_at_a_time = self.import_lock.lock().await;
         crash_point("import.after_upload");
@@ -1572,7 +1587,7 @@ impl ImageStore for ContainerDriver {
                 existing.alias.unwrap_or(existing.fingerprint)
             )));
         }
-        let imported = self.images.import(archive).await?;
+        let imported = self.images.import(archive, declared).await?;
         crash_point("import.after_unpack");
         let rec = ImageRecord {
             fingerprint: imported.fingerprint.clone(),
@@ -1645,6 +1660,7 @@ impl Driver for ContainerDriver {
                 _ => "v1".into(),
             },
             storage: format!("{:?}", self.storage.kind).to_lowercase(),
+            idmapped_roots: self.storage.idmapped,
         }
     }
 

@@ -109,6 +109,10 @@ pub struct Limits {
     /// `[compute] cpu_dedicated_set`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cpu_dedicated: bool,
+    /// The size of the instance's writable root (Nova's `root_gb`, `corral
+    /// launch --disk`): what it writes past this fails with ENOSPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk_bytes: Option<u64>,
     /// Block I/O throttles on the device holding the instance's root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_read_bytes_sec: Option<u64>,
@@ -164,6 +168,15 @@ impl Limits {
             if q != -1 && q < 1_000 {
                 return Err(DriverError::Invalid(format!(
                     "cpu quota must be -1 (unlimited) or at least 1000 us, got {q}"
+                )));
+            }
+        }
+        if let Some(d) = self.root_disk_bytes {
+            if !(crate::storage::MIN_DISK_BYTES..=crate::storage::MAX_DISK_BYTES).contains(&d) {
+                return Err(DriverError::Invalid(format!(
+                    "a root disk must be between {} MiB and {} TiB, got {d} bytes",
+                    crate::storage::MIN_DISK_BYTES >> 20,
+                    crate::storage::MAX_DISK_BYTES >> 40
                 )));
             }
         }
@@ -430,16 +443,21 @@ pub struct BackendInfo {
     pub cgroup_mode: String,
     /// The storage pool kind, lowercase.
     pub storage: String,
+    /// Unprivileged overlay roots sit on idmapped mounts of the image.
+    pub idmapped_roots: bool,
 }
 
 /// The image cache as frontends use it: imports, listing, removal.
 #[async_trait::async_trait]
 pub trait ImageStore: Send + Sync {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias: a
+    /// root tarball, squashfs, raw or qcow2 disk image, told by content and
+    /// checked against `declared` when the uploader said what it is.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError>;
     /// A path for an upload in progress (removed by the caller).
     fn image_upload_path(&self) -> PathBuf;

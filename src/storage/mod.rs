@@ -1,5 +1,13 @@
-//! Instance roots: a writable overlay over the cached (id-shifted) image, or a
-//! full copy of it where overlayfs is unavailable. Picked once at start-up.
+//! Instance roots: a writable overlay over the cached image, or a full copy of
+//! it where overlayfs is unavailable. Picked once at start-up. The overlay of an
+//! unprivileged instance sits on the image seen through an idmapped mount
+//! ([`idmap`]) where the kernel allows it, else on an id-shifted copy of the
+//! image (made by the image cache).
+
+pub mod idmap;
+mod layer;
+
+pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
 pub mod export;
 pub mod snapshot;
@@ -40,6 +48,10 @@ pub enum StorageError {
     Busy(PathBuf),
     #[error("background task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Idmap(#[from] idmap::IdmapError),
+    #[error("cannot make the instance's root disk: {0}")]
+    Disk(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -70,6 +82,32 @@ impl StorageKind {
 #[derive(Debug, Clone)]
 pub struct Storage {
     pub kind: StorageKind,
+    /// Overlay roots of unprivileged instances sit on an idmapped mount of
+    /// the unshifted image (no copy per id range).
+    pub idmapped: bool,
+}
+
+/// Whether unprivileged overlay roots may use idmapped lower layers
+/// (`[corral] idmapped_roots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdmapChoice {
+    /// When the kernel passes a probe at start-up; id-shifted copies otherwise.
+    Auto,
+    /// Always id-shifted copies.
+    Off,
+}
+
+impl std::str::FromStr for IdmapChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IdmapChoice, String> {
+        match s {
+            "auto" => Ok(IdmapChoice::Auto),
+            "off" => Ok(IdmapChoice::Off),
+            _ => Err("must be auto or off".into()),
+        }
+    }
 }
 
 fn overlay_available() -> bool {
@@ -111,7 +149,14 @@ impl std::str::FromStr for StorageChoice {
 }
 
 impl Storage {
-    pub fn select(choice: StorageChoice) -> Result<Storage, StorageError> {
+    /// Picks how roots are made. `probe_dir` (a scratch directory on the
+    /// instances' filesystem, made and removed) is where the idmapped overlay
+    /// is tried once; a failure is logged and means id-shifted copies.
+    pub fn select(
+        choice: StorageChoice,
+        idmap: IdmapChoice,
+        probe_dir: &Path,
+    ) -> Result<Storage, StorageError> {
         let kind = match choice {
             StorageChoice::Copy => StorageKind::Copy,
             StorageChoice::Overlay if overlay_available() => StorageKind::Overlay,
@@ -119,7 +164,24 @@ impl Storage {
             StorageChoice::Auto if overlay_available() => StorageKind::Overlay,
             StorageChoice::Auto => StorageKind::Copy,
         };
-        Ok(Storage { kind })
+        let idmapped = kind == StorageKind::Overlay
+            && idmap == IdmapChoice::Auto
+            && match probe_idmapped_overlay(probe_dir) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "idmapped overlay roots unavailable: unprivileged roots use id-shifted image copies");
+                    false
+                }
+            };
+        Ok(Storage { kind, idmapped })
+    }
+
+    /// A backend without idmapped roots (tests, tools).
+    pub fn plain(kind: StorageKind) -> Storage {
+        Storage {
+            kind,
+            idmapped: false,
+        }
     }
 
     /// The root filesystem path inside an instance directory.
@@ -129,18 +191,31 @@ impl Storage {
 
     /// Makes the instance's writable root over `lower` (or mounts it again
     /// after a host reboot). Idempotent.
+    /// `idmap` (host base, length): the overlay sits on `lower` seen through
+    /// that id mapping; only with [`Storage::idmapped`], else `lower` must
+    /// already be owned by the instance's ids.
+    /// `disk` (bytes): the writable layer lives on a filesystem of that size
+    /// of its own (a loop-mounted ext4 file in the instance directory), so
+    /// writes past it fail with ENOSPC; overlay roots only (a copy root is
+    /// not bounded, and says so in the log).
     /// A full copy (`storage = copy`) is bounded by `limits`.
     pub async fn prepare(
         &self,
         instance_dir: &Path,
         lower: &Path,
+        idmap: Option<(u32, u32)>,
+        disk: Option<u64>,
         limits: fsutil::CopyLimits,
     ) -> Result<PathBuf, StorageError> {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
+        let idmap = idmap.filter(|_| self.idmapped);
+        if disk.is_some() && kind == StorageKind::Copy {
+            tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
+        }
         tokio::task::spawn_blocking(move || match kind {
-            StorageKind::Overlay => prepare_overlay(&dir, &lower),
+            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
         })
         .await
@@ -192,13 +267,74 @@ impl Storage {
     }
 }
 
-fn prepare_overlay(dir: &Path, lower: &Path) -> Result<PathBuf, StorageError> {
+/// Mounts `image` at `dir/lower` through the id mapping (unless mounted).
+fn mount_lower(dir: &Path, image: &Path, (base, len): (u32, u32)) -> Result<PathBuf, StorageError> {
+    let lower = dir.join("lower");
+    if is_mounted(&lower) {
+        return Ok(lower);
+    }
+    std::fs::create_dir_all(&lower).map_err(io_err(&lower))?;
+    let ns = idmap::user_namespace(base, len)?;
+    idmap::mount_idmapped(image, &lower, &ns)?;
+    Ok(lower)
+}
+
+/// Unmounts `path` if mounted (detached when busy).
+fn unmount(path: &Path) -> Result<(), StorageError> {
+    if is_mounted(path) {
+        if let Err(e) = nix::mount::umount2(path, MntFlags::empty()) {
+            // Busy: detach it now; the kernel frees it when the last user goes.
+            tracing::warn!(path = %path.display(), error = %e, "unmount busy, detaching");
+            nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(|source| {
+                StorageError::Unmount {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the instance's own root disk is mounted, when it has one: what
+/// block I/O limits throttle (its loop device) instead of the host's disk.
+pub fn root_disk_mount(instance_dir: &Path) -> Option<PathBuf> {
+    layer::has_disk(instance_dir).then(|| layer::mount_point(instance_dir))
+}
+
+/// The overlay's upper directory of an instance: on its own root disk when
+/// it has one (`layer/upper`), else `upper`.
+pub fn upper_dir(instance_dir: &Path) -> PathBuf {
+    if layer::has_disk(instance_dir) {
+        layer::mount_point(instance_dir).join("upper")
+    } else {
+        instance_dir.join("upper")
+    }
+}
+
+fn prepare_overlay(
+    dir: &Path,
+    image: &Path,
+    idmap: Option<(u32, u32)>,
+    disk: Option<u64>,
+) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
     if is_mounted(&rootfs) {
         return Ok(rootfs);
     }
-    let upper = dir.join("upper");
-    let work = dir.join("work");
+    let lower = match idmap {
+        Some(m) => mount_lower(dir, image, m)?,
+        None => image.to_path_buf(),
+    };
+    let lower = lower.as_path();
+    // The writable layer: on the instance's own root disk, or beside it.
+    let base = match disk {
+        Some(bytes) => layer::mount(dir, bytes)?,
+        None if layer::has_disk(dir) => layer::mount(dir, 0)?,
+        None => dir.to_path_buf(),
+    };
+    let upper = base.join("upper");
+    let work = base.join("work");
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
@@ -252,24 +388,85 @@ fn prepare_copy(
 }
 
 fn release(dir: &Path) -> Result<(), StorageError> {
-    let rootfs = Storage::rootfs(dir);
-    if is_mounted(&rootfs) {
-        if let Err(e) = nix::mount::umount2(&rootfs, MntFlags::empty()) {
-            // Busy: detach it now; the kernel frees it when the last user goes.
-            tracing::warn!(path = %rootfs.display(), error = %e, "unmount busy, detaching");
-            nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH).map_err(|source| {
-                StorageError::Unmount {
-                    path: rootfs.clone(),
-                    source,
-                }
-            })?;
+    unmount(&Storage::rootfs(dir))?;
+    // The idmapped lower layer is the image's own tree: never removed
+    // through, only unmounted (and it is read-only).
+    let lower = dir.join("lower");
+    unmount(&lower)?;
+    let disk = layer::mount_point(dir);
+    unmount(&disk)?;
+    for m in [&lower, &disk] {
+        if is_mounted(m) {
+            return Err(StorageError::Unmount {
+                path: m.clone(),
+                source: nix::Error::EBUSY,
+            });
         }
     }
-    for d in ["rootfs", "rootfs.tmp", "upper", "work"] {
+    for d in [
+        "rootfs",
+        "rootfs.tmp",
+        "upper",
+        "work",
+        "lower",
+        layer::MOUNT_POINT,
+        layer::IMAGE,
+        layer::IMAGE_TMP,
+    ] {
         let p = dir.join(d);
         fsutil::remove_tree(&p).map_err(io_err(&p))?;
     }
     Ok(())
+}
+
+/// Tries, in the scratch directory `dir` (made and removed), what an unprivileged overlay
+/// root on an idmapped lower layer needs: the idmapped mount, the overlay on
+/// it, owners seen moved, and a copy-up. Leaves nothing behind.
+fn probe_idmapped_overlay(dir: &Path) -> Result<(), StorageError> {
+    const BASE: u32 = 3_000_000;
+    let s = dir;
+    // What a daemon killed mid-probe left.
+    release(&s.join("inst"))?;
+    if !fsutil::mounts_under(s).is_empty() {
+        return Err(StorageError::Unmount {
+            path: s.to_path_buf(),
+            source: nix::Error::EBUSY,
+        });
+    }
+    fsutil::remove_tree(s).map_err(io_err(s))?;
+    std::fs::create_dir_all(s).map_err(io_err(s))?;
+    let image = s.join("image");
+    std::fs::create_dir_all(image.join("etc")).map_err(io_err(&image))?;
+    let f = image.join("etc/probe");
+    std::fs::write(&f, "x").map_err(io_err(&f))?;
+    let inst = s.join("inst");
+    std::fs::create_dir_all(&inst).map_err(io_err(&inst))?;
+    let result = (|| {
+        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None)?;
+        let probe = root.join("etc/probe");
+        let m = std::fs::metadata(&probe).map_err(io_err(&probe))?;
+        if m.uid() != BASE || m.gid() != BASE {
+            return Err(StorageError::Io {
+                path: probe,
+                source: std::io::Error::other(format!(
+                    "owned by {}:{} through the idmapped overlay, not {BASE}:{BASE}",
+                    m.uid(),
+                    m.gid()
+                )),
+            });
+        }
+        // A write copies the file up into the instance's own layer.
+        std::fs::write(&probe, "y").map_err(io_err(&probe))?;
+        Ok(())
+    })();
+    let cleanup = release(&inst).and_then(|()| {
+        if fsutil::mounts_under(s).is_empty() {
+            fsutil::remove_tree(s).map_err(io_err(s))
+        } else {
+            Ok(())
+        }
+    });
+    result.and(cleanup)
 }
 
 #[cfg(test)]

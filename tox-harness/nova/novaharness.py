@@ -419,6 +419,12 @@ class CorralHost(ComputeHost):
         # debug = True in its nova.conf; keep the per-query/per-connection noise out of the log
         e.setdefault("CORRAL_LOG", "debug,sqlx=warn,hyper_util=info,reqwest=info,h2=info,lapin=info,"
                                    "actix_server=warn")
+        # a crash point armed for the next start only (CORRAL_CRASH_AT, src/crashpoint.rs)
+        crash, self.crash_at = getattr(self, "crash_at", None), None
+        if crash:
+            e["CORRAL_CRASH_AT"] = crash
+        else:
+            e.pop("CORRAL_CRASH_AT", None)
         return e
 
     def command(self):

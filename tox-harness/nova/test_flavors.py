@@ -289,14 +289,18 @@ def test_swap_is_the_memsw_limit(kind, flv_host, servers, make_flavor):
 
 
 def test_disk_write_throttle(kind, flv_host, servers, make_flavor, timer):
-    """quota:disk_write_bytes_sec=5242880 is the write throttle on the disk of the host's
-    state_path, seen inside; direct writes run at about that rate."""
+    """quota:disk_write_bytes_sec=5242880 is the write throttle on the disk holding the
+    server's writable root (its own root disk, a loop device, when the flavor has
+    root_gb; else the disk of the host's state_path), seen inside; direct writes run at
+    about that rate."""
     host = flv_host
     rate = 5 * MiB
     f = make_flavor("bps", specs={"quota:disk_write_bytes_sec": str(rate)})
     srv, _ = boot(servers, host, f)
     sid = srv["id"]
-    disk = disk_of(host.state_dir)
+    layer = os.path.join(host.state_dir, "instances", sid, "layer")
+    assert f["disk"] > 0 and os.path.ismount(layer), "no root disk of its own at %s" % layer
+    disk = disk_of(layer)
     if v2_inside(host, sid):
         io = cg_read(host, sid, "", "io.max")
         assert any(l.startswith(disk + " ") and "wbps=%d" % rate in l for l in io.splitlines()), io
@@ -357,6 +361,27 @@ def test_privileged_refused_by_host(kind, flv_host, nova, placement, servers, ma
 
 
 # ----------------------------------------------------------------------------- devices
+
+
+def test_root_gb_is_the_size_of_the_root_disk(kind, flv_host, nova, servers, make_flavor, timer):
+    """root_gb = 1: writing 1.2 GiB into the root fails inside with ENOSPC; the host keeps
+    at most 1 GiB for it, and another server on the host still writes."""
+    host = flv_host
+    f = make_flavor("disk1", disk=1)
+    srv, _ = boot(servers, host, f)
+    sid = srv["id"]
+    p = sh(host, sid, "dd if=/dev/zero of=/fill bs=1M count=1200 2>&1; echo rc=$?", timeout=300)
+    timer("dd 1.2 GiB into a 1 GiB root")
+    assert "No space left on device" in p.stdout and "rc=0" not in p.stdout, p.stdout + p.stderr
+    img = os.path.join(host.state_dir, "instances", sid, "layer.img")
+    held = os.stat(img).st_blocks * 512
+    assert held <= 1 << 30, "the root disk of %s holds %d bytes" % (sid, held)
+    sh_ok(host, sid, "rm -f /fill")
+    other, _ = boot(servers, host, f, what="a second server")
+    sh_ok(host, other["id"], "dd if=/dev/zero of=/fill bs=1M count=64 2>/dev/null && rm /fill && echo ok")
+    nova.delete("/servers/" + sid, expect=204)
+    nh.wait_gone(nova, sid, host)
+    assert not os.path.exists(img), "the root disk outlived its server"
 
 
 def test_fuse_only_when_granted(kind, flv_host, servers, make_flavor):

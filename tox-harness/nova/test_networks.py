@@ -533,3 +533,59 @@ def test_no_vif_plugged_in_time_is_an_error_that_leaves_nothing(
         assert s["addresses"] == {}, s["addresses"]
     finally:
         restart_with(net_host, conf)
+
+
+@pytest.mark.kinds("corral")
+@pytest.mark.parametrize("point", ["plug.after_first", "plug.before_gate"])
+def test_compute_killed_while_plugging_leaves_a_consistent_server(
+        kind, point, net_host, nova, servers, neutron, network):
+    """SIGKILL in the middle of plugging (`plug.after_first`: the first of two ports
+    plugged, the second not; `plug.before_gate`: both plugged, network-vif-plugged not
+    awaited yet), then a restart: the server is in ERROR with a
+    fault, as nova-compute leaves a build its restart finds unfinished; no device or OVS
+    port is left; deleting it deletes the port Nova made and unbinds the user's; and the
+    host still boots servers on the network."""
+    user = neutron.post("/v2.0/ports", {"port": {"network_id": network["id"], "project_id": "admin",
+                                                 "name": "corral-user-port"}},
+                        expect=201).json()["port"]
+    net_host.stop()
+    net_host.crash_at = point
+    net_host.start()
+    try:
+        net_host.wait_ready()
+    except nh.HostStartError as e:
+        pytest.fail("starting %s with a crash point: %s" % (net_host.name, e), pytrace=False)
+    s = servers.create(host=net_host, networks=[{"uuid": network["id"]}, {"port": user["id"]}])
+    died = nh.wait_for(lambda: not net_host.alive(), 120, interval=0.1)
+    assert died, "the daemon did not reach %s: " % point + nh.describe_server(nova.server(s["id"]))
+    assert net_host.proc.returncode == -signal.SIGKILL, net_host.proc.returncode
+    ports = ports_of(neutron, s["id"])
+    assert len(ports) == 2, ports
+    left = [d for p in ports for d in host_devices(p["id"])]
+    assert left, "nothing was plugged before the crash: the scenario tests nothing"
+
+    net_host.stop()
+    net_host.start()
+    try:
+        net_host.wait_ready()
+    except nh.HostStartError as e:
+        pytest.fail("restarting after the crash: %s" % e, pytrace=False)
+    s = nh.wait_server(nova, s["id"], "ERROR", net_host, what="a build interrupted while plugging")
+    assert (s.get("fault") or {}).get("message"), nh.describe_server(s)
+    assert s["OS-EXT-STS:task_state"] is None, nh.describe_server(s)
+    for p in ports:
+        assert host_devices(p["id"]) == [], (p["id"], host_devices(p["id"]))
+        assert ovs_ports_of(p["id"]) == [], (p["id"], ovs_ports_of(p["id"]))
+    assert net_host.container_state(s["id"]) is None
+
+    nova.delete("/servers/" + s["id"], expect=204)
+    nh.wait_gone(nova, s["id"], net_host)
+    made = [p["id"] for p in ports if p["id"] != user["id"]]
+    assert len(made) == 1, ports
+    assert neutron.get("/v2.0/ports/" + made[0], expect=(200, 404)).status_code == 404
+    kept = neutron.get("/v2.0/ports/" + user["id"], expect=200).json()["port"]
+    assert kept["device_id"] == "" and not kept.get("binding:host_id"), kept
+
+    (t,) = boot_on(servers, nova, net_host, 1, networks=[{"uuid": network["id"]}])
+    pt, ipt = addressed(neutron, network, t)
+    wait_dhcp(net_host, t["id"], "eth0", pt["mac_address"], ipt)
