@@ -270,7 +270,7 @@ impl ContainerDriver {
             let file = std::fs::File::create(&tarball).map_err(super::io_err(&tarball))?;
             let out = Box::new(std::io::BufWriter::new(file));
             self.export_snapshot(uuid, &name, false, out).await?;
-            self.import_image(&tarball, alias).await
+            self.import_image(&tarball, alias, None).await
         }
         .await;
         let _ = std::fs::remove_file(&tarball);
