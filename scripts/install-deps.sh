@@ -4,7 +4,7 @@
 set -eu
 
 need=""
-for pkg in runc crun busybox-static uidmap xz-utils e2fsprogs util-linux tar ca-certificates curl gcc pkg-config libssl-dev python3 python3-venv sqlite3 iproute2 nftables iptables openvswitch-switch dnsmasq-base conntrack; do
+for pkg in runc crun busybox-static debootstrap uidmap xz-utils e2fsprogs util-linux tar ca-certificates curl gcc pkg-config libssl-dev python3 python3-venv sqlite3 iproute2 nftables iptables openvswitch-switch dnsmasq-base conntrack; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then
