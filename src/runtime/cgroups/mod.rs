@@ -9,11 +9,13 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 mod cleanup;
+mod delegate;
 mod freezer;
 mod mounts;
 mod stats;
 
 pub use cleanup::{cleanup, exists};
+pub use delegate::delegate;
 pub use freezer::{freezer_state, FreezerState};
 pub use mounts::{v1_mounts, V1Mount};
 pub use stats::{read_stats, Stats};
@@ -44,6 +46,8 @@ pub enum CgroupError {
     Parse { file: PathBuf, reason: String },
     #[error("cannot read {file}: {source}")]
     Read { file: PathBuf, source: io::Error },
+    #[error("cannot give cgroup {path} to the container's root: {source}")]
+    Delegate { path: PathBuf, source: io::Error },
     #[error("cannot remove cgroup {dir}: {source}")]
     Remove { dir: PathBuf, source: io::Error },
 }
