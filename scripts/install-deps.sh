@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what corral needs on Debian 12 (as root): the OCI runtimes, busybox-static
-# for the test image, and the build tools. Safe to run again.
+# and debootstrap for the test images, and the build tools. Safe to run again.
 set -eu
 
 need=""
