@@ -6,56 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Daemon};
 
-/// The Debian tarball, or why there is none (the mirror is unreachable or
-/// debootstrap is missing: the tests skip; any other failure fails them).
-fn debian_tarball() -> Result<PathBuf, String> {
-    static TARBALL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TARBALL
-        .get_or_init(|| {
-            let has_debootstrap = ["/usr/sbin/debootstrap", "/sbin/debootstrap"]
-                .iter()
-                .any(|p| Path::new(p).is_file());
-            if !has_debootstrap {
-                return Err("debootstrap is not installed (apt-get install debootstrap)".into());
-            }
-            let dir = std::env::temp_dir().join(format!("corral-debian-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join("debian-12.tar.gz");
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("openstack/images/build-debian-rootfs.sh");
-            let res = Command::new("sh")
-                .arg(script)
-                .arg(&out)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap();
-            match res.status.code() {
-                Some(0) => Ok(out),
-                Some(3) => Err(format!(
-                    "Debian's mirror cannot be reached: {}",
-                    String::from_utf8_lossy(&res.stderr).trim()
-                )),
-                _ => panic!(
-                    "building the Debian image failed ({}): {}",
-                    res.status,
-                    String::from_utf8_lossy(&res.stderr)
-                ),
-            }
-        })
-        .clone()
-}
-
 macro_rules! require_debian {
     () => {{
-        match debian_tarball() {
+        match common::debian_tarball() {
             Ok(p) => p,
             Err(reason) => {
                 eprintln!("SKIPPED: {reason}");

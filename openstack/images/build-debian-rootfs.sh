@@ -86,6 +86,8 @@ done
 cat >"$root/etc/cloud/cloud.cfg.d/90-corral.cfg" <<'EOF'
 # corral: the OpenStack config drive is at /var/lib/cloud/seed/config_drive.
 datasource_list: [ ConfigDrive, NoCloud, None ]
+# minbase has no locales package: update-locale would fail the boot stage.
+locale: false
 EOF
 
 tar --numeric-owner --xattrs -C "$root" -czf "$work/image.tar.gz" .
