@@ -48,7 +48,7 @@ fn wait_booted(d: &Daemon, name: &str) -> String {
 fn debian_with_systemd_boots_logs_to_its_console_and_stops_gracefully() {
     require_host!();
     let tarball = require_debian!();
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.ok(&[
         "image",
         "import",
@@ -95,6 +95,25 @@ fn debian_with_systemd_boots_logs_to_its_console_and_stops_gracefully() {
     assert!(
         console.contains("Reached target") || console.contains("Started"),
         "no unit messages in the console:\n{console}"
+    );
+
+    // The console relay outlives a crash of the daemon: what the container
+    // writes to /dev/console afterwards still reaches the log.
+    d.crash();
+    d.spawn();
+    d.ok(&[
+        "exec",
+        "deb",
+        "--",
+        "sh",
+        "-c",
+        "echo corral-console-after-restart > /dev/console",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .ok(&["console-log", "deb"])
+            .contains("corral-console-after-restart")),
+        "the console lost its relay with the daemon"
     );
 
     // A graceful stop (SIGRTMIN+3) ends in seconds, not at the timeout.

@@ -1025,6 +1025,7 @@ impl ContainerDriver {
         if let Err(e) = self.runtime.delete(uuid, true).await {
             tracing::warn!(uuid, error = %e, "created container not deleted");
         }
+        self.stop_console_relay(uuid);
     }
 
     /// The pid of the container's init (created or running).
