@@ -110,7 +110,7 @@ async fn a_container_reads_its_config_drive_read_only_as_its_own_root() {
     };
     let d = driver(tmp.path(), &runtime_root).await;
     d.images()
-        .import_image(&common::busybox_tarball(), Some("busybox"))
+        .import_image(&common::busybox_tarball(), Some("busybox"), None)
         .await
         .unwrap();
     let spec = InstanceSpec {

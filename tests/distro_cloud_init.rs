@@ -111,7 +111,7 @@ async fn cloud_init_runs_the_user_data_of_the_config_drive() {
     };
     let d = driver(tmp.path(), &runtime_root).await;
     d.images()
-        .import_image(&tarball, Some("debian/12"))
+        .import_image(&tarball, Some("debian/12"), None)
         .await
         .unwrap();
     // The files Nova's config drive has (see src/compute/metadata.rs).

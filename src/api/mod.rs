@@ -700,7 +700,8 @@ async fn import_image(
     drop(file);
     if written == 0 {
         return Err(ApiError::BadRequest(
-            "empty upload: send the root tarball as the body".into(),
+            "empty upload: send the image (root tarball, squashfs, raw or qcow2) as the body"
+                .into(),
         ));
     }
     let driver = data.driver.clone();
@@ -710,7 +711,7 @@ async fn import_image(
             let _guard = guard;
             driver
                 .images()
-                .import_image_with(&path, alias.as_deref(), &given)
+                .import_image_with(&path, alias.as_deref(), None, &given)
                 .await
                 .map(|img| serde_json::to_value(&img).ok())
                 .map_err(|e| ApiError::from(e).message())

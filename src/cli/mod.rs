@@ -215,7 +215,7 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Import a root tarball (.tar, .tar.gz, .tar.xz).
+    /// Import an image: a root tarball (.tar, .tar.gz, .tar.xz, .tar.zst), squashfs, raw disk or qcow2.
     Import {
         file: PathBuf,
         #[arg(long)]

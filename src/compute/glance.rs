@@ -15,6 +15,9 @@ use serde_json::Value;
 use super::ComputeError;
 use crate::driver::{DriverError, ImageStore};
 
+/// How often a download in progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a download may go without receiving a byte.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -261,12 +264,18 @@ impl Glance {
                     .unwrap_or("unknown")
             )));
         }
+        let declared = crate::image::format::Declared::from_glance(
+            meta.get("disk_format").and_then(Value::as_str),
+            meta.get("container_format").and_then(Value::as_str),
+        )
+        .map_err(|e| ComputeError::Glance(format!("image {id}: {e}")))?;
         let path = images.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
-        // only a complete, verified download reaches the cache
+        // only a complete, verified download reaches the cache, and only as
+        // what Glance says it is
         images
-            .import_image_with(&path, Some(&alias), &given_properties(&meta))
+            .import_image_with(&path, Some(&alias), declared, &given_properties(&meta))
             .await?;
         drop(guard);
         Ok(alias)
@@ -325,8 +334,20 @@ impl Glance {
         let sink = tokio::task::spawn_blocking(move || write_and_hash(&path, digest, rx));
         let mut stream = resp.bytes_stream();
         let mut size = 0u64;
+        let started = tokio::time::Instant::now();
+        let mut told = started;
+        tracing::info!(image = id, bytes = ?want.size, "image download started");
         let streamed: Result<(), ComputeError> = async {
             loop {
+                if told.elapsed() >= PROGRESS_EVERY {
+                    told = tokio::time::Instant::now();
+                    let percent = want
+                        .size
+                        .filter(|s| *s > 0)
+                        .map(|s| format!("{}%", size.saturating_mul(100) / s));
+                    tracing::info!(image = id, received = size, total = ?want.size,
+                        percent = percent.as_deref().unwrap_or("?"), "image download progress");
+                }
                 let next = tokio::time::timeout(self.stall, stream.next())
                     .await
                     .map_err(|_| failed(format!("nothing received for {:?}", self.stall)))?;
@@ -361,6 +382,16 @@ impl Glance {
                 )));
             }
         }
+        tracing::info!(
+            image = id,
+            bytes = size,
+            seconds = started.elapsed().as_secs_f64(),
+            verified = want
+                .hash
+                .as_ref()
+                .map_or("size only", |(a, _, _)| a.as_str()),
+            "image download complete"
+        );
         Ok(())
     }
 }

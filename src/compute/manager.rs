@@ -460,6 +460,7 @@ impl Manager {
             C::GetDiagnostics(a) => self.diagnostics(&a.instance, false).await,
             C::GetInstanceDiagnostics(a) => self.diagnostics(&a.instance, true).await,
             C::GetHostUptime(_) => Ok(json!(host_uptime())),
+            C::CacheImages(a) => Ok(self.cache_images(&ctx, &a.image_ids).await),
             C::AttachInterface(a) => self.attach_interface(&ctx, *a).await,
             C::StopInstance(_) => {
                 // stop_instance is a call when the API asks for it: do it in line.
@@ -895,6 +896,29 @@ impl Manager {
             pci::apply_provider_mapping(&mut requests, groups);
         }
         self.tracker.pci().claim(uuid, &requests)
+    }
+
+    /// `cache_images`, as nova-compute answers it: each image id to `cached`
+    /// (downloaded now), `existing` (already in the cache) or `error` (logged).
+    async fn cache_images(&self, ctx: &Context, image_ids: &[String]) -> Value {
+        tracing::info!(count = image_ids.len(), "caching images by request");
+        let mut results = serde_json::Map::new();
+        for id in image_ids {
+            let alias = super::glance::alias(id);
+            let result = if self.driver.images().get_image(&alias).await.is_ok() {
+                "existing"
+            } else {
+                match self.cache_image(ctx, id).await {
+                    Ok(_) => "cached",
+                    Err(e) => {
+                        tracing::error!(image = %printable(id, 80), error = %e, "failed to cache image");
+                        "error"
+                    }
+                }
+            };
+            results.insert(id.clone(), json!(result));
+        }
+        Value::Object(results)
     }
 
     async fn cache_image(&self, ctx: &Context, image_id: &str) -> Result<String, ComputeError> {

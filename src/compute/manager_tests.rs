@@ -78,6 +78,7 @@ impl ImageStore for FakeDriver {
         &self,
         archive: &Path,
         alias: Option<&str>,
+        _declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
         self.record(format!("import_image {} {alias:?}", archive.display()));
         Err(DriverError::Invalid("no images here".into()))
@@ -1028,3 +1029,26 @@ async fn power_sync_corrects_stale_power_states_and_skips_busy_instances() {
 
 #[path = "manager_net_tests.rs"]
 mod net_tests;
+
+#[tokio::test]
+async fn cache_images_answers_each_image_as_nova_compute_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = json!({"image_ids": ["img-a", "img-b"]});
+    let call = ComputeCall::decode("cache_images", args.as_object().unwrap())
+        .unwrap()
+        .unwrap();
+    // in the cache already
+    let driver = Arc::new(FakeDriver::default());
+    *driver.cached_images.lock().unwrap() = true;
+    let m = manager(driver.clone(), dir.path());
+    let got = m.call(ctx(), call.clone()).await.unwrap();
+    assert_eq!(got, json!({"img-a": "existing", "img-b": "existing"}));
+    assert!(driver
+        .calls()
+        .contains(&"get_image glance/img-b".to_string()));
+    // not cached, and no Glance to fetch from: an error per image, not a failed call
+    let driver = Arc::new(FakeDriver::default());
+    let m = manager(driver, dir.path());
+    let got = m.call(ctx(), call).await.unwrap();
+    assert_eq!(got, json!({"img-a": "error", "img-b": "error"}));
+}

@@ -388,6 +388,7 @@ mod tests {
             &self,
             _archive: &std::path::Path,
             _alias: Option<&str>,
+            _declared: Option<crate::image::format::Declared>,
         ) -> Result<crate::store::ImageRecord, crate::driver::DriverError> {
             Err(crate::driver::DriverError::Invalid("no imports".into()))
         }

@@ -16,6 +16,23 @@ use crate::placement::types::Inventory;
 use crate::placement::{PlacementClient, PlacementOptions};
 use crate::rpc::{Context, RpcError};
 
+/// The image types corral boots (`disk_format` raw: raw disks, squashfs and
+/// root tarballs; qcow2 through `qemu-img`): advertised so Nova's scheduler
+/// sends only those here.
+const IMAGE_TYPES_BOOTED: &[&str] = &["COMPUTE_IMAGE_TYPE_RAW", "COMPUTE_IMAGE_TYPE_QCOW2"];
+/// Image types corral refuses: removed if someone set them.
+const IMAGE_TYPES_REFUSED: &[&str] = &[
+    "COMPUTE_IMAGE_TYPE_AKI",
+    "COMPUTE_IMAGE_TYPE_AMI",
+    "COMPUTE_IMAGE_TYPE_ARI",
+    "COMPUTE_IMAGE_TYPE_ISO",
+    "COMPUTE_IMAGE_TYPE_PLOOP",
+    "COMPUTE_IMAGE_TYPE_VDI",
+    "COMPUTE_IMAGE_TYPE_VHD",
+    "COMPUTE_IMAGE_TYPE_VHDX",
+    "COMPUTE_IMAGE_TYPE_VMDK",
+];
+
 /// What one instance holds on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Claim {
@@ -526,13 +543,15 @@ impl ResourceTracker {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut add: BTreeSet<String> = ["COMPUTE_NODE", "OWNER_NOVA", "COMPUTE_IMAGE_TYPE_RAW"]
+        let mut add: BTreeSet<String> = ["COMPUTE_NODE", "OWNER_NOVA"]
             .iter()
+            .chain(IMAGE_TYPES_BOOTED)
             .map(|s| s.to_string())
             .collect();
         // Capabilities corral does not have (yet): removed if someone set them.
         let mut remove: BTreeSet<String> = ["COMPUTE_VOLUME_EXTEND", "COMPUTE_VOLUME_MULTI_ATTACH"]
             .iter()
+            .chain(IMAGE_TYPES_REFUSED)
             .map(|s| s.to_string())
             .collect();
         // Interfaces are attached through Neutron: only with a [neutron] section.

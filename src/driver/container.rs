@@ -1640,13 +1640,14 @@ fn validate_alias(alias: &str) -> Result<(), DriverError> {
 
 #[async_trait::async_trait]
 impl ImageStore for ContainerDriver {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
-        self.import_image_with(archive, alias, &serde_json::Map::new())
+        self.import_image_with(archive, alias, declared, &serde_json::Map::new())
             .await
     }
 
@@ -1654,6 +1655,7 @@ impl ImageStore for ContainerDriver {
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
         given: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<ImageRecord, DriverError> {
         for (k, v) in given {
@@ -1684,7 +1686,7 @@ impl ImageStore for ContainerDriver {
                 existing.alias.unwrap_or(existing.fingerprint)
             )));
         }
-        let mut imported = self.images.import(archive).await?;
+        let mut imported = self.images.import(archive, declared).await?;
         crash_point("import.after_unpack");
         if let Some(props) = imported.properties.as_object_mut() {
             props.extend(given.clone());

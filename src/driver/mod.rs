@@ -451,11 +451,14 @@ pub struct BackendInfo {
 /// The image cache as frontends use it: imports, listing, removal.
 #[async_trait::async_trait]
 pub trait ImageStore: Send + Sync {
-    /// Imports a root tarball (already on disk) under an optional alias.
+    /// Imports an image file (already on disk) under an optional alias: a
+    /// root tarball, squashfs, raw or qcow2 disk image, told by content and
+    /// checked against `declared` when the uploader said what it is.
     async fn import_image(
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError>;
     /// Imports as [`ImageStore::import_image`] does, keeping `given`
     /// properties (only `stop_signal`, see [`sysinit`]) beside what is read
@@ -464,6 +467,7 @@ pub trait ImageStore: Send + Sync {
         &self,
         archive: &Path,
         alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
         given: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<ImageRecord, DriverError> {
         if !given.is_empty() {
@@ -471,7 +475,7 @@ pub trait ImageStore: Send + Sync {
                 "this image store keeps no given properties".into(),
             ));
         }
-        self.import_image(archive, alias).await
+        self.import_image(archive, alias, declared).await
     }
     /// A path for an upload in progress (removed by the caller).
     fn image_upload_path(&self) -> PathBuf;

@@ -1,5 +1,6 @@
-//! The local image cache: root tarballs unpacked once, plus id-shifted copies
-//! for unprivileged instances.
+//! The local image cache: images (root tarballs, squashfs, raw and qcow2 disk
+//! images; see [`format`] and [`disk`]) made into a root tree once, plus
+//! id-shifted copies for unprivileged instances.
 //!
 //! Layout under `images/`:
 //! - `<fingerprint>/rootfs`: the unpacked tarball, owners as in the archive;
@@ -9,6 +10,8 @@
 //!   root's are owned by its mapped root on the host. An id range slot is reused
 //!   by later instances, and so is its shifted copy.
 
+pub mod disk;
+pub mod format;
 pub mod unpack;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +36,10 @@ pub enum ImageError {
     },
     #[error("image archive refused: {0}")]
     Unpack(#[from] UnpackError),
+    #[error("image refused: {0}")]
+    Format(#[from] format::FormatError),
+    #[error("disk image refused: {0}")]
+    Disk(#[from] disk::DiskError),
     #[error("image archive has no root filesystem: {0} is missing")]
     NotARootfs(&'static str),
     #[error("image copy refused: {0}")]
@@ -191,6 +198,68 @@ fn properties(rootfs: &Path) -> serde_json::Value {
     serde_json::Value::Object(props)
 }
 
+/// Makes `archive` (of format `found`) into `image_dir/rootfs`: a tarball is
+/// unpacked, a disk or filesystem image has its root filesystem copied out
+/// (a qcow2 is first converted to a temporary raw file in `cache_dir`).
+fn make_root(
+    archive: &Path,
+    found: format::Format,
+    cache_dir: &Path,
+    image_dir: &Path,
+    max_bytes: u64,
+    max_entries: u64,
+) -> Result<UnpackStats, ImageError> {
+    let rootfs = image_dir.join("rootfs");
+    let opts = UnpackOptions {
+        max_bytes,
+        max_entries,
+        ..UnpackOptions::default()
+    };
+    let limits = fsutil::CopyLimits {
+        max_bytes,
+        max_entries,
+    };
+    let copy = |image: &Path| -> Result<UnpackStats, ImageError> {
+        let tmp = image_dir.join(format!("rootfs.tmp-{}", uuid::Uuid::new_v4().simple()));
+        let res = disk::copy_root(image, &tmp, image_dir, limits).map_err(ImageError::from);
+        let res = res.and_then(|c| {
+            std::fs::rename(&tmp, &rootfs).map_err(io_err(&rootfs))?;
+            Ok(UnpackStats {
+                files: c.entries,
+                bytes: c.bytes,
+                hardlinks: c.hardlinks,
+                ..UnpackStats::default()
+            })
+        });
+        if res.is_err() {
+            let _ = fsutil::remove_tree(&tmp);
+        }
+        res
+    };
+    match found {
+        format::Format::Tarball(_) => Ok(unpack::unpack(archive, &rootfs, &opts)?),
+        format::Format::Squashfs | format::Format::Raw => copy(archive),
+        format::Format::Qcow2 => {
+            let raw = cache_dir.join(format!(".upload-{}.raw", uuid::Uuid::new_v4().simple()));
+            let res = disk::qcow2_to_raw(archive, &raw)
+                .map_err(ImageError::from)
+                .and_then(|()| {
+                    // the converted disk is checked like any raw one
+                    match format::detect(&raw, Some(format::Declared::Raw))? {
+                        format::Format::Raw | format::Format::Squashfs => copy(&raw),
+                        other => Err(format::FormatError::Mismatch {
+                            declared: "qcow2 disk",
+                            found: other.name(),
+                        }
+                        .into()),
+                    }
+                });
+            let _ = std::fs::remove_file(&raw);
+            res
+        }
+    }
+}
+
 impl ImageCache {
     pub fn new(dir: PathBuf, max_bytes: u64, max_entries: u64) -> ImageCache {
         ImageCache {
@@ -271,6 +340,10 @@ impl ImageCache {
     pub fn remove_leftovers_in(dir: &Path) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         let mut remove = |p: PathBuf| {
+            // read-only mounts of a disk image import cut short
+            for m in fsutil::mounts_under(&p) {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
             if fsutil::remove_tree(&p).is_ok() {
                 removed.push(p);
             }
@@ -330,14 +403,21 @@ impl ImageCache {
         removed
     }
 
-    /// Unpacks an archive into the cache under its fingerprint. The archive
-    /// must hold a root filesystem (`bin/` or `sbin/` or `usr/`).
-    pub async fn import(&self, archive: &Path) -> Result<Imported, ImageError> {
+    /// Makes the image file `archive` into a root tree in the cache, under
+    /// its fingerprint. Its format is told by content and must fit what was
+    /// `declared` (Glance's `disk_format`); the tree must hold a root
+    /// filesystem (`bin/` or `sbin/` or `usr/`).
+    pub async fn import(
+        &self,
+        archive: &Path,
+        declared: Option<format::Declared>,
+    ) -> Result<Imported, ImageError> {
         let archive = archive.to_path_buf();
         let dir = self.dir.clone();
         let max_bytes = self.max_bytes;
         let max_entries = self.max_entries;
         tokio::task::spawn_blocking(move || -> Result<Imported, ImageError> {
+            let found = format::detect(&archive, declared)?;
             let fp = fingerprint(&archive)?;
             let size = std::fs::metadata(&archive).map_err(io_err(&archive))?.len();
             let image_dir = dir.join(&fp);
@@ -345,16 +425,12 @@ impl ImageCache {
             std::fs::create_dir_all(&image_dir).map_err(io_err(&image_dir))?;
             // A leftover from an interrupted import of the same archive.
             fsutil::remove_tree(&rootfs).map_err(io_err(&rootfs))?;
-            let opts = UnpackOptions {
-                max_bytes,
-                max_entries,
-                ..UnpackOptions::default()
-            };
-            let stats = match unpack::unpack(&archive, &rootfs, &opts) {
+            let made = make_root(&archive, found, &dir, &image_dir, max_bytes, max_entries);
+            let stats = match made {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = fsutil::remove_tree(&image_dir);
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             let looks_like_root = ["bin", "sbin", "usr"]
@@ -364,11 +440,16 @@ impl ImageCache {
                 let _ = fsutil::remove_tree(&image_dir);
                 return Err(ImageError::NotARootfs("bin/, sbin/ or usr/"));
             }
+            let mut properties = properties(&rootfs);
+            if let Some(p) = properties.as_object_mut() {
+                p.insert("format".into(), found.name().into());
+            }
+            tracing::info!(fingerprint = %fp, format = %found, "image made into a root tree");
             Ok(Imported {
                 fingerprint: fp,
                 size,
                 stats,
-                properties: properties(&rootfs),
+                properties,
             })
         })
         .await
@@ -487,7 +568,7 @@ mod tests {
                 ImageCache::new(dir.path().join(format!("c{}", target.len())), 1 << 20, 100);
             std::fs::create_dir_all(cache.dir()).unwrap();
             let started = std::time::Instant::now();
-            let imported = cache.import(&archive).await.unwrap();
+            let imported = cache.import(&archive, None).await.unwrap();
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(5),
                 "{target}"
@@ -516,9 +597,38 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let cache = ImageCache::new(dir.path().join("deb"), 1 << 20, 100);
         std::fs::create_dir_all(cache.dir()).unwrap();
-        let imported = cache.import(&archive).await.unwrap();
+        let imported = cache.import(&archive, None).await.unwrap();
         assert_eq!(imported.properties["os"], "debian");
         assert_eq!(imported.properties["release"], "12");
+    }
+
+    #[tokio::test]
+    async fn content_must_match_the_declared_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = tarball(|b| {
+            add(b, "bin/", tar::EntryType::Directory, b"", "");
+            add(b, "sbin/init", tar::EntryType::Symlink, b"", "/bin/busybox");
+        });
+        let archive = dir.path().join("a.tar");
+        std::fs::write(&archive, bytes).unwrap();
+        let cache = ImageCache::new(dir.path().join("images"), 1 << 20, 100);
+        std::fs::create_dir_all(cache.dir()).unwrap();
+        // a tarball declared qcow2 (or a compressed one when it is plain)
+        for declared in [format::Declared::Qcow2, format::Declared::Compressed] {
+            let e = cache.import(&archive, Some(declared)).await.unwrap_err();
+            assert!(
+                matches!(e, ImageError::Format(format::FormatError::Mismatch { .. })),
+                "{e}"
+            );
+            assert!(e.to_string().contains("but its content is tar"), "{e}");
+            assert_eq!(std::fs::read_dir(cache.dir()).unwrap().count(), 0);
+        }
+        // declared raw, a root tarball is taken, as corral always has
+        let imported = cache
+            .import(&archive, Some(format::Declared::Raw))
+            .await
+            .unwrap();
+        assert_eq!(imported.properties["format"], "tar");
     }
 
     #[tokio::test]
@@ -565,7 +675,7 @@ mod tests {
             std::fs::write(&archive, tarball(|b| build(b))).unwrap();
             let cache = ImageCache::new(dir.path().join(name), 1 << 20, 100);
             std::fs::create_dir_all(cache.dir()).unwrap();
-            let imported = cache.import(&archive).await.unwrap();
+            let imported = cache.import(&archive, None).await.unwrap();
             let want = (name == "systemd").then_some("systemd");
             assert_eq!(
                 imported

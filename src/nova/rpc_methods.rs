@@ -367,6 +367,8 @@ rpc_enum! {
         "validate_console_port" => ValidateConsolePort(ValidateConsolePort),
         /// Call: host uptime string.
         "get_host_uptime" => GetHostUptime(NoArgs),
+        /// Call (5.4, long): pre-cache Glance images (aggregate image caching).
+        "cache_images" => CacheImages(CacheImages),
     }
 }
 
@@ -411,7 +413,7 @@ impl ComputeCall {
             | C::GetSerialConsole(a)
             | C::GetMksConsole(a) => &a.instance,
             C::ValidateConsolePort(a) => &a.instance,
-            C::GetHostUptime(_) => return None,
+            C::GetHostUptime(_) | C::CacheImages(_) => return None,
         })
     }
 }
@@ -527,6 +529,16 @@ impl RebootInstance {
     pub fn is_hard(&self) -> bool {
         self.reboot_type.as_str() == Some("HARD")
     }
+}
+
+/// `cache_images`: the Glance images an aggregate's hosts should hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheImages {
+    /// Glance image ids.
+    pub image_ids: Vec<String>,
+    /// Unknown arguments, kept.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `get_console_output`.

@@ -154,7 +154,7 @@ pub enum UnpackError {
 
 type Result<T> = std::result::Result<T, UnpackError>;
 
-/// Unpacks the tarball `archive` (plain, gzip or xz, told apart by magic
+/// Unpacks the tarball `archive` (plain, gzip, xz or zstd, told apart by magic
 /// bytes) into `dest`, which must not exist yet.
 ///
 /// On error nothing is left at `dest` and the temp dir is removed.
@@ -230,9 +230,74 @@ fn decompressor(mut file: File, path: &Path) -> Result<Box<dyn Read>> {
     } else if head.starts_with(b"BZh") {
         Err(UnpackError::UnsupportedCompression("bzip2"))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(UnpackError::UnsupportedCompression("zstd"))
+        let mut file = stream.into_inner().1;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|source| UnpackError::Archive {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Box::new(ZstdReader::spawn(file, path)?))
     } else {
         Ok(Box::new(stream))
+    }
+}
+
+/// A zstd stream decompressed by the `zstd` tool (package zstd): its exit
+/// status is checked at the end of the stream, so a corrupt or truncated
+/// archive is an error, never a short tarball.
+struct ZstdReader {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    done: bool,
+}
+
+impl ZstdReader {
+    fn spawn(file: File, path: &Path) -> Result<ZstdReader> {
+        let mut child = std::process::Command::new("zstd")
+            .args(["-d", "-c", "-q"])
+            .stdin(file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|source| UnpackError::Archive {
+                path: path.to_path_buf(),
+                source: io::Error::new(source.kind(), format!("cannot run zstd: {source}")),
+            })?;
+        let out = child.stdout.take().ok_or_else(|| UnpackError::Archive {
+            path: path.to_path_buf(),
+            source: io::Error::other("zstd has no output pipe"),
+        })?;
+        Ok(ZstdReader {
+            child,
+            out,
+            done: false,
+        })
+    }
+}
+
+impl Read for ZstdReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.out.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done {
+            self.done = true;
+            let st = self.child.wait()?;
+            if !st.success() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("corrupt zstd stream (zstd {st})"),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ZstdReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -895,5 +960,40 @@ mod tests {
             matches!(err, UnpackError::UnsupportedCompression("bzip2")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zstd_archives_unpack_and_corrupt_ones_are_refused() {
+        if std::process::Command::new("zstd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: zstd is not installed");
+            return;
+        }
+        let tar = tarball(|b| raw(b, b"etc/hostname", EntryType::Regular, b"zz\n", b""));
+        let mut child = std::process::Command::new("zstd")
+            .args(["-q", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&tar).unwrap();
+        let zst = child.wait_with_output().unwrap().stdout;
+        let w = Work::new();
+        w.unpack(&zst, &UnpackOptions::default()).unwrap();
+        assert_eq!(fs::read(w.dest().join("etc/hostname")).unwrap(), b"zz\n");
+        // cut short, and garbage after the magic
+        for bad in [zst[..zst.len() / 2].to_vec(), {
+            let mut g = zst[..4].to_vec();
+            g.extend_from_slice(&[0x11; 600]);
+            g
+        }] {
+            let w = Work::new();
+            let err = w.unpack(&bad, &UnpackOptions::default()).unwrap_err();
+            assert!(matches!(err, UnpackError::Corrupt(_)), "{err}");
+            assert!(w.leftovers().is_empty());
+        }
     }
 }
