@@ -17,10 +17,11 @@ use corral::runtime::{cgroups, Runtime};
 use corral::storage::Storage;
 use corral::store::Store;
 
-/// Removes the container if the test stops half-way.
+/// Removes the container and its console relay if the test stops half-way.
 struct Cleanup {
     runtime_root: PathBuf,
     uuid: String,
+    instance_dir: PathBuf,
 }
 
 impl Drop for Cleanup {
@@ -31,6 +32,7 @@ impl Drop for Cleanup {
             .args(["delete", "--force", &self.uuid])
             .output();
         let _ = std::fs::remove_dir_all(&self.runtime_root);
+        corral::runtime::console::stop(&self.instance_dir, &self.instance_dir.join("console.log"));
     }
 }
 
@@ -108,6 +110,7 @@ async fn cloud_init_runs_the_user_data_of_the_config_drive() {
     let _cleanup = Cleanup {
         runtime_root: runtime_root.clone(),
         uuid: uuid.clone(),
+        instance_dir: tmp.path().join("state/instances").join(&uuid),
     };
     let d = driver(tmp.path(), &runtime_root).await;
     d.images()
