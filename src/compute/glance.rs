@@ -272,6 +272,15 @@ impl Glance {
         let path = images.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
+        // The same bytes under another Glance id (an image uploaded twice, a
+        // copy): the cached image is that one, used by its fingerprint.
+        let fp = crate::image::fingerprint_blocking(&path)
+            .await
+            .map_err(|e| ComputeError::Glance(format!("image {id}: {e}")))?;
+        if let Ok(same) = images.get_image(&fp).await {
+            tracing::info!(image = id, fingerprint = %fp, cached_as = ?same.alias, "image already cached under another id");
+            return Ok(fp);
+        }
         // only a complete, verified download reaches the cache, and only as
         // what Glance says it is
         images
