@@ -398,6 +398,19 @@ pub fn exists_in_root(root: &Path, rel: &str) -> bool {
     open_in_root(root, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW).is_ok()
 }
 
+/// Where `rel` leads inside the tree at `root` once every symlink is
+/// followed (resolved as [`open_in_root`] does), as an absolute path inside
+/// the tree: `sbin/init` of a Debian root gives `/usr/lib/systemd/systemd`.
+pub fn resolve_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let fd = open_in_root(root, rel, OFlag::O_PATH)?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let base = fs::canonicalize(root)?;
+    let inside = real
+        .strip_prefix(&base)
+        .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+    Ok(Path::new("/").join(inside))
+}
+
 /// Removes a tree (or a single file or link) if it exists.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {

@@ -657,6 +657,20 @@ async fn import_image(
         })
         .transpose()?
         .filter(|a| !a.is_empty());
+    // The image's stop signal (`corral image import --stop-signal`).
+    let mut given = serde_json::Map::new();
+    if let Some(v) = req.headers().get("X-Corral-Stop-Signal") {
+        let sig = v
+            .to_str()
+            .map_err(|_| ApiError::BadRequest("X-Corral-Stop-Signal is not valid text".into()))?
+            .trim()
+            .to_string();
+        crate::driver::sysinit::validate(&sig)?;
+        given.insert(
+            crate::driver::sysinit::IMAGE_STOP_SIGNAL.into(),
+            serde_json::Value::String(sig),
+        );
+    }
     if let Some(a) = &alias {
         if data.driver.images().get_image(a).await.is_ok() {
             return Err(DriverError::Conflict(format!("image alias {a} already exists")).into());
@@ -698,7 +712,7 @@ async fn import_image(
             let _guard = guard;
             driver
                 .images()
-                .import_image(&path, alias.as_deref(), None)
+                .import_image_with(&path, alias.as_deref(), None, &given)
                 .await
                 .map(|img| serde_json::to_value(&img).ok())
                 .map_err(|e| ApiError::from(e).message())

@@ -232,6 +232,10 @@ pub enum ImageCommand {
         file: PathBuf,
         #[arg(long)]
         alias: Option<String>,
+        /// The signal a graceful stop sends to the image's init (default:
+        /// SIGRTMIN+3 for systemd images, else [corral] stop_signal).
+        #[arg(long)]
+        stop_signal: Option<String>,
     },
     /// List images.
     List,
@@ -566,14 +570,21 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             print!("{text}");
         }
         Command::Image(ic) => match ic {
-            ImageCommand::Import { file, alias } => {
+            ImageCommand::Import {
+                file,
+                alias,
+                stop_signal,
+            } => {
                 if !file.is_file() {
                     bail!("{} is not a file", file.display());
                 }
-                let headers: Vec<(&str, &str)> = alias
+                let mut headers: Vec<(&str, &str)> = alias
                     .iter()
                     .map(|a| ("X-Corral-Alias", a.as_str()))
                     .collect();
+                if let Some(s) = stop_signal {
+                    headers.push(("X-Corral-Stop-Signal", s.as_str()));
+                }
                 let op = c
                     .upload("/1.0/images", file, &headers)
                     .with_context(|| format!("importing {}", file.display()))?;

@@ -26,6 +26,23 @@ pub fn alias(image_id: &str) -> String {
     format!("glance/{image_id}")
 }
 
+/// The properties of a Glance image (v2: top-level keys) the cached copy
+/// keeps: `corral_stop_signal`, as the image property `stop_signal`.
+pub fn given_properties(meta: &Value) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    if let Some(sig) = meta
+        .get(crate::driver::sysinit::GLANCE_STOP_SIGNAL)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+    {
+        out.insert(
+            crate::driver::sysinit::IMAGE_STOP_SIGNAL.into(),
+            Value::String(sig.trim().to_string()),
+        );
+    }
+    out
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -255,9 +272,20 @@ impl Glance {
         let path = images.image_upload_path();
         let guard = Cleanup(path.clone());
         self.download(id, token, request_id, &path, &meta).await?;
+        // The same bytes under another Glance id (an image uploaded twice, a
+        // copy): the cached image is that one, used by its fingerprint.
+        let fp = crate::image::fingerprint_blocking(&path)
+            .await
+            .map_err(|e| ComputeError::Glance(format!("image {id}: {e}")))?;
+        if let Ok(same) = images.get_image(&fp).await {
+            tracing::info!(image = id, fingerprint = %fp, cached_as = ?same.alias, "image already cached under another id");
+            return Ok(fp);
+        }
         // only a complete, verified download reaches the cache, and only as
         // what Glance says it is
-        images.import_image(&path, Some(&alias), declared).await?;
+        images
+            .import_image_with(&path, Some(&alias), declared, &given_properties(&meta))
+            .await?;
         drop(guard);
         Ok(alias)
     }
@@ -574,6 +602,15 @@ mod tests {
     use super::*;
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_stop_signal_property_is_kept_and_nothing_else() {
+        let meta = json!({"id": "x", "os_distro": "debian", "corral_stop_signal": " SIGRTMIN+3 "});
+        let got = given_properties(&meta);
+        assert_eq!(Value::Object(got), json!({"stop_signal": "SIGRTMIN+3"}));
+        assert!(given_properties(&json!({"corral_stop_signal": ""})).is_empty());
+        assert!(given_properties(&json!({"corral_stop_signal": 3})).is_empty());
+    }
 
     /// How the test server misbehaves.
     #[derive(Clone, Copy)]

@@ -17,6 +17,7 @@ mod snapshots;
 
 pub use snapshots::validate_snapshot_name;
 
+use super::sysinit;
 use super::{
     configdrive, nic, vif, BackendInfo, Driver, DriverError, ImageStore, InstanceInfo,
     InstanceSpec, InstanceView, PowerState, ReconcileReport, SnapshotMade, StartGate, VifSpec,
@@ -29,13 +30,15 @@ use crate::image::ImageCache;
 use crate::netdev;
 use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
-use crate::runtime::{bundle, BundleConfig, ExecOutput, IdMap, Runtime, Status};
+use crate::runtime::{bundle, console, BundleConfig, ExecOutput, IdMap, Runtime, Status};
 use crate::storage::Storage;
 use crate::store::{ImageRecord, InstanceRecord, Phase, SnapshotRecord, Store};
 
 /// Default environment of an instance's init and of exec'd commands.
 /// The exclusive devices an instance holds, in its directory.
 const CLAIMS_FILE: &str = "claims.json";
+/// The link to the pty of a systemd instance's `/dev/console`.
+const CONSOLE_PTY_LINK: &str = "console.pty";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The container driver and host services (images, listing) for frontends.
@@ -548,7 +551,7 @@ impl ContainerDriver {
         drop(alloc_guard);
         crash_point("launch.after_record");
         let result = async {
-            self.prepare(&rec, &stored, &args, true).await?;
+            self.prepare(&rec, &stored, &image, &args, true).await?;
             if start {
                 self.start_container(&rec.uuid, gate).await?;
                 self.store.set_desired(&rec.uuid, "running").await?;
@@ -668,6 +671,7 @@ impl ContainerDriver {
         &self,
         rec: &InstanceRecord,
         spec: &InstanceSpec,
+        image: &ImageRecord,
         args: &[String],
         fresh_root: bool,
     ) -> Result<(), DriverError> {
@@ -755,6 +759,22 @@ impl ContainerDriver {
                 .map_err(io_err(&console))?;
         }
         crash_point("prepare.after_console");
+        let profile = sysinit::profile(
+            image,
+            args,
+            &self.cfg.corral.stop_signal,
+            idmap.map(|m| m.host_base),
+        )?;
+        profile.save(&dir)?;
+        if profile.systemd {
+            // The pty itself is made at each start (start_container); the
+            // bundle names the link to it.
+            binds.push(BindMount {
+                source: dir.join(CONSOLE_PTY_LINK),
+                target: PathBuf::from("/dev/console"),
+                readonly: false,
+            });
+        }
         let (mut cpu_quota_us, mut cpu_period_us) = spec.limits.cfs();
         let mut cpu_shares = spec.limits.cpu_shares;
         if self.cfg.corral.cpu_limit_mode == CpuLimitMode::Shares {
@@ -880,6 +900,7 @@ impl ContainerDriver {
             idmap,
             cgroups_path: self.cgroup_path(&rec.uuid),
             cgroup_v2: self.runtime.cgroup_mode == CgroupMode::V2,
+            cgroup_delegated: profile.systemd,
             cpu_quota_us,
             cpu_period_us,
             cpu_shares,
@@ -907,7 +928,7 @@ impl ContainerDriver {
         let spec = Self::spec_of(rec)?;
         let image = self.get_image(&rec.image).await?;
         let args = self.init_args(&spec, &image)?;
-        self.prepare(rec, &spec, &args, false).await?;
+        self.prepare(rec, &spec, &image, &args, false).await?;
         self.start_container(&rec.uuid, None).await?;
         crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
@@ -933,10 +954,39 @@ impl ContainerDriver {
                 Status::Stopped | Status::Creating => self.runtime.delete(uuid, true).await?,
             }
         }
-        self.runtime
+        let profile = sysinit::BootProfile::load(&dir);
+        let systemd = profile.as_ref().is_some_and(|p| p.systemd);
+        if systemd {
+            self.start_console_relay(uuid, profile.as_ref().and_then(|p| p.root_id))
+                .await?;
+        }
+        if let Err(e) = self
+            .runtime
             .create(uuid, &dir, &self.console_path(uuid))
-            .await?;
+            .await
+        {
+            self.stop_console_relay(uuid);
+            return Err(e.into());
+        }
         crash_point("start.after_create");
+        if systemd {
+            // Before the init runs: its cgroup is its root's to manage.
+            let (root, mode, path) = (
+                self.cgroup_root.clone(),
+                self.runtime.cgroup_mode,
+                self.cgroup_path(uuid),
+            );
+            let owner = profile.as_ref().and_then(|p| p.root_id).unwrap_or(0);
+            let delegated = blocking("cgroup delegation", move || {
+                cgroups::delegate(&root, mode, &path, owner, owner)
+                    .map_err(|e| DriverError::Runtime(e.into()))
+            })
+            .await;
+            if let Err(e) = delegated {
+                self.undo_start(uuid).await;
+                return Err(e);
+            }
+        }
         // Host interfaces go in before the init runs, so it finds them.
         if let Err(e) = self.attach_nics(uuid).await {
             let _ = self.runtime.delete(uuid, true).await;
@@ -979,6 +1029,7 @@ impl ContainerDriver {
         if let Err(e) = self.runtime.delete(uuid, true).await {
             tracing::warn!(uuid, error = %e, "created container not deleted");
         }
+        self.stop_console_relay(uuid);
     }
 
     /// The pid of the container's init (created or running).
@@ -1287,7 +1338,9 @@ impl ContainerDriver {
         if matches!(st.status, Status::Running | Status::Paused) {
             let mut stopped = false;
             if !force {
-                match self.runtime.signal(uuid, self.stop_signal).await {
+                let signal = sysinit::BootProfile::load(&self.instance_dir(uuid))
+                    .map_or(self.stop_signal, |p| p.stop_signal_number);
+                match self.runtime.signal(uuid, signal).await {
                     Ok(()) => stopped = self.runtime.wait_stopped(uuid, timeout).await?,
                     Err(e) => tracing::debug!(uuid, error = %e, "stop signal not delivered"),
                 }
@@ -1304,6 +1357,7 @@ impl ContainerDriver {
         crash_point("stop.after_kill");
         self.runtime.delete(uuid, true).await?;
         crash_point("stop.after_delete");
+        self.stop_console_relay(uuid);
         // The veth died with the namespace; OVS ports and qbr/qvb/qvo stay.
         if let Err(e) = self.unplug_vifs(uuid).await {
             tracing::warn!(uuid, error = %e, "virtual interfaces not unplugged: done at the next start");
@@ -1340,6 +1394,7 @@ impl ContainerDriver {
                 .collect();
             tracing::error!(uuid, error = %e, ?devices, ?ports, "virtual interfaces not fully unplugged: remove what is left by hand");
         }
+        self.stop_console_relay(uuid);
         self.cleanup_cgroups(uuid);
         crash_point("remove.after_cgroups");
         let dir = self.instance_dir(uuid);
@@ -1378,6 +1433,32 @@ impl ContainerDriver {
         if let Err(e) = cgroups::cleanup(self.runtime.cgroup_mode, &self.cgroup_root, &path) {
             tracing::warn!(uuid, error = %e, "cgroup cleanup incomplete");
         }
+    }
+
+    /// Starts the relay of the instance's `/dev/console` into its console
+    /// log and points the bundle's link at its pty.
+    async fn start_console_relay(
+        &self,
+        uuid: &str,
+        root_id: Option<u32>,
+    ) -> Result<(), DriverError> {
+        let dir = self.instance_dir(uuid);
+        let log = self.console_path(uuid);
+        blocking("console relay", move || {
+            let relay =
+                console::start(&dir, &log, root_id.map(|id| (id, id))).map_err(io_err(&log))?;
+            let link = dir.join(CONSOLE_PTY_LINK);
+            let tmp = dir.join(format!("{CONSOLE_PTY_LINK}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&relay.slave, &tmp).map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, &link).map_err(io_err(&link))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn stop_console_relay(&self, uuid: &str) {
+        console::stop(&self.instance_dir(uuid), &self.console_path(uuid));
     }
 
     /// Whether anything of a uuid is left (for tests and the delete check).
@@ -1570,6 +1651,28 @@ impl ImageStore for ContainerDriver {
         alias: Option<&str>,
         declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError> {
+        self.import_image_with(archive, alias, declared, &serde_json::Map::new())
+            .await
+    }
+
+    async fn import_image_with(
+        &self,
+        archive: &Path,
+        alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
+        given: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ImageRecord, DriverError> {
+        for (k, v) in given {
+            match (k.as_str(), v.as_str()) {
+                (sysinit::IMAGE_STOP_SIGNAL, Some(sig)) => sysinit::validate(sig)?,
+                _ => {
+                    return Err(DriverError::Invalid(format!(
+                        "image property {k:?} cannot be given (only {})",
+                        sysinit::IMAGE_STOP_SIGNAL
+                    )))
+                }
+            }
+        }
         let _one_at_a_time = self.import_lock.lock().await;
         crash_point("import.after_upload");
         if let Some(a) = alias {
@@ -1587,8 +1690,11 @@ impl ImageStore for ContainerDriver {
                 existing.alias.unwrap_or(existing.fingerprint)
             )));
         }
-        let imported = self.images.import(archive, declared).await?;
+        let mut imported = self.images.import(archive, declared).await?;
         crash_point("import.after_unpack");
+        if let Some(props) = imported.properties.as_object_mut() {
+            props.extend(given.clone());
+        }
         let rec = ImageRecord {
             fingerprint: imported.fingerprint.clone(),
             alias: alias.map(str::to_string),
@@ -1924,7 +2030,7 @@ impl Driver for ContainerDriver {
         self.store.set_image(&rec.uuid, &img.fingerprint).await?;
         let rec = self.record_by_uuid(uuid).await?;
         let args = self.init_args(&spec, &img)?;
-        self.prepare(&rec, &spec, &args, true).await?;
+        self.prepare(&rec, &spec, &img, &args, true).await?;
         if was_running || rec.desired == "running" {
             self.start_container(&rec.uuid, None).await?;
             self.store.set_desired(&rec.uuid, "running").await?;

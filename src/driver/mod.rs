@@ -8,6 +8,7 @@ pub mod container;
 pub mod extra_specs;
 pub mod nic;
 pub mod pci;
+pub mod sysinit;
 pub mod vif;
 
 use std::collections::BTreeMap;
@@ -459,6 +460,23 @@ pub trait ImageStore: Send + Sync {
         alias: Option<&str>,
         declared: Option<crate::image::format::Declared>,
     ) -> Result<ImageRecord, DriverError>;
+    /// Imports as [`ImageStore::import_image`] does, keeping `given`
+    /// properties (only `stop_signal`, see [`sysinit`]) beside what is read
+    /// from the root; a bad one refuses the import.
+    async fn import_image_with(
+        &self,
+        archive: &Path,
+        alias: Option<&str>,
+        declared: Option<crate::image::format::Declared>,
+        given: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ImageRecord, DriverError> {
+        if !given.is_empty() {
+            return Err(DriverError::Invalid(
+                "this image store keeps no given properties".into(),
+            ));
+        }
+        self.import_image(archive, alias, declared).await
+    }
     /// A path for an upload in progress (removed by the caller).
     fn image_upload_path(&self) -> PathBuf;
     async fn list_images(&self) -> Result<Vec<ImageRecord>, DriverError>;

@@ -179,6 +179,13 @@ fn properties(rootfs: &Path) -> serde_json::Value {
             }
         }
     }
+    // Which init /sbin/init is: systemd images stop on SIGRTMIN+3 and want
+    // their cgroup delegated.
+    if let Ok(target) = fsutil::resolve_in_root(rootfs, "sbin/init") {
+        if target.file_name().is_some_and(|n| n == "systemd") {
+            props.insert("init_system".into(), "systemd".into());
+        }
+    }
     props.insert(
         "init".into(),
         (if fsutil::exists_in_root(rootfs, "sbin/init") {
@@ -622,6 +629,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(imported.properties["format"], "tar");
+    }
+
+    #[tokio::test]
+    async fn a_systemd_init_is_recognised_through_merged_usr_links() {
+        let dir = tempfile::tempdir().unwrap();
+        type Build<'a> = &'a dyn Fn(&mut tar::Builder<Vec<u8>>);
+        let cases: [(&str, Build); 3] = [
+            // Debian 12: /sbin -> usr/sbin, usr/sbin/init -> ../lib/systemd/systemd.
+            ("systemd", &|b| {
+                add(b, "sbin", tar::EntryType::Symlink, b"", "usr/sbin");
+                add(b, "usr/sbin/", tar::EntryType::Directory, b"", "");
+                add(
+                    b,
+                    "usr/lib/systemd/systemd",
+                    tar::EntryType::Regular,
+                    b"\x7fELF",
+                    "",
+                );
+                add(
+                    b,
+                    "usr/sbin/init",
+                    tar::EntryType::Symlink,
+                    b"",
+                    "../lib/systemd/systemd",
+                );
+            }),
+            ("busybox", &|b| {
+                add(b, "bin/busybox", tar::EntryType::Regular, b"\x7fELF", "");
+                add(b, "sbin/init", tar::EntryType::Symlink, b"", "/bin/busybox");
+            }),
+            // A link to a host systemd is not followed out of the root.
+            ("outside", &|b| {
+                add(
+                    b,
+                    "sbin/init",
+                    tar::EntryType::Symlink,
+                    b"",
+                    "/../../../../lib/systemd/systemd",
+                );
+            }),
+        ];
+        for (name, build) in cases {
+            let archive = dir.path().join(format!("{name}.tar"));
+            std::fs::write(&archive, tarball(|b| build(b))).unwrap();
+            let cache = ImageCache::new(dir.path().join(name), 1 << 20, 100);
+            std::fs::create_dir_all(cache.dir()).unwrap();
+            let imported = cache.import(&archive, None).await.unwrap();
+            let want = (name == "systemd").then_some("systemd");
+            assert_eq!(
+                imported
+                    .properties
+                    .get("init_system")
+                    .and_then(|v| v.as_str()),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[tokio::test]

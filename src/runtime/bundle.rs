@@ -34,6 +34,11 @@ pub struct BundleConfig {
     pub cgroups_path: String,
     /// Unified cgroup v2 hierarchy (adds a cgroup namespace).
     pub cgroup_v2: bool,
+    /// The container's own cgroup is delegated to its root (an init that
+    /// manages cgroups, such as systemd): a cgroup namespace on v1 too, and
+    /// `/sys/fs/cgroup` mounted writable (what the container may write is
+    /// decided by ownership, see `cgroups::delegate`).
+    pub cgroup_delegated: bool,
     pub cpu_quota_us: Option<i64>,
     pub cpu_period_us: Option<u64>,
     pub cpu_shares: Option<u64>,
@@ -305,7 +310,11 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            if cfg.cgroup_delegated {
+                &["nosuid", "noexec", "nodev", "relatime"]
+            } else {
+                &["nosuid", "noexec", "nodev", "relatime", "ro"]
+            },
         ),
     ];
     mounts.push(mount(
@@ -343,7 +352,7 @@ pub fn spec(cfg: &BundleConfig) -> Result<Spec, oci_spec::OciSpecError> {
         ns
     })
     .collect();
-    if cfg.cgroup_v2 {
+    if cfg.cgroup_v2 || cfg.cgroup_delegated {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::Cgroup);
         namespaces.push(ns);
@@ -477,6 +486,7 @@ mod tests {
             }),
             cgroups_path: "/corral/u".into(),
             cgroup_v2: false,
+            cgroup_delegated: false,
             cpu_quota_us: Some(50_000),
             cpu_period_us: Some(100_000),
             cpu_shares: Some(512),
@@ -693,6 +703,47 @@ mod tests {
         assert_eq!(r["pids"]["limit"], 100);
         assert_eq!(r["devices"][0]["allow"], false);
         assert_eq!(linux["cgroupsPath"], "/corral/u");
+    }
+
+    #[test]
+    fn a_delegated_cgroup_is_namespaced_and_writable_on_v1_and_v2() {
+        let cgroup_mount = |v: &serde_json::Value| {
+            v["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == "/sys/fs/cgroup")
+                .unwrap()["options"]
+                .to_string()
+        };
+        let has_cgroupns = |v: &serde_json::Value| {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "cgroup")
+        };
+        // Not delegated: read-only, and no cgroup namespace on v1.
+        let v = serde_json::to_value(spec(&cfg()).unwrap()).unwrap();
+        assert!(cgroup_mount(&v).contains("\"ro\""));
+        assert!(!has_cgroupns(&v));
+        for v2 in [false, true] {
+            let mut c = cfg();
+            c.cgroup_v2 = v2;
+            c.cgroup_delegated = true;
+            let v = serde_json::to_value(spec(&c).unwrap()).unwrap();
+            assert!(!cgroup_mount(&v).contains("\"ro\""), "v2={v2}");
+            assert!(has_cgroupns(&v), "v2={v2}");
+            // The rest of /sys stays read-only.
+            let sys = v["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == "/sys")
+                .unwrap()["options"]
+                .to_string();
+            assert!(sys.contains("\"ro\""));
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cgroups;
 mod choice;
+pub mod console;
 mod state;
 
 use std::path::{Path, PathBuf};

@@ -69,6 +69,46 @@ pub fn busybox_tarball() -> PathBuf {
         .clone()
 }
 
+/// The Debian tarball, or why there is none (the mirror is unreachable or
+/// debootstrap is missing: the tests skip; any other failure fails them).
+pub fn debian_tarball() -> Result<PathBuf, String> {
+    static TARBALL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TARBALL
+        .get_or_init(|| {
+            let has_debootstrap = ["/usr/sbin/debootstrap", "/sbin/debootstrap"]
+                .iter()
+                .any(|p| Path::new(p).is_file());
+            if !has_debootstrap {
+                return Err("debootstrap is not installed (apt-get install debootstrap)".into());
+            }
+            let dir = std::env::temp_dir().join(format!("corral-debian-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("debian-12.tar.gz");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("openstack/images/build-debian-rootfs.sh");
+            let res = Command::new("sh")
+                .arg(script)
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            match res.status.code() {
+                Some(0) => Ok(out),
+                Some(3) => Err(format!(
+                    "Debian's mirror cannot be reached: {}",
+                    String::from_utf8_lossy(&res.stderr).trim()
+                )),
+                _ => panic!(
+                    "building the Debian image failed ({}): {}",
+                    res.status,
+                    String::from_utf8_lossy(&res.stderr)
+                ),
+            }
+        })
+        .clone()
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running daemon with its own directories. Dropping it deletes every

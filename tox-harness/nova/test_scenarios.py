@@ -385,6 +385,29 @@ def test_image_that_is_not_a_root_tarball(kind, hosts, nova, placement, servers,
         glance.delete("/v2/images/" + img["id"], expect=(204, 404))
 
 
+@pytest.mark.kinds("corral")
+def test_the_same_bytes_under_two_glance_images_boot(kind, hosts, nova, placement, servers, glance, run_id):
+    """Two Glance images with the same bytes (an image uploaded twice, as users do): a
+    server boots from each, the second from what the first cached."""
+    host = hosts.primary(kind)
+    with open(os.path.join(nh.STACK_BASE, "images", "busybox-rootfs.tar.gz"), "rb") as f:
+        data = f.read()
+    imgs = [_upload(glance, "corral-twice-%d-%s" % (i, run_id), data) for i in range(2)]
+    made = []
+    try:
+        for img in imgs:
+            s = servers.create(host=host, image_ref=img["id"])
+            made.append(s["id"])
+            s = nh.wait_server(nova, s["id"], "ACTIVE", host, what="boot from an image uploaded twice")
+            assert s["image"]["id"] == img["id"], s["image"]
+        for sid in made:
+            nova.delete("/servers/" + sid, expect=204)
+            nh.wait_gone(nova, sid, host)
+    finally:
+        for img in imgs:
+            glance.delete("/v2/images/" + img["id"], expect=(204, 404))
+
+
 def _disk_images(work):
     """From the busybox root: a squashfs, a GPT raw disk (root on its second
     partition) and a qcow2 of an MBR disk, made with the real tools."""

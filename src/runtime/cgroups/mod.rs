@@ -9,11 +9,13 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 mod cleanup;
+mod delegate;
 mod freezer;
 mod mounts;
 mod stats;
 
 pub use cleanup::{cleanup, exists};
+pub use delegate::delegate;
 pub use freezer::{freeze, freezer_state, set_frozen, FreezerState};
 pub use mounts::{v1_mounts, V1Mount};
 pub use stats::{read_stats, Stats};
@@ -53,6 +55,8 @@ pub enum CgroupError {
         path: String,
         waited: std::time::Duration,
     },
+    #[error("cannot give cgroup {path} to the container's root: {source}")]
+    Delegate { path: PathBuf, source: io::Error },
     #[error("cannot remove cgroup {dir}: {source}")]
     Remove { dir: PathBuf, source: io::Error },
 }
