@@ -210,3 +210,30 @@ fn publish_makes_an_image_of_a_running_instance_that_launches() {
     assert_eq!(values, (1..=values.len() as u64).collect::<Vec<_>>());
     assert!(d.instance("copy1")["idmap"]["host_base"] != d.instance("src")["idmap"]["host_base"]);
 }
+
+#[test]
+fn snapshots_of_an_instance_with_its_own_root_disk_restore_onto_that_disk() {
+    require_host!();
+    let d = Daemon::start();
+    d.import_busybox();
+    d.ok(&["launch", "busybox", "rd", "--disk", "64MiB"]);
+    d.exec("rd", "echo one > /root/marker");
+    d.ok(&["snapshot", "create", "rd", "first"]);
+    let uuid = d.uuid("rd");
+    assert_eq!(
+        std::fs::read_to_string(snapshot_state(&d, &uuid, "first").join("root/marker")).unwrap(),
+        "one\n"
+    );
+    d.exec("rd", "echo two > /root/marker");
+    d.ok(&["stop", "--force", "rd"]);
+    d.ok(&["snapshot", "restore", "rd", "first"]);
+    d.ok(&["start", "rd"]);
+    assert_eq!(d.exec("rd", "cat /root/marker").trim(), "one");
+    // Still its own 64 MiB disk after the restore.
+    let out = d.exec(
+        "rd",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?",
+    );
+    assert!(out.contains("No space left on device"), "{out}");
+    d.ok(&["delete", "--force", "rd"]);
+}

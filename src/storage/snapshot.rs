@@ -38,11 +38,19 @@ pub struct CaptureStats {
     pub bytes: u64,
 }
 
-/// The writable state of an instance root for a pool kind.
-fn state_of(kind: StorageKind, instance_dir: &Path) -> PathBuf {
+/// The writable state of an instance root for a pool kind. An instance
+/// with a root disk of its own has its state on that disk: it is mounted
+/// first (a stopped instance's may not be), so that the state read or
+/// replaced is the disk's, never the empty mount point under it.
+fn state_of(kind: StorageKind, instance_dir: &Path) -> Result<PathBuf, StorageError> {
     match kind {
-        StorageKind::Overlay => instance_dir.join("upper"),
-        StorageKind::Copy => Storage::rootfs(instance_dir),
+        StorageKind::Overlay => {
+            if super::layer::has_disk(instance_dir) {
+                super::layer::mount(instance_dir, 0)?;
+            }
+            Ok(super::upper_dir(instance_dir))
+        }
+        StorageKind::Copy => Ok(Storage::rootfs(instance_dir)),
     }
 }
 
@@ -53,7 +61,7 @@ pub fn capture(
     instance_dir: &Path,
     name: &str,
 ) -> Result<CaptureStats, StorageError> {
-    let src = state_of(kind, instance_dir);
+    let src = state_of(kind, instance_dir)?;
     let parent = snapshots_dir(instance_dir);
     // Only the host's root enters: a snapshot holds the tenant's setuid files.
     fs::DirBuilder::new()
@@ -82,8 +90,11 @@ pub fn restore(kind: StorageKind, instance_dir: &Path, name: &str) -> Result<(),
         return Err(StorageError::Busy(rootfs));
     }
     let from = snapshot_dir(instance_dir, name).join("state");
-    let target = state_of(kind, instance_dir);
-    let tmp = instance_dir.join("restore.tmp");
+    let target = state_of(kind, instance_dir)?;
+    // Beside the state it replaces (on the instance's root disk, if any): the
+    // swap is a rename on one filesystem.
+    let base = target.parent().unwrap_or(instance_dir).to_path_buf();
+    let tmp = base.join("restore.tmp");
     fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
     if let Err(e) = copy_state(&from, &tmp) {
         let _ = fsutil::remove_tree(&tmp);
@@ -91,7 +102,7 @@ pub fn restore(kind: StorageKind, instance_dir: &Path, name: &str) -> Result<(),
     }
     fsutil::remove_tree(&target).map_err(io_err(&target))?;
     // overlayfs's work directory belongs to the old upper: start it afresh.
-    let work = instance_dir.join("work");
+    let work = base.join("work");
     fsutil::remove_tree(&work).map_err(io_err(&work))?;
     fs::rename(&tmp, &target).map_err(io_err(&target))?;
     Ok(())
