@@ -63,10 +63,12 @@ fn cpath(p: &Path) -> Result<CString, IdmapError> {
 pub fn user_namespace(base: u32, len: u32) -> Result<OwnedFd, IdmapError> {
     let err = |step| move |source| IdmapError::UserNs { step, source };
     // Two pipes: the child says "unshared", the parent says "done" by closing.
-    let (ready_r, ready_w) = nix::unistd::pipe()
+    // Close-on-exec: a process another thread starts meanwhile must not
+    // keep an end open (the child would never see "done").
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(std::io::Error::from)
         .map_err(err("pipe"))?;
-    let (done_r, done_w) = nix::unistd::pipe()
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(std::io::Error::from)
         .map_err(err("pipe"))?;
     // SAFETY: the child only makes async-signal-safe system calls (unshare,
