@@ -8,14 +8,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use corral::config::{Config, Ini, Overrides};
 use corral::driver::{ConfigDrive, ContainerDriver, Driver, InstanceSpec};
-use corral::runtime::{cgroups, Runtime};
-use corral::storage::Storage;
-use corral::store::Store;
 
 /// Removes the container and its console relay if the test stops half-way.
 struct Cleanup {
@@ -39,38 +34,7 @@ impl Drop for Cleanup {
 async fn driver(dir: &Path, runtime_root: &Path) -> ContainerDriver {
     // An id range of its own (config_drive.rs uses 200,000,000 and up).
     let base = 300_000_000u64 + u64::from(std::process::id() % 1000) * 65536;
-    let mut ini = Ini::default();
-    ini.merge_str(
-        &format!(
-            "[DEFAULT]\nshutdown_timeout = 30\n[corral]\noci_runtime = runc\nruntime_root = {}\n\
-             idmap_base = {base}\nidmap_max_instances = 1\ncgroup_parent = corral-test\n",
-            runtime_root.display()
-        ),
-        "test",
-    )
-    .unwrap();
-    let cfg = Arc::new(
-        Config::from_ini(
-            &ini,
-            &Overrides {
-                state_dir: Some(dir.join("state")),
-                socket: Some(dir.join("corral.sock")),
-            },
-        )
-        .unwrap(),
-    );
-    std::fs::create_dir_all(&cfg.state_path).unwrap();
-    std::fs::create_dir_all(runtime_root).unwrap();
-    let cgroup_root = PathBuf::from(cgroups::DEFAULT_ROOT);
-    let runtime = Runtime::select(cfg.corral.oci_runtime, runtime_root, &cgroup_root).unwrap();
-    let storage = Storage::select(
-        cfg.corral.storage,
-        cfg.corral.idmapped_roots,
-        &cfg.state_path.join(".idmap-probe"),
-    )
-    .unwrap();
-    let store = Store::open(&cfg.store_path()).await.unwrap();
-    ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
+    common::in_process_driver(dir, runtime_root, base, 30).await
 }
 
 async fn sh(d: &ContainerDriver, uuid: &str, script: &str) -> (i32, String) {

@@ -504,3 +504,50 @@ pub fn raw_call(
     };
     (resp.status, resp.body)
 }
+
+/// A container driver in the test process itself (no daemon), on `dir`'s
+/// state and `runtime_root`, its one id range at `id_base` (a range of the
+/// caller's own: the daemons above use 10,000,000 and up).
+pub async fn in_process_driver(
+    dir: &Path,
+    runtime_root: &Path,
+    id_base: u64,
+    shutdown_timeout: u32,
+) -> corral::driver::ContainerDriver {
+    use corral::config::{Config, Ini, Overrides};
+    let mut ini = Ini::default();
+    ini.merge_str(
+        &format!(
+            "[DEFAULT]\nshutdown_timeout = {shutdown_timeout}\n[corral]\noci_runtime = runc\n\
+             runtime_root = {}\nidmap_base = {id_base}\nidmap_max_instances = 1\n\
+             cgroup_parent = corral-test\n",
+            runtime_root.display()
+        ),
+        "test",
+    )
+    .unwrap();
+    let cfg = std::sync::Arc::new(
+        Config::from_ini(
+            &ini,
+            &Overrides {
+                state_dir: Some(dir.join("state")),
+                socket: Some(dir.join("corral.sock")),
+            },
+        )
+        .unwrap(),
+    );
+    std::fs::create_dir_all(&cfg.state_path).unwrap();
+    std::fs::create_dir_all(runtime_root).unwrap();
+    let cgroup_root = PathBuf::from(corral::runtime::cgroups::DEFAULT_ROOT);
+    let runtime =
+        corral::runtime::Runtime::select(cfg.corral.oci_runtime, runtime_root, &cgroup_root)
+            .unwrap();
+    let storage = corral::storage::Storage::select(
+        cfg.corral.storage,
+        cfg.corral.idmapped_roots,
+        &cfg.state_path.join(".idmap-probe"),
+    )
+    .unwrap();
+    let store = corral::store::Store::open(&cfg.store_path()).await.unwrap();
+    corral::driver::ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
+}
