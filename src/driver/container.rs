@@ -1423,6 +1423,14 @@ impl ContainerDriver {
         .await?;
         crash_point("remove.after_files");
         self.store.delete_instance(uuid).await?;
+        let left = self.leftovers(uuid);
+        if !left.is_empty() {
+            tracing::error!(
+                uuid,
+                ?left,
+                "deleted, but these are left: remove them by hand"
+            );
+        }
         Ok(())
     }
 
@@ -1461,7 +1469,9 @@ impl ContainerDriver {
         console::stop(&self.instance_dir(uuid), &self.console_path(uuid));
     }
 
-    /// Whether anything of a uuid is left (for tests and the delete check).
+    /// What of a uuid is still on the host after a delete: its directory, the
+    /// runtime's state or its cgroup (named in the log after a delete, and checked
+    /// by the tests).
     pub fn leftovers(&self, uuid: &str) -> Vec<String> {
         let mut left = Vec::new();
         let dir = self.instance_dir(uuid);
