@@ -129,6 +129,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let storage = Storage::select(
         cfg.corral.storage,
         cfg.corral.idmapped_roots,
+        &cfg.state_path,
         &cfg.state_path.join(".idmap-probe"),
     )?;
     let store = Store::open(&cfg.store_path()).await?;

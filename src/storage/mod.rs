@@ -4,6 +4,7 @@
 //! ([`idmap`]) where the kernel allows it, else on an id-shifted copy of the
 //! image (made by the image cache).
 
+pub mod btrfs;
 pub mod idmap;
 mod layer;
 
@@ -52,6 +53,10 @@ pub enum StorageError {
     Idmap(#[from] idmap::IdmapError),
     #[error("cannot make the instance's root disk: {0}")]
     Disk(String),
+    #[error("{0} is not on a btrfs filesystem ([corral] storage = btrfs)")]
+    NotBtrfs(PathBuf),
+    #[error("btrfs pool: {0}")]
+    Btrfs(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -67,6 +72,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub enum StorageKind {
     Overlay,
     Copy,
+    Btrfs,
 }
 
 impl StorageKind {
@@ -74,6 +80,7 @@ impl StorageKind {
         match self {
             StorageKind::Overlay => "overlay",
             StorageKind::Copy => "copy",
+            StorageKind::Btrfs => "btrfs",
         }
     }
 }
@@ -83,8 +90,11 @@ impl StorageKind {
 pub struct Storage {
     pub kind: StorageKind,
     /// Overlay roots of unprivileged instances sit on an idmapped mount of
-    /// the unshifted image (no copy per id range).
+    /// the unshifted image (no copy per id range); on a btrfs pool, their
+    /// subvolumes are mounted idmapped.
     pub idmapped: bool,
+    /// The directory whose filesystem holds the roots (the state path).
+    pub pool: PathBuf,
 }
 
 /// Whether unprivileged overlay roots may use idmapped lower layers
@@ -133,6 +143,8 @@ pub enum StorageChoice {
     Auto,
     Overlay,
     Copy,
+    /// Subvolumes on the btrfs filesystem of the state path.
+    Btrfs,
 }
 
 impl std::str::FromStr for StorageChoice {
@@ -143,37 +155,57 @@ impl std::str::FromStr for StorageChoice {
             "auto" => Ok(StorageChoice::Auto),
             "overlay" => Ok(StorageChoice::Overlay),
             "copy" => Ok(StorageChoice::Copy),
-            _ => Err("must be auto, overlay or copy".into()),
+            "btrfs" => Ok(StorageChoice::Btrfs),
+            _ => Err("must be auto, overlay, copy or btrfs".into()),
         }
     }
 }
 
 impl Storage {
-    /// Picks how roots are made. `probe_dir` (a scratch directory on the
-    /// instances' filesystem, made and removed) is where the idmapped overlay
-    /// is tried once; a failure is logged and means id-shifted copies.
+    /// Picks how roots are made. `pool`: the directory whose filesystem
+    /// holds them (the state path; a btrfs pool must be btrfs). `probe_dir`
+    /// (a scratch directory on the instances' filesystem, made and removed)
+    /// is where the idmapped root is tried once; a failure is logged and
+    /// means id-shifted copies.
     pub fn select(
         choice: StorageChoice,
         idmap: IdmapChoice,
+        pool: &Path,
         probe_dir: &Path,
     ) -> Result<Storage, StorageError> {
         let kind = match choice {
+            StorageChoice::Btrfs => {
+                btrfs::open_pool(pool)?;
+                for p in btrfs::sweep_images(pool) {
+                    tracing::info!(subvolume = %p.display(), "image subvolume of a deleted image removed");
+                }
+                StorageKind::Btrfs
+            }
             StorageChoice::Copy => StorageKind::Copy,
             StorageChoice::Overlay if overlay_available() => StorageKind::Overlay,
             StorageChoice::Overlay => return Err(StorageError::NoOverlay),
             StorageChoice::Auto if overlay_available() => StorageKind::Overlay,
             StorageChoice::Auto => StorageKind::Copy,
         };
-        let idmapped = kind == StorageKind::Overlay
+        let probe: fn(&Path) -> Result<(), StorageError> = match kind {
+            StorageKind::Overlay => probe_idmapped_overlay,
+            StorageKind::Btrfs => btrfs::probe_idmapped,
+            StorageKind::Copy => |_| Ok(()),
+        };
+        let idmapped = kind != StorageKind::Copy
             && idmap == IdmapChoice::Auto
-            && match probe_idmapped_overlay(probe_dir) {
+            && match probe(probe_dir) {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(error = %e, "idmapped overlay roots unavailable: unprivileged roots use id-shifted image copies");
+                    tracing::warn!(error = %e, "idmapped roots unavailable: unprivileged roots use id-shifted image copies");
                     false
                 }
             };
-        Ok(Storage { kind, idmapped })
+        Ok(Storage {
+            kind,
+            idmapped,
+            pool: pool.to_path_buf(),
+        })
     }
 
     /// A backend without idmapped roots (tests, tools).
@@ -181,6 +213,19 @@ impl Storage {
         Storage {
             kind,
             idmapped: false,
+            pool: PathBuf::new(),
+        }
+    }
+
+    /// Where the daemon writes into an instance's fresh root, and the host
+    /// id the instance's root has there (`root_id` through the root's mount).
+    /// An idmapped btrfs root is written in its subvolume, with the image's
+    /// own ids: the daemon's root has no id in the mount's mapping.
+    pub fn root_for_writes(&self, instance_dir: &Path, root_id: u32) -> (PathBuf, u32) {
+        if self.kind == StorageKind::Btrfs && self.idmapped {
+            (instance_dir.join(btrfs::SUBVOL), 0)
+        } else {
+            (Self::rootfs(instance_dir), root_id)
         }
     }
 
@@ -210,6 +255,7 @@ impl Storage {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
+        let pool = self.pool.clone();
         let idmap = idmap.filter(|_| self.idmapped);
         if disk.is_some() && kind == StorageKind::Copy {
             tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
@@ -217,6 +263,7 @@ impl Storage {
         tokio::task::spawn_blocking(move || match kind {
             StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
+            StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, idmap, disk),
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
@@ -256,6 +303,16 @@ impl Storage {
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Removes the instance's snapshots (a btrfs pool's are read-only
+    /// subvolumes, which a removal of the files cannot reach). Before the
+    /// instance directory is removed.
+    pub async fn release_snapshots(&self, instance_dir: &Path) -> Result<(), StorageError> {
+        let dir = instance_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::remove_all(&dir))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
     /// Unmounts and removes the instance's root (upper, work and mount point).
@@ -389,6 +446,7 @@ fn prepare_copy(
 
 fn release(dir: &Path) -> Result<(), StorageError> {
     unmount(&Storage::rootfs(dir))?;
+    btrfs::delete_subvolume(&dir.join(btrfs::SUBVOL))?;
     // The idmapped lower layer is the image's own tree: never removed
     // through, only unmounted (and it is read-only).
     let lower = dir.join("lower");
@@ -507,6 +565,35 @@ mod tests {
         prepare_copy(&inst, &lower, LIMITS).unwrap();
         release(&inst).unwrap();
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn storage_choices_parse() {
+        for (text, want) in [
+            ("auto", StorageChoice::Auto),
+            ("overlay", StorageChoice::Overlay),
+            ("copy", StorageChoice::Copy),
+            ("btrfs", StorageChoice::Btrfs),
+        ] {
+            assert_eq!(text.parse::<StorageChoice>().unwrap(), want);
+        }
+        for bad in ["", "zfs", "BTRFS", "btrfs "] {
+            let err = bad.parse::<StorageChoice>().unwrap_err();
+            assert!(err.contains("btrfs"), "{bad}: {err}");
+        }
+        assert_eq!(StorageKind::Btrfs.as_str(), "btrfs");
+    }
+
+    #[test]
+    fn idmapped_btrfs_roots_are_written_in_their_subvolume() {
+        let inst = Path::new("/s/instances/u");
+        let mut s = Storage::plain(StorageKind::Btrfs);
+        assert_eq!(s.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
+        s.idmapped = true;
+        assert_eq!(s.root_for_writes(inst, 7), (inst.join("subvol"), 0));
+        let mut o = Storage::plain(StorageKind::Overlay);
+        o.idmapped = true;
+        assert_eq!(o.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
     }
 
     #[test]

@@ -226,10 +226,14 @@ impl ContainerDriver {
         let snap = self.snapshot_record(&rec, name).await?;
         let pin = self.images.pin(&snap.image).map_err(super::image_busy)?;
         let idmap = self.idmap_of(&rec);
+        let whole_root = self.storage.kind == crate::storage::StorageKind::Btrfs;
         let lower = match idmap {
-            Some(m) => self.images.shifted_rootfs(&snap.image, m.host_base).await?,
-            None => self.images.rootfs(&snap.image),
+            Some(m) if !whole_root => self.images.shifted_rootfs(&snap.image, m.host_base).await?,
+            _ => self.images.rootfs(&snap.image),
         };
+        // A btrfs root seen through an idmapped mount holds the image's own
+        // ids: nothing to shift back.
+        let idmap = idmap.filter(|_| !(whole_root && self.storage.idmapped));
         let ids = idmap.map(|m| Unshift {
             base: m.host_base,
             size: m.size,

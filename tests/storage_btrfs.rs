@@ -1,0 +1,317 @@
+//! The btrfs pool (`[corral] storage = btrfs`) on a real btrfs filesystem:
+//! a sparse file formatted with mkfs.btrfs and loop-mounted as the daemon's
+//! state directory. Roots are subvolumes, `--disk` a qgroup limit, snapshots
+//! read-only subvolumes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{wait_until, Daemon};
+
+fn has(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A btrfs filesystem on a loop device, unmounted (and its loop device
+/// released) when dropped.
+struct Pool {
+    dir: tempfile::TempDir,
+    mnt: PathBuf,
+    file: PathBuf,
+}
+
+impl Pool {
+    fn make(size: u64) -> Pool {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-btrfs-")
+            .tempdir()
+            .unwrap();
+        let file = dir.path().join("pool.img");
+        std::fs::File::create(&file).unwrap().set_len(size).unwrap();
+        sh(Command::new("mkfs.btrfs").arg("-q").arg(&file));
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(&mnt));
+        Pool { dir, mnt, file }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).output();
+        let _ = &self.dir;
+    }
+}
+
+/// The ids of the subvolumes on the filesystem of `path`.
+fn subvolume_ids(path: &Path) -> BTreeSet<u64> {
+    sh(Command::new("btrfs").args(["subvolume", "list"]).arg(path))
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+/// The level-0 qgroups on the filesystem of `path`.
+fn qgroup_ids(path: &Path) -> BTreeSet<u64> {
+    let out = sh(Command::new("btrfs")
+        .args(["qgroup", "show", "--raw"])
+        .arg(path));
+    corral::storage::btrfs::parse_qgroup_ids(&out)
+        .into_iter()
+        .collect()
+}
+
+fn subvolume_list(path: &Path) -> String {
+    sh(Command::new("btrfs").args(["subvolume", "list"]).arg(path))
+}
+
+fn is_subvolume(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == 256)
+}
+
+#[test]
+fn btrfs_pool_with_idmapped_roots() {
+    require_host!();
+    pool_roots_quotas_snapshots_and_cleanup("idmapped_roots = auto", true);
+}
+
+#[test]
+fn btrfs_pool_with_id_shifted_image_copies() {
+    require_host!();
+    pool_roots_quotas_snapshots_and_cleanup("idmapped_roots = off", false);
+}
+
+/// Launch, `--disk` enforced, neighbour and image untouched, snapshot,
+/// restore, publish, delete leaving nothing, on a pool of its own.
+fn pool_roots_quotas_snapshots_and_cleanup(extra: &str, idmapped: bool) {
+    if !has("mkfs.btrfs") || !has("btrfs") {
+        let reason = "btrfs-progs is not installed (apt-get install btrfs-progs)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let pool = Pool::make(1 << 30);
+    let state = pool.mnt.join("state");
+    let tmp = tempfile::Builder::new()
+        .prefix("corral-test-")
+        .tempdir()
+        .unwrap();
+    let mut d = Daemon::start_in(tmp, state.clone(), &format!("storage = btrfs\n{extra}"));
+    let info: serde_json::Value = d.client().get("/1.0").unwrap();
+    assert_eq!(info["storage"], "btrfs", "{info}");
+    if info["idmapped_roots"] != idmapped {
+        assert!(!idmapped, "{info}");
+        eprintln!(
+            "SKIPPED: this kernel gives no idmapped btrfs roots; the daemon log says why:\n{}",
+            d.log()
+        );
+        return;
+    }
+    d.import_busybox();
+
+    d.ok(&["launch", "busybox", "small", "--disk", "64MiB"]);
+    d.ok(&["launch", "busybox", "free"]);
+    let uuid = d.uuid("small");
+    let inst = state.join("instances").join(&uuid);
+    let sub = inst.join("subvol");
+    assert!(is_subvolume(&sub), "no subvolume at {}", sub.display());
+    // No layer file: the size is the subvolume's qgroup limit.
+    assert!(!inst.join("layer.img").exists());
+    // The root is a snapshot of the image: it holds nothing of its own yet.
+    let excl = sh(Command::new("btrfs")
+        .args(["qgroup", "show", "--raw", "-e"])
+        .arg(&sub));
+    assert!(excl.contains("67108864"), "no 64 MiB limit: {excl}");
+
+    // 100 MiB into a 64 MiB root: the write fails inside.
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; sync",
+    );
+    assert!(
+        out.contains("Disk quota exceeded") || out.contains("No space left on device"),
+        "{out}"
+    );
+    assert!(!out.contains("rc=0"), "{out}");
+    // Freed, it writes again.
+    assert_eq!(
+        d.exec(
+            "small",
+            "rm /fill && sync && echo ok > /etc/ok && cat /etc/ok"
+        )
+        .trim(),
+        "ok"
+    );
+    // The neighbour has no limit, and owners inside are the instance's own.
+    let out = d.exec(
+        "free",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; rm /fill",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    assert_eq!(d.exec("free", "stat -c %u:%g /bin/busybox").trim(), "0:0");
+    // The image and the host's side are untouched: a new root from the
+    // image has none of it.
+    d.ok(&["launch", "busybox", "fresh"]);
+    assert_eq!(
+        d.exec("fresh", "test -e /etc/ok || echo clean").trim(),
+        "clean"
+    );
+    d.ok(&["delete", "--force", "fresh"]);
+
+    // Snapshots are read-only subvolumes; restore brings the root back.
+    d.exec("small", "echo one > /etc/mark; chown 1000:1000 /etc/mark");
+    d.ok(&["snapshot", "create", "small", "s1"]);
+    let snap = inst.join("snapshots/s1/state");
+    assert!(
+        is_subvolume(&snap),
+        "snapshot {} is no subvolume",
+        snap.display()
+    );
+    let ro = sh(Command::new("btrfs")
+        .args(["property", "get", "-ts"])
+        .arg(&snap)
+        .arg("ro"));
+    assert_eq!(ro.trim(), "ro=true");
+    d.exec("small", "echo two > /etc/mark");
+    d.ok(&["stop", "--force", "small"]);
+    d.ok(&["snapshot", "restore", "small", "s1"]);
+    d.ok(&["start", "small"]);
+    assert_eq!(d.exec("small", "cat /etc/mark").trim(), "one");
+    assert_eq!(
+        d.exec("small", "stat -c %u:%g /etc/mark").trim(),
+        "1000:1000"
+    );
+    // The restored root keeps its limit.
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; rm -f /fill",
+    );
+    assert!(!out.contains("rc=0"), "after a restore: {out}");
+
+    // Publish: the image has the files with their owners.
+    d.ok(&["publish", "small", "--alias", "pub1"]);
+    d.ok(&["launch", "pub1", "copy1"]);
+    assert_eq!(d.exec("copy1", "cat /etc/mark").trim(), "one");
+    assert_eq!(
+        d.exec("copy1", "stat -c %u:%g /etc/mark /bin/busybox")
+            .trim(),
+        "1000:1000\n0:0"
+    );
+
+    // Delete: no subvolume, qgroup or mount of the instances is left.
+    let copy_uuid = d.uuid("copy1");
+    let free_uuid = d.uuid("free");
+    for name in ["small", "free", "copy1"] {
+        d.ok(&["delete", "--force", name]);
+    }
+    for u in [&uuid, &free_uuid, &copy_uuid] {
+        assert!(d.leftovers(u).is_empty(), "{u}: {:?}", d.leftovers(u));
+        assert!(
+            !subvolume_list(&pool.mnt).contains(u.as_str()),
+            "a subvolume of {u} is left:\n{}",
+            subvolume_list(&pool.mnt)
+        );
+    }
+    // Every qgroup left belongs to a subvolume that exists (the images').
+    let stale = || {
+        let live = subvolume_ids(&pool.mnt);
+        qgroup_ids(&pool.mnt)
+            .into_iter()
+            .filter(|id| *id != 5 && !live.contains(id))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || stale().is_empty()),
+        "qgroups of deleted subvolumes are left: {:?}",
+        stale()
+    );
+
+    // The deleted image's subvolume goes at the next start.
+    d.ok(&["image", "delete", "pub1"]);
+    d.stop();
+    let images_before = std::fs::read_dir(state.join("pool-images"))
+        .unwrap()
+        .count();
+    d.spawn();
+    let images_after = std::fs::read_dir(state.join("pool-images"))
+        .unwrap()
+        .count();
+    assert!(
+        images_after < images_before,
+        "pool-images: {images_before} entries before the restart, {images_after} after"
+    );
+    d.ok(&["image", "delete", "busybox"]);
+    drop(d);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&state.display().to_string()),
+        "a mount under the pool's state is left"
+    );
+    let dir = pool.dir.path().to_path_buf();
+    let file = pool.file.clone();
+    drop(pool);
+    let loops = sh(Command::new("losetup").arg("-j").arg(&file));
+    assert!(loops.trim().is_empty(), "loop device left: {loops}");
+    drop(dir);
+}
+
+#[test]
+fn a_btrfs_pool_on_another_filesystem_is_refused_at_start() {
+    require_host!();
+    let dir = tempfile::Builder::new()
+        .prefix("corral-test-")
+        .tempdir()
+        .unwrap();
+    let st = nix::sys::statfs::statfs(dir.path()).unwrap();
+    if st.filesystem_type().0 as i64 == 0x9123_683e {
+        eprintln!("SKIPPED: the temporary directory is on btrfs");
+        return;
+    }
+    let config = dir.path().join("corral.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[corral]\noci_runtime = runc\nstorage = btrfs\ndefault_network = none\nruntime_root = {}\n",
+            dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .arg("daemon")
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("is not on a btrfs filesystem ([corral] storage = btrfs)"),
+        "{err}"
+    );
+}
