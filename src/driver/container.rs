@@ -1769,6 +1769,7 @@ impl Driver for ContainerDriver {
             },
             storage: format!("{:?}", self.storage.kind).to_lowercase(),
             idmapped_roots: self.storage.idmapped,
+            root_disk: self.storage.root_disk().to_string(),
         }
     }
 

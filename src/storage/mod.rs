@@ -7,6 +7,7 @@
 pub mod btrfs;
 pub mod idmap;
 mod layer;
+pub mod quota;
 
 pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
@@ -57,6 +58,10 @@ pub enum StorageError {
     NotBtrfs(PathBuf),
     #[error("btrfs pool: {0}")]
     Btrfs(String),
+    #[error("project quota: {0}")]
+    Quota(String),
+    #[error("project quotas unavailable ([corral] root_disk_limit = project): {0}")]
+    NoProjectQuota(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -95,6 +100,9 @@ pub struct Storage {
     pub idmapped: bool,
     /// The directory whose filesystem holds the roots (the state path).
     pub pool: PathBuf,
+    /// Overlay root disks are project quotas on the upper directories
+    /// ([`quota`]), not loop-mounted layer files.
+    pub project_quota: bool,
 }
 
 /// Whether unprivileged overlay roots may use idmapped lower layers
@@ -205,7 +213,41 @@ impl Storage {
             kind,
             idmapped,
             pool: pool.to_path_buf(),
+            project_quota: false,
         })
+    }
+
+    /// Picks how an overlay root's size is enforced (`[corral]
+    /// root_disk_limit`): a project quota where the pool's filesystem
+    /// enforces them (`auto`, `project`), else a layer file.
+    pub fn with_root_disk(
+        mut self,
+        choice: quota::RootDiskChoice,
+    ) -> Result<Storage, StorageError> {
+        if self.kind != StorageKind::Overlay || choice == quota::RootDiskChoice::Loop {
+            return Ok(self);
+        }
+        match quota::enforced(&self.pool) {
+            Ok(()) => self.project_quota = true,
+            Err(why) if choice == quota::RootDiskChoice::Project => {
+                return Err(StorageError::NoProjectQuota(why))
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "root disks are loop-mounted layer files")
+            }
+        }
+        Ok(self)
+    }
+
+    /// How root disk sizes are enforced: `project_quota`, `loop_file`,
+    /// `qgroup`, or `none` (a copy pool).
+    pub fn root_disk(&self) -> &'static str {
+        match self.kind {
+            StorageKind::Overlay if self.project_quota => "project_quota",
+            StorageKind::Overlay => "loop_file",
+            StorageKind::Btrfs => "qgroup",
+            StorageKind::Copy => "none",
+        }
     }
 
     /// A backend without idmapped roots (tests, tools).
@@ -214,6 +256,7 @@ impl Storage {
             kind,
             idmapped: false,
             pool: PathBuf::new(),
+            project_quota: false,
         }
     }
 
@@ -256,12 +299,13 @@ impl Storage {
         let lower = lower.to_path_buf();
         let kind = self.kind;
         let pool = self.pool.clone();
+        let project_quota = self.project_quota;
         let idmap = idmap.filter(|_| self.idmapped);
         if disk.is_some() && kind == StorageKind::Copy {
             tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
         }
         tokio::task::spawn_blocking(move || match kind {
-            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk),
+            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk, project_quota),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
             StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, idmap, disk),
         })
@@ -374,11 +418,15 @@ fn prepare_overlay(
     image: &Path,
     idmap: Option<(u32, u32)>,
     disk: Option<u64>,
+    project_quota: bool,
 ) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
     if is_mounted(&rootfs) {
         return Ok(rootfs);
     }
+    // A root disk made as a layer file stays one.
+    let quota_bytes = disk.filter(|_| project_quota && !layer::has_disk(dir));
+    let disk = disk.filter(|_| quota_bytes.is_none());
     let lower = match idmap {
         Some(m) => mount_lower(dir, image, m)?,
         None => image.to_path_buf(),
@@ -395,6 +443,10 @@ fn prepare_overlay(
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    if let Some(bytes) = quota_bytes {
+        // Again at every mount: a restored upper is a tree made without it.
+        quota::apply(dir, &[upper.clone(), work.clone()], bytes)?;
     }
     // The overlay's root directory takes its owner and mode from upper: make
     // it the image root's, so the container's root owns its `/`.
@@ -445,6 +497,11 @@ fn prepare_copy(
 }
 
 fn release(dir: &Path) -> Result<(), StorageError> {
+    release_root(dir)?;
+    quota::release(dir)
+}
+
+fn release_root(dir: &Path) -> Result<(), StorageError> {
     unmount(&Storage::rootfs(dir))?;
     btrfs::delete_subvolume(&dir.join(btrfs::SUBVOL))?;
     // The idmapped lower layer is the image's own tree: never removed
@@ -500,7 +557,7 @@ fn probe_idmapped_overlay(dir: &Path) -> Result<(), StorageError> {
     let inst = s.join("inst");
     std::fs::create_dir_all(&inst).map_err(io_err(&inst))?;
     let result = (|| {
-        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None)?;
+        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None, false)?;
         let probe = root.join("etc/probe");
         let m = std::fs::metadata(&probe).map_err(io_err(&probe))?;
         if m.uid() != BASE || m.gid() != BASE {
