@@ -128,6 +128,12 @@ fn pool_roots_quotas_snapshots_and_cleanup(extra: &str, idmapped: bool) {
         );
         return;
     }
+    // Placement's DISK_GB is the pool's filesystem, not the host's root.
+    let cap = corral::storage::pool_capacity(&state).unwrap();
+    assert!(
+        cap.total_bytes <= 1 << 30 && cap.total_bytes >= 512 << 20,
+        "{cap:?}"
+    );
     d.import_busybox();
 
     d.ok(&["launch", "busybox", "small", "--disk", "64MiB"]);

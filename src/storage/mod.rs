@@ -137,6 +137,27 @@ fn overlay_available() -> bool {
         .unwrap_or(false)
 }
 
+/// The size of the filesystem holding the roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolCapacity {
+    pub total_bytes: u64,
+    /// What unprivileged writers may still use.
+    pub available_bytes: u64,
+}
+
+/// The capacity of the pool at `pool` (the state path: every backend keeps
+/// its roots, layer files, quota directories or subvolumes on its
+/// filesystem), not of the host's root filesystem. None when it cannot be
+/// read.
+pub fn pool_capacity(pool: &Path) -> Option<PoolCapacity> {
+    let s = nix::sys::statvfs::statvfs(pool).ok()?;
+    let frag = s.fragment_size();
+    Some(PoolCapacity {
+        total_bytes: s.blocks().saturating_mul(frag),
+        available_bytes: s.blocks_available().saturating_mul(frag),
+    })
+}
+
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> bool {
     fsutil::is_mount_point(path)
@@ -651,6 +672,17 @@ mod tests {
         let mut o = Storage::plain(StorageKind::Overlay);
         o.idmapped = true;
         assert_eq!(o.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
+    }
+
+    #[test]
+    fn pool_capacity_is_the_filesystem_of_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let c = pool_capacity(d.path()).unwrap();
+        assert!(
+            c.total_bytes > 0 && c.available_bytes <= c.total_bytes,
+            "{c:?}"
+        );
+        assert_eq!(pool_capacity(&d.path().join("missing")), None);
     }
 
     #[test]
