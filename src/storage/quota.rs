@@ -344,6 +344,81 @@ mod tests {
         assert_eq!(project_of(&b), None);
     }
 
+    /// The project id and inherit flag of `path`.
+    fn project(path: &Path) -> (u32, bool) {
+        let f = std::fs::File::open(path).unwrap();
+        let mut x = FsXattr::default();
+        // SAFETY: as in set_project.
+        assert_eq!(
+            unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) },
+            0
+        );
+        (x.projid, x.xflags & FS_XFLAG_PROJINHERIT != 0)
+    }
+
+    /// Project ids on a real filesystem that keeps them (xfs keeps them
+    /// without quotas; the limits themselves need a kernel with quota
+    /// support, see tests/storage_quota.rs).
+    #[test]
+    fn project_ids_are_set_on_a_tree_and_inherited() {
+        let has = |b: &str| {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).is_file()))
+        };
+        if !nix::unistd::geteuid().is_root() || !has("mkfs.xfs") {
+            eprintln!("skipped: needs root and mkfs.xfs (xfsprogs)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("xfs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(320 << 20)
+            .unwrap();
+        let run = |c: &mut std::process::Command| c.output().unwrap();
+        assert!(
+            run(std::process::Command::new("mkfs.xfs").arg("-q").arg(&img))
+                .status
+                .success()
+        );
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        if !mounted.status.success() {
+            eprintln!(
+                "skipped: cannot mount xfs: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+            return;
+        }
+        let result = std::panic::catch_unwind(|| {
+            let upper = mnt.join("upper");
+            std::fs::create_dir_all(upper.join("etc/deep")).unwrap();
+            std::fs::write(upper.join("etc/deep/f"), "x").unwrap();
+            std::os::unix::fs::symlink("f", upper.join("etc/deep/l")).unwrap();
+            assign_tree(&upper, FIRST_PROJECT_ID).unwrap();
+            assert_eq!(project(&upper), (FIRST_PROJECT_ID, true));
+            assert_eq!(project(&upper.join("etc/deep")), (FIRST_PROJECT_ID, true));
+            assert_eq!(project(&upper.join("etc/deep/f")).0, FIRST_PROJECT_ID);
+            // Made afterwards: inherited.
+            std::fs::create_dir(upper.join("etc/new")).unwrap();
+            std::fs::write(upper.join("etc/new/g"), "y").unwrap();
+            assert_eq!(project(&upper.join("etc/new/g")).0, FIRST_PROJECT_ID);
+            // Again: nothing to change, no error.
+            assign_tree(&upper, FIRST_PROJECT_ID).unwrap();
+            // No pquota: not enforced, and said so.
+            let why = enforced(&mnt).unwrap_err();
+            assert!(why.contains(&mnt.display().to_string()), "{why}");
+        });
+        let _ = run(std::process::Command::new("umount").arg(&mnt));
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     #[test]
     fn a_tmpdir_without_project_quotas_is_told() {
         let dir = tempfile::tempdir().unwrap();

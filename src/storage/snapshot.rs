@@ -168,7 +168,17 @@ pub fn remove_leftovers(instances_dir: &Path) {
         if fs::symlink_metadata(&tmp).is_ok() {
             let _ = fsutil::remove_tree(&tmp);
         }
-        let _ = super::btrfs::delete_subvolume(&e.path().join("subvol.restore"));
+        // A btrfs restore stopped between removing the old root and putting
+        // the new one in place finishes; one stopped earlier is undone.
+        let sub = e.path().join(super::btrfs::SUBVOL);
+        let tmp = sub.with_extension("restore");
+        if super::btrfs::is_subvolume(&tmp) {
+            if super::btrfs::is_subvolume(&sub) {
+                let _ = super::btrfs::delete_subvolume(&tmp);
+            } else {
+                let _ = fs::rename(&tmp, &sub);
+            }
+        }
     }
 }
 
