@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{wait_until, Daemon};
+use corral::driver::{ContainerDriver, Driver, InstanceSpec};
 
 fn has(bin: &str) -> bool {
     std::env::var_os("PATH")
@@ -31,7 +32,7 @@ fn sh(cmd: &mut Command) -> String {
 /// A btrfs filesystem on a loop device, unmounted (and its loop device
 /// released) when dropped.
 struct Pool {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     mnt: PathBuf,
     file: PathBuf,
 }
@@ -51,14 +52,24 @@ impl Pool {
             .args(["-o", "loop"])
             .arg(&file)
             .arg(&mnt));
-        Pool { dir, mnt, file }
+        Pool {
+            _dir: dir,
+            mnt,
+            file,
+        }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).output();
-        let _ = &self.dir;
+        // A store connection closing in the background may hold it a moment.
+        for _ in 0..50 {
+            match Command::new("umount").arg(&self.mnt).output() {
+                Ok(o) if o.status.success() => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
     }
 }
 
@@ -274,12 +285,10 @@ fn pool_roots_quotas_snapshots_and_cleanup(extra: &str, idmapped: bool) {
         !mounts.contains(&state.display().to_string()),
         "a mount under the pool's state is left"
     );
-    let dir = pool.dir.path().to_path_buf();
     let file = pool.file.clone();
     drop(pool);
     let loops = sh(Command::new("losetup").arg("-j").arg(&file));
     assert!(loops.trim().is_empty(), "loop device left: {loops}");
-    drop(dir);
 }
 
 #[test]
@@ -320,4 +329,119 @@ fn a_btrfs_pool_on_another_filesystem_is_refused_at_start() {
         err.contains("is not on a btrfs filesystem ([corral] storage = btrfs)"),
         "{err}"
     );
+}
+
+/// A container driver in this process on a btrfs pool's state path.
+async fn btrfs_driver(state: &Path, dir: &Path, runtime_root: &Path) -> ContainerDriver {
+    use corral::config::{Config, Ini, Overrides};
+    let base = 210_000_000u64 + u64::from(std::process::id() % 1000) * 65536;
+    let mut ini = Ini::default();
+    ini.merge_str(
+        &format!(
+            "[DEFAULT]\nshutdown_timeout = 5\n[corral]\noci_runtime = runc\nstorage = btrfs\n\
+             runtime_root = {}\nidmap_base = {base}\nidmap_max_instances = 1\n\
+             cgroup_parent = corral-test\n",
+            runtime_root.display()
+        ),
+        "test",
+    )
+    .unwrap();
+    let cfg = std::sync::Arc::new(
+        Config::from_ini(
+            &ini,
+            &Overrides {
+                state_dir: Some(state.to_path_buf()),
+                socket: Some(dir.join("corral.sock")),
+            },
+        )
+        .unwrap(),
+    );
+    std::fs::create_dir_all(&cfg.state_path).unwrap();
+    std::fs::create_dir_all(runtime_root).unwrap();
+    let cgroup_root = PathBuf::from(corral::runtime::cgroups::DEFAULT_ROOT);
+    let runtime =
+        corral::runtime::Runtime::select(cfg.corral.oci_runtime, runtime_root, &cgroup_root)
+            .unwrap();
+    let storage = corral::storage::Storage::select(
+        cfg.corral.storage,
+        cfg.corral.idmapped_roots,
+        &cfg.state_path,
+        &cfg.state_path.join(".idmap-probe"),
+    )
+    .unwrap();
+    let store = corral::store::Store::open(&cfg.store_path()).await.unwrap();
+    ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
+}
+
+/// The network configuration Nova's `inject_network_info` has the driver
+/// write into a fresh root lands in an idmapped btrfs root (which host root
+/// cannot write through) owned by the container's root.
+#[tokio::test]
+async fn injected_network_configuration_lands_in_an_idmapped_btrfs_root() {
+    require_host!();
+    if !has("mkfs.btrfs") {
+        eprintln!("SKIPPED: btrfs-progs is not installed");
+        return;
+    }
+    let pool = Pool::make(1 << 30);
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime_root = PathBuf::from(format!("/run/corral-test/btrfs-{}", std::process::id()));
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let d = btrfs_driver(&pool.mnt.join("state"), tmp.path(), &runtime_root).await;
+    if !d.storage().idmapped {
+        eprintln!("SKIPPED: this kernel gives no idmapped btrfs roots");
+        return;
+    }
+    d.images()
+        .import_image(&common::busybox_tarball(), Some("busybox"), None)
+        .await
+        .unwrap();
+    let spec = InstanceSpec {
+        uuid: uuid.clone(),
+        name: "inject".into(),
+        image: "busybox".into(),
+        limits: Default::default(),
+        privileged: false,
+        nesting: false,
+        devices: Default::default(),
+        pinned_cpus: None,
+        command: None,
+        environment: Default::default(),
+        hostname: None,
+        pci_devices: Vec::new(),
+        vifs: Vec::new(),
+        config_drive: None,
+        network_interfaces: Some("auto lo\niface lo inet loopback\n# injected\n".into()),
+    };
+    let spawned = d.spawn(&spec, true, None).await;
+    let result = async {
+        spawned?;
+        let argv = [
+            "/bin/sh",
+            "-c",
+            "cat /etc/network/interfaces; stat -c '%u:%g %a' /etc/network/interfaces /etc/network",
+        ]
+        .map(String::from);
+        d.exec(&uuid, &argv, &[], None, std::time::Duration::from_secs(20))
+            .await
+    }
+    .await;
+    let destroyed = d.destroy(&uuid).await;
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(&runtime_root)
+        .args(["delete", "--force", &uuid])
+        .output();
+    let _ = std::fs::remove_dir_all(&runtime_root);
+    let out = result.unwrap();
+    assert_eq!(out.exit_code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with("auto lo\n") && out.stdout.contains("# injected\n0:0 644\n0:0 755"),
+        "{}",
+        out.stdout
+    );
+    destroyed.unwrap();
+    let sub = pool.mnt.join("state/instances").join(&uuid);
+    assert!(!sub.exists(), "{} is left", sub.display());
+    assert!(!subvolume_list(&pool.mnt).contains(&uuid));
 }

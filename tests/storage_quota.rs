@@ -75,7 +75,14 @@ impl Fs {
 
 impl Drop for Fs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).output();
+        // A store connection closing in the background may hold it a moment.
+        for _ in 0..50 {
+            match Command::new("umount").arg(&self.mnt).output() {
+                Ok(o) if o.status.success() => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
     }
 }
 
