@@ -236,6 +236,42 @@ fn pool_roots_quotas_snapshots_and_cleanup(extra: &str, idmapped: bool) {
         "1000:1000\n0:0"
     );
 
+    // A root remembers how it was made: with the daemon's choice changed,
+    // it starts as before, and a new root is made the new way.
+    if idmapped {
+        let conf = std::fs::read_to_string(&d.config).unwrap();
+        std::fs::write(
+            &d.config,
+            conf.replace("idmapped_roots = auto", "idmapped_roots = off"),
+        )
+        .unwrap();
+        d.stop();
+        d.spawn();
+        let info: serde_json::Value = d.client().get("/1.0").unwrap();
+        assert_eq!(info["idmapped_roots"], false, "{info}");
+        d.ok(&["stop", "--force", "small"]);
+        // As after a host reboot: the root is mounted again at the start.
+        sh(Command::new("umount").arg(inst.join("rootfs")));
+        d.ok(&["start", "small"]);
+        assert_eq!(
+            d.exec("small", "stat -c %u:%g /etc/mark /bin/busybox")
+                .trim(),
+            "1000:1000\n0:0"
+        );
+        d.ok(&["launch", "busybox", "shifted"]);
+        assert_eq!(
+            d.exec("shifted", "stat -c %u:%g /bin/busybox").trim(),
+            "0:0"
+        );
+        assert!(!state
+            .join("instances")
+            .join(d.uuid("shifted"))
+            .join("subvol.idmapped")
+            .exists());
+        assert!(inst.join("subvol.idmapped").exists());
+        d.ok(&["delete", "--force", "shifted"]);
+    }
+
     // Delete: no subvolume, qgroup or mount of the instances is left.
     let copy_uuid = d.uuid("copy1");
     let free_uuid = d.uuid("free");

@@ -38,6 +38,15 @@ const SUBVOLUME_INO: u64 = 256;
 pub(super) const SUBVOL: &str = "subvol";
 /// Where the images' read-only subvolumes are, in the state directory.
 pub const IMAGES_DIR: &str = "pool-images";
+/// Beside the subvolume of a root made to be mounted idmapped (it holds
+/// the image's own owners, not the instance's range).
+pub(super) const IDMAPPED_MARK: &str = "subvol.idmapped";
+
+/// Whether the instance's root subvolume holds the image's own owners (and
+/// is mounted idmapped), as opposed to owners in the instance's range.
+pub fn is_idmapped_root(instance_dir: &Path) -> bool {
+    instance_dir.join(IDMAPPED_MARK).exists()
+}
 
 /// Runs a btrfs-progs command; its standard output.
 fn run(cmd: &mut Command) -> Result<String, StorageError> {
@@ -250,14 +259,18 @@ pub fn sweep_images(pool: &Path) -> Vec<PathBuf> {
 }
 
 /// Makes (first time) and mounts the instance's root at `<dir>/rootfs`:
-/// a writable snapshot of the image subvolume of `image`, seen through the
-/// id mapping `idmap` when given. `disk`: its qgroup limit (set again at
+/// a writable snapshot of the image subvolume of `image`. An unprivileged
+/// instance's (`idmap`) is made from the unshifted image and seen through
+/// its id mapping when `use_idmapped`, else made from the id-shifted image;
+/// the root remembers which ([`IDMAPPED_MARK`]), so a later change of the
+/// daemon's choice leaves it working. `disk`: its qgroup limit (set again at
 /// every mount, so a restored root gets it too).
 pub(super) fn prepare(
     pool: &Path,
     dir: &Path,
     image: &Path,
     idmap: Option<(u32, u32)>,
+    use_idmapped: bool,
     disk: Option<u64>,
 ) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
@@ -265,10 +278,18 @@ pub(super) fn prepare(
         return Ok(rootfs);
     }
     let sub = dir.join(SUBVOL);
+    let mark = dir.join(IDMAPPED_MARK);
     if !is_subvolume(&sub) {
+        // The mark first: a root is never left without the one it needs.
+        if use_idmapped && idmap.is_some() {
+            std::fs::write(&mark, "").map_err(io_err(&mark))?;
+        } else {
+            crate::fsutil::remove_tree(&mark).map_err(io_err(&mark))?;
+        }
         let from = image_subvolume(pool, image)?;
         snapshot(&from, &sub, false)?;
     }
+    let idmap = idmap.filter(|_| is_idmapped_root(dir));
     if let Some(bytes) = disk {
         set_limit(&sub, bytes)?;
     }

@@ -286,7 +286,7 @@ impl Storage {
     /// An idmapped btrfs root is written in its subvolume, with the image's
     /// own ids: the daemon's root has no id in the mount's mapping.
     pub fn root_for_writes(&self, instance_dir: &Path, root_id: u32) -> (PathBuf, u32) {
-        if self.kind == StorageKind::Btrfs && self.idmapped {
+        if self.kind == StorageKind::Btrfs && btrfs::is_idmapped_root(instance_dir) {
             (instance_dir.join(btrfs::SUBVOL), 0)
         } else {
             (Self::rootfs(instance_dir), root_id)
@@ -321,6 +321,7 @@ impl Storage {
         let kind = self.kind;
         let pool = self.pool.clone();
         let project_quota = self.project_quota;
+        let (full_idmap, idmapped) = (idmap, self.idmapped);
         let idmap = idmap.filter(|_| self.idmapped);
         if disk.is_some() && kind == StorageKind::Copy {
             tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
@@ -328,7 +329,7 @@ impl Storage {
         tokio::task::spawn_blocking(move || match kind {
             StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk, project_quota),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
-            StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, idmap, disk),
+            StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, full_idmap, idmapped, disk),
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
@@ -545,6 +546,7 @@ fn release_root(dir: &Path) -> Result<(), StorageError> {
         "upper",
         "work",
         "lower",
+        btrfs::IDMAPPED_MARK,
         layer::MOUNT_POINT,
         layer::IMAGE,
         layer::IMAGE_TMP,
@@ -664,13 +666,13 @@ mod tests {
 
     #[test]
     fn idmapped_btrfs_roots_are_written_in_their_subvolume() {
-        let inst = Path::new("/s/instances/u");
-        let mut s = Storage::plain(StorageKind::Btrfs);
+        let dir = tempfile::tempdir().unwrap();
+        let inst = dir.path();
+        let s = Storage::plain(StorageKind::Btrfs);
         assert_eq!(s.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
-        s.idmapped = true;
+        std::fs::write(inst.join(btrfs::IDMAPPED_MARK), "").unwrap();
         assert_eq!(s.root_for_writes(inst, 7), (inst.join("subvol"), 0));
-        let mut o = Storage::plain(StorageKind::Overlay);
-        o.idmapped = true;
+        let o = Storage::plain(StorageKind::Overlay);
         assert_eq!(o.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
     }
 
