@@ -276,8 +276,25 @@ fn allocate(instance_dir: &Path) -> Result<u32, StorageError> {
     Ok(id)
 }
 
+/// Whether the directory `path` carries the project id `id`, inherited.
+fn carries(path: &Path, id: u32) -> Result<bool, StorageError> {
+    let f = open_dir(path)?;
+    let mut x = FsXattr::default();
+    // SAFETY: `x` is a `struct fsxattr` the ioctl fills.
+    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) } != 0 {
+        return Err(quota_err(
+            "FS_IOC_FSGETXATTR",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(x.projid == id && x.xflags & FS_XFLAG_PROJINHERIT != 0)
+}
+
 /// Puts the instance's upper and work directories (made, empty or not)
-/// under a project of its own limited to `bytes`.
+/// under a project of its own limited to `bytes`. A directory that carries
+/// the id already is not walked again (what is made in it inherits it); a
+/// restored one (a new tree) is.
 pub(super) fn apply(
     instance_dir: &Path,
     dirs: &[PathBuf],
@@ -285,7 +302,9 @@ pub(super) fn apply(
 ) -> Result<u32, StorageError> {
     let id = allocate(instance_dir)?;
     for d in dirs {
-        assign_tree(d, id)?;
+        if !carries(d, id)? {
+            assign_tree(d, id)?;
+        }
     }
     set_limit(instance_dir, id, bytes)?;
     Ok(id)
@@ -409,6 +428,9 @@ mod tests {
             assert_eq!(project(&upper.join("etc/new/g")).0, FIRST_PROJECT_ID);
             // Again: nothing to change, no error.
             assign_tree(&upper, FIRST_PROJECT_ID).unwrap();
+            assert!(carries(&upper, FIRST_PROJECT_ID).unwrap());
+            assert!(!carries(&upper, FIRST_PROJECT_ID + 1).unwrap());
+            assert!(!carries(&mnt, FIRST_PROJECT_ID).unwrap());
             // No pquota: not enforced, and said so.
             let why = enforced(&mnt).unwrap_err();
             assert!(why.contains(&mnt.display().to_string()), "{why}");
