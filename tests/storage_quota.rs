@@ -10,6 +10,12 @@ use std::process::Command;
 use common::Daemon;
 use corral::storage::quota;
 
+fn has(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -32,6 +38,12 @@ impl Fs {
     /// The filesystem, or why this host cannot mount it (a kernel built
     /// without quota support refuses `prjquota`).
     fn try_make(features: &str, options: &str) -> Result<Fs, String> {
+        Fs::try_make_as("ext4", features, options)
+    }
+
+    /// As `try_make`, of filesystem `kind` (`ext4`: `features` for `-O`;
+    /// `xfs`: none).
+    fn try_make_as(kind: &str, features: &str, options: &str) -> Result<Fs, String> {
         let dir = tempfile::Builder::new()
             .prefix("corral-ext4-")
             .tempdir()
@@ -41,12 +53,19 @@ impl Fs {
             .unwrap()
             .set_len(1 << 30)
             .unwrap();
-        let mut mkfs = Command::new("mkfs.ext4");
-        mkfs.args(["-q", "-F", "-I", "256"]);
-        if !features.is_empty() {
-            mkfs.args(["-O", features]);
+        if kind == "xfs" {
+            if !has("mkfs.xfs") {
+                return Err("xfsprogs is not installed (apt-get install xfsprogs)".into());
+            }
+            sh(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&file));
+        } else {
+            let mut mkfs = Command::new("mkfs.ext4");
+            mkfs.args(["-q", "-F", "-I", "256"]);
+            if !features.is_empty() {
+                mkfs.args(["-O", features]);
+            }
+            sh(mkfs.arg(&file));
         }
-        sh(mkfs.arg(&file));
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let out = Command::new("mount")
@@ -57,7 +76,8 @@ impl Fs {
             .unwrap();
         if !out.status.success() {
             return Err(format!(
-                "this kernel cannot mount ext4 -O {features} with -o {options} (built without CONFIG_QUOTA?): {}",
+                "this kernel cannot mount {kind}{} with -o {options} (built without CONFIG_QUOTA or CONFIG_XFS_QUOTA?): {}",
+                if features.is_empty() { String::new() } else { format!(" -O {features}") },
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
@@ -89,8 +109,12 @@ impl Drop for Fs {
 /// An ext4 with project quotas enforced, or None (skipped, with the
 /// reason printed) where the kernel has no quota support. In CI a missing
 /// piece is a failure.
-fn quota_fs() -> Option<Fs> {
-    match Fs::try_make("quota,project", "prjquota") {
+fn quota_fs(kind: &str) -> Option<Fs> {
+    let made = match kind {
+        "xfs" => Fs::try_make_as("xfs", "", "pquota"),
+        _ => Fs::try_make("quota,project", "prjquota"),
+    };
+    match made {
         Ok(fs) => Some(fs),
         Err(reason) => {
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -119,13 +143,36 @@ fn fill(d: &Daemon, name: &str) -> String {
 }
 
 #[test]
-fn project_quotas_bound_overlay_roots() {
+fn project_quotas_bound_overlay_roots_on_xfs() {
     require_host!();
-    let Some(fs) = quota_fs() else { return };
+    project_quotas_bound_overlay_roots("xfs");
+}
+
+#[test]
+fn project_quotas_bound_overlay_roots_on_ext4() {
+    require_host!();
+    project_quotas_bound_overlay_roots("ext4");
+}
+
+fn project_quotas_bound_overlay_roots(kind: &str) {
+    let Some(fs) = quota_fs(kind) else { return };
     let file = fs.file.clone();
     let (d, state) = daemon_on(&fs, "");
     let info: serde_json::Value = d.client().get("/1.0").unwrap();
     assert_eq!(info["storage"], "overlay", "{info}");
+    if kind == "ext4" && info["root_disk"] == "loop_file" {
+        // overlayfs writes with the daemon's credentials; a filesystem that
+        // exempts CAP_SYS_RESOURCE from quota limits lets them past the
+        // quota. The start-up probe saw that, and root disks stay layer
+        // files (bounded all the same).
+        let log = d.log();
+        assert!(
+            log.contains("exempts the mounter's CAP_SYS_RESOURCE"),
+            "{log}"
+        );
+        eprintln!("SKIPPED: project quotas do not hold overlay writes on ext4 here");
+        return;
+    }
     assert_eq!(info["root_disk"], "project_quota", "{info}");
     d.import_busybox();
     d.ok(&["launch", "busybox", "small", "--disk", "64MiB"]);
@@ -236,7 +283,7 @@ fn without_project_quotas_root_disks_are_layer_files() {
 #[test]
 fn the_loop_file_can_be_forced_where_project_quotas_exist() {
     require_host!();
-    let Some(fs) = quota_fs() else { return };
+    let Some(fs) = quota_fs("xfs") else { return };
     let (d, state) = daemon_on(&fs, "root_disk_limit = loop");
     let info: serde_json::Value = d.client().get("/1.0").unwrap();
     assert_eq!(info["root_disk"], "loop_file", "{info}");

@@ -248,7 +248,7 @@ impl Storage {
         if self.kind != StorageKind::Overlay || choice == quota::RootDiskChoice::Loop {
             return Ok(self);
         }
-        match quota::enforced(&self.pool) {
+        match quota::probe_overlay(&self.pool, &self.pool.join(".quota-probe")) {
             Ok(()) => self.project_quota = true,
             Err(why) if choice == quota::RootDiskChoice::Project => {
                 return Err(StorageError::NoProjectQuota(why))

@@ -21,6 +21,11 @@ use super::{io_err, StorageError};
 /// Project ids corral hands out start here (ids below are the operator's,
 /// e.g. `/etc/projid`).
 pub const FIRST_PROJECT_ID: u32 = 2_000_000;
+/// The project id of the start-up probe.
+const PROBE_PROJECT_ID: u32 = FIRST_PROJECT_ID - 1;
+/// The probe's limit, and what it tries to write.
+const PROBE_LIMIT: u64 = 1 << 20;
+const PROBE_WRITE: usize = 4 << 20;
 /// The file holding an instance's project id.
 pub const PROJID_FILE: &str = "quota.projid";
 
@@ -138,6 +143,70 @@ pub fn enforced(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether a project quota holds what is written through an overlay
+/// mounted the way roots are (by the daemon, whose credentials overlayfs
+/// writes with): in the scratch directory `dir` (made and removed) on the
+/// pool, an upper directory under a 1 MiB project limit takes 4 MiB written
+/// through an overlay, which must fail. A filesystem that exempts the
+/// mounter's `CAP_SYS_RESOURCE` from quota limits lets it pass. Why not,
+/// when it does not.
+pub fn probe_overlay(pool: &Path, dir: &Path) -> Result<(), String> {
+    enforced(pool)?;
+    let merged = dir.join("merged");
+    let clean = || -> Result<(), String> {
+        super::unmount(&merged).map_err(|e| e.to_string())?;
+        crate::fsutil::remove_tree(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        set_limit(pool, PROBE_PROJECT_ID, 0).map_err(|e| e.to_string())
+    };
+    clean()?;
+    let result = (|| {
+        let (lower, upper, work) = (dir.join("lower"), dir.join("upper"), dir.join("work"));
+        for d in [&lower, &upper, &work, &merged] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        for d in [&upper, &work] {
+            assign_tree(d, PROBE_PROJECT_ID).map_err(|e| e.to_string())?;
+        }
+        set_limit(pool, PROBE_PROJECT_ID, PROBE_LIMIT).map_err(|e| e.to_string())?;
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("overlay at {}: {e}", merged.display()))?;
+        let f = merged.join("fill");
+        let mut file = File::create(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let chunk = vec![0x5au8; 64 << 10];
+        let mut written = 0;
+        let refused = loop {
+            if written >= PROBE_WRITE {
+                break file.sync_all().err();
+            }
+            if let Err(e) = std::io::Write::write_all(&mut file, &chunk) {
+                break Some(e);
+            }
+            written += chunk.len();
+        };
+        match refused {
+            Some(e) if matches!(e.raw_os_error(), Some(libc::EDQUOT | libc::ENOSPC)) => Ok(()),
+            Some(e) => Err(format!("a write through the probe overlay failed: {e}")),
+            None => Err(format!(
+                "{PROBE_WRITE} bytes written through an overlay passed a {PROBE_LIMIT}-byte project quota on {} (the filesystem exempts the mounter's CAP_SYS_RESOURCE)",
+                pool.display()
+            )),
+        }
+    })();
+    result.and(clean())
 }
 
 fn bytemuck_u8(buf: &[u64; 16]) -> &[u8; 128] {
@@ -431,9 +500,13 @@ mod tests {
             assert!(carries(&upper, FIRST_PROJECT_ID).unwrap());
             assert!(!carries(&upper, FIRST_PROJECT_ID + 1).unwrap());
             assert!(!carries(&mnt, FIRST_PROJECT_ID).unwrap());
-            // No pquota: not enforced, and said so.
+            // No pquota: not enforced, and said so; the overlay probe leaves
+            // nothing behind.
             let why = enforced(&mnt).unwrap_err();
             assert!(why.contains(&mnt.display().to_string()), "{why}");
+            let why = probe_overlay(&mnt, &mnt.join(".probe")).unwrap_err();
+            assert!(why.contains(&mnt.display().to_string()), "{why}");
+            assert!(!mnt.join(".probe").exists());
         });
         let _ = run(std::process::Command::new("umount").arg(&mnt));
         if let Err(e) = result {
