@@ -47,15 +47,20 @@ pub struct HostResources {
     pub vcpus: u64,
     pub memory_mb: u64,
     pub local_gb: u64,
+    /// What the storage pool can still hold (Nova's `disk_available_least`).
+    pub disk_available_least: u64,
 }
 
-/// Reads the host: online CPUs, memory, and the disk holding `state_path`.
+/// Reads the host: online CPUs, memory, and the storage pool (the
+/// filesystem holding `state_path`).
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
     let proc = std::path::Path::new(crate::host::PROC);
+    let pool = crate::storage::pool_capacity(state_path);
     HostResources {
         vcpus: crate::host::online_cpu_count(),
         memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
-        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
+        local_gb: pool.map_or(0, |p| p.total_bytes >> 30),
+        disk_available_least: pool.map_or(0, |p| p.available_bytes >> 30),
     }
 }
 
@@ -279,6 +284,7 @@ impl ResourceTracker {
             "free_disk_gb",
             json!(host.local_gb as i64 - disk_used as i64),
         );
+        set("disk_available_least", json!(host.disk_available_least));
         set("running_vms", json!(count));
         set("current_workload", json!(0));
         set("metrics", json!("[]"));
@@ -337,7 +343,7 @@ impl ResourceTracker {
             "cpu_info",
             json!(json!({"arch": std::env::consts::ARCH, "topology": {"sockets": 1, "cores": host.vcpus, "threads": 1}, "features": []}).to_string()),
         );
-        node.set("disk_available_least", json!(host.local_gb));
+        node.set("disk_available_least", json!(host.disk_available_least));
         node.set("stats", json!({"failed_builds": "0"}));
         node.set("host_ip", json!(self.inner.nova.my_ip));
         node.set("numa_topology", Value::Null);

@@ -717,9 +717,10 @@ impl ContainerDriver {
         let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
         if fresh_root {
             if let Some(text) = &spec.network_interfaces {
-                let (r, t) = (rootfs.clone(), text.clone());
+                let (r, id) = self.storage.root_for_writes(&dir, root_id);
+                let t = text.clone();
                 blocking("network injection", move || {
-                    configdrive::inject_interfaces(&r, &t, root_id, root_id).map_err(drive_err)
+                    configdrive::inject_interfaces(&r, &t, id, id).map_err(drive_err)
                 })
                 .await?;
             }
@@ -1406,6 +1407,7 @@ impl ContainerDriver {
         .await?;
         crash_point("remove.after_devices");
         self.storage.release(&dir).await?;
+        self.storage.release_snapshots(&dir).await?;
         crash_point("remove.after_root");
         let d = dir.clone();
         blocking("instance removal", move || {
@@ -1777,6 +1779,7 @@ impl Driver for ContainerDriver {
             },
             storage: format!("{:?}", self.storage.kind).to_lowercase(),
             idmapped_roots: self.storage.idmapped,
+            root_disk: self.storage.root_disk().to_string(),
         }
     }
 
