@@ -108,7 +108,8 @@ impl Drop for Fs {
 
 /// An ext4 with project quotas enforced, or None (skipped, with the
 /// reason printed) where the kernel has no quota support. In CI a missing
-/// piece is a failure.
+/// tool is a failure (an install step is missing); a kernel built without
+/// quota support is not something an install can change, so it stays a skip.
 fn quota_fs(kind: &str) -> Option<Fs> {
     let made = match kind {
         "xfs" => Fs::try_make_as("xfs", "", "pquota"),
@@ -117,7 +118,7 @@ fn quota_fs(kind: &str) -> Option<Fs> {
     match made {
         Ok(fs) => Some(fs),
         Err(reason) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
+            if std::env::var("CI").as_deref() == Ok("true") && !reason.starts_with("this kernel") {
                 panic!("{reason}");
             }
             eprintln!("SKIPPED: {reason}");
