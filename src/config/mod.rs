@@ -118,6 +118,12 @@ pub struct NovaConfig {
     pub sync_power_state_interval: i64,
     /// `[DEFAULT] rpc_response_timeout`.
     pub rpc_response_timeout: u64,
+    /// `[DEFAULT] shelved_offload_time`: seconds a shelved server keeps its
+    /// container before it is offloaded (0: at once, -1: never).
+    pub shelved_offload_time: i64,
+    /// `[DEFAULT] shelved_poll_interval`: seconds between looks for shelved
+    /// servers to offload (0 or negative: never).
+    pub shelved_poll_interval: i64,
     pub cpu_allocation_ratio: Option<f64>,
     pub ram_allocation_ratio: Option<f64>,
     pub disk_allocation_ratio: Option<f64>,
@@ -485,6 +491,14 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
         },
         sync_power_state_interval: sync,
         rpc_response_timeout: num(ini, "DEFAULT", "rpc_response_timeout", 60u64)?,
+        shelved_offload_time: match num(ini, "DEFAULT", "shelved_offload_time", 0i64)? {
+            t if t < -1 => {
+                let v = t.to_string();
+                return Err(invalid("DEFAULT", "shelved_offload_time", &v, "below -1"));
+            }
+            t => t,
+        },
+        shelved_poll_interval: num(ini, "DEFAULT", "shelved_poll_interval", 3600i64)?,
         cpu_allocation_ratio: ratio("cpu_allocation_ratio")?,
         ram_allocation_ratio: ratio("ram_allocation_ratio")?,
         disk_allocation_ratio: ratio("disk_allocation_ratio")?,
