@@ -1,0 +1,148 @@
+"""Shelve, unshelve and rescue through the real nova-api, conductor, scheduler,
+placement and glance against a corral host: the server's own files survive a shelve
+(offloaded or not) and are what the rescue container sees at /mnt."""
+
+import os
+import time
+
+import pytest
+
+import novaharness as nh
+
+
+def _exec(host, sid, cmd):
+    p = host.runc("exec", sid, "sh", "-c", cmd)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _usage(placement, host):
+    return placement.usages(host.rp_uuid)
+
+
+def _image_gone(glance, image_id, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = glance.get("/v2/images/" + image_id, expect=(200, 404))
+        if r.status_code == 404 or r.json().get("status") == "deleted":
+            return True
+        time.sleep(1)
+    return False
+
+
+@pytest.mark.kinds("corral")
+def test_shelve_offload_and_unshelve(kind, hosts, nova, placement, servers, glance, small_flavor,
+                                     run_id, timer):
+    """Default shelved_offload_time (0): shelve uploads the root to Glance and offloads at
+    once: no container, no allocation, the host's usage drops; unshelve (to the same host)
+    brings the server back ACTIVE with the file it wrote, and the shelved image is deleted."""
+    host = hosts.primary(kind)
+    srv = servers.boot(host)
+    marker = "shelve-%s" % run_id
+    assert _exec(host, srv["id"], "echo %s > /root/marker" % marker)[0] == 0
+    before = _usage(placement, host)
+
+    nova.action(srv["id"], {"shelve": None})
+    nh.wait_server(nova, srv["id"], "SHELVED_OFFLOADED", what="shelve")
+    # host and node are cleared by a save after the one of the vm_state, as nova does
+    assert nh.wait_for(lambda: nova.server(srv["id"])["OS-EXT-SRV-ATTR:host"] is None, 30), \
+        nova.server(srv["id"])
+    timer("shelve + offload")
+    assert host.container_state(srv["id"]) is None, "the container is still there after offload"
+    assert placement.allocations(srv["id"]) == {}, placement.allocations(srv["id"])
+    after = _usage(placement, host)
+    assert after["VCPU"] == before["VCPU"] - small_flavor["vcpus"], (before, after)
+    assert after["MEMORY_MB"] == before["MEMORY_MB"] - small_flavor["ram"], (before, after)
+    images = glance.get("/v2/images?instance_uuid=%s&image_type=snapshot" % srv["id"],
+                        expect=200).json()["images"]
+    assert len(images) == 1 and images[0]["status"] == "active", images
+    image_id = images[0]["id"]
+
+    nova.action(srv["id"], {"unshelve": {"host": host.name}})
+    back = nh.wait_server(nova, srv["id"], "ACTIVE", host, what="unshelve")
+    timer("unshelve")
+    assert back["OS-EXT-SRV-ATTR:host"] == host.name
+    assert back["OS-EXT-STS:power_state"] == 1
+    st = host.container_state(srv["id"])
+    assert st is not None and st["status"] == "running", st
+    rc, out, err = _exec(host, srv["id"], "cat /root/marker")
+    assert (rc, out) == (0, marker + "\n"), out + err
+    assert list(placement.allocations(srv["id"])) == [host.rp_uuid]
+    assert _usage(placement, host)["VCPU"] == before["VCPU"]
+    assert _image_gone(glance, image_id), "the shelved image %s was not deleted" % image_id
+
+
+@pytest.mark.kinds("corral")
+def test_shelve_without_offload_and_unshelve(kind, hosts, nova, placement, servers, glance,
+                                             run_id, timer):
+    """shelved_offload_time = -1 on the host: shelve leaves a stopped container and the
+    allocation; unshelve goes through start_instance: running again with its file, the
+    shelved image deleted."""
+    host = hosts.start(kind, "keep", conf={"DEFAULT": {"shelved_offload_time": "-1"}})
+    try:
+        srv = servers.boot(host)
+        marker = "keep-%s" % run_id
+        assert _exec(host, srv["id"], "echo %s > /root/marker" % marker)[0] == 0
+        nova.action(srv["id"], {"shelve": None})
+        shelved = nh.wait_server(nova, srv["id"], "SHELVED", host, what="shelve")
+        timer("shelve")
+        assert shelved["OS-EXT-SRV-ATTR:host"] == host.name
+        st = host.container_state(srv["id"])
+        assert st is None or st["status"] == "stopped", st
+        assert list(placement.allocations(srv["id"])) == [host.rp_uuid]
+        images = glance.get("/v2/images?instance_uuid=%s&image_type=snapshot" % srv["id"],
+                            expect=200).json()["images"]
+        assert len(images) == 1, images
+
+        nova.action(srv["id"], {"unshelve": None})
+        nh.wait_server(nova, srv["id"], "ACTIVE", host, what="unshelve")
+        timer("unshelve")
+        rc, out, err = _exec(host, srv["id"], "cat /root/marker")
+        assert (rc, out) == (0, marker + "\n"), out + err
+        assert _image_gone(glance, images[0]["id"])
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
+
+
+@pytest.mark.kinds("corral")
+def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
+    """rescue: the container boots from the rescue image (its own root, not the server's)
+    with the server's root read-write at /mnt; a file written there while rescued is in
+    the server's root after unrescue; the rescue root's own files are gone. Deleting a
+    rescued server removes it all."""
+    host = hosts.primary(kind)
+    srv = servers.boot(host)
+    marker = "rescue-%s" % run_id
+    assert _exec(host, srv["id"], "echo %s > /root/marker" % marker)[0] == 0
+    pid = host.container_state(srv["id"])["pid"]
+
+    nova.action(srv["id"], {"rescue": {"rescue_image_ref": image["id"]}}, expect=200)
+    rescued = nh.wait_server(nova, srv["id"], "RESCUE", host, what="rescue")
+    timer("rescue")
+    assert rescued["OS-EXT-STS:power_state"] == 1
+    st = host.container_state(srv["id"])
+    assert st["status"] == "running" and st["pid"] != pid, st
+    # the rescue root is the image's: the server's file is only under /mnt
+    assert _exec(host, srv["id"], "test -e /root/marker")[0] != 0
+    rc, out, err = _exec(host, srv["id"], "cat /mnt/root/marker")
+    assert (rc, out) == (0, marker + "\n"), out + err
+    assert _exec(host, srv["id"], "echo fixed > /mnt/root/fixed && echo x > /rescue-only")[0] == 0
+
+    nova.action(srv["id"], {"unrescue": None})
+    back = nh.wait_server(nova, srv["id"], "ACTIVE", host, what="unrescue")
+    timer("unrescue")
+    assert back["OS-EXT-STS:power_state"] == 1
+    rc, out, err = _exec(host, srv["id"], "cat /root/fixed /root/marker")
+    assert (rc, out) == (0, "fixed\n%s\n" % marker), out + err
+    assert _exec(host, srv["id"], "test -e /rescue-only")[0] != 0
+    assert _exec(host, srv["id"], "test -e /mnt/root")[0] != 0
+
+    # delete while rescued: container and both roots go
+    nova.action(srv["id"], {"rescue": None}, expect=200)
+    nh.wait_server(nova, srv["id"], "RESCUE", host, what="rescue again")
+    nova.delete("/servers/" + srv["id"], expect=204)
+    nh.wait_gone(nova, srv["id"])
+    timer("delete rescued")
+    assert host.container_state(srv["id"]) is None
+    assert not os.path.exists(os.path.join(host.state_dir, "instances", srv["id"])), \
+        "the instance directory is left"
