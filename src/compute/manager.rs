@@ -417,6 +417,16 @@ impl Manager {
             }
             let lock = self.lock_for(&inst.uuid);
             let _g = lock.lock().await;
+            // As `_sync_instance_power_state`: the instance again, under its
+            // lock; an operation that held it (a shelve) may have changed it.
+            let refreshed = self
+                .conductor
+                .object_action(ctx, &mut inst.obj, "refresh", vec![], Map::new())
+                .await;
+            if refreshed.is_err() || inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            inst.obj.reset_changes();
             let power = self.current_power(&inst.uuid).await;
             let db_power = inst
                 .obj

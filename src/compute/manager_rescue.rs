@@ -119,15 +119,22 @@ impl Manager {
         .await
     }
 
-    /// What a restart found half-way through a rescue or an unrescue: a
-    /// rescue is rolled back, an unrescue finished; either way the instance
-    /// runs from its own root, ACTIVE. True when handled.
+    /// What a restart found half-way through a rescue or an unrescue. The
+    /// API sets `rescuing` and `unrescuing` before its cast, which may still
+    /// be queued: while the driver shows no sign of the operation, the
+    /// instance is left as nova-compute leaves it. A rescue the driver had
+    /// begun is rolled back; an unrescue that had already removed the
+    /// rescue is finished. Either way the instance then runs from its own
+    /// root, ACTIVE. True when handled here.
     pub(super) async fn recover_rescue(&self, ctx: &Context, inst: &mut Inst) -> bool {
         let task = inst.str("task_state").map(str::to_string);
-        if !matches!(task.as_deref(), Some(RESCUING | UNRESCUING)) {
-            return false;
-        }
         let uuid = inst.uuid.clone();
+        let rescued = self.driver.is_rescued(&uuid).await;
+        match (task.as_deref(), rescued) {
+            (Some(RESCUING), true) | (Some(UNRESCUING), false) => {}
+            (Some(RESCUING | UNRESCUING), _) => return true,
+            _ => return false,
+        }
         tracing::warn!(%uuid, task = ?task, "rescue interrupted by a restart: instance back on its own root");
         match self.driver.unrescue(&uuid).await {
             Ok(()) | Err(DriverError::NotFound(_)) => {}

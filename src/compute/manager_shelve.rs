@@ -553,20 +553,30 @@ impl Manager {
         }
     }
 
-    /// What a restart found half-way through a shelve: the host snapshot a
-    /// shelve upload left is removed (the task state is then cleared as for
-    /// any other); an interrupted offload is finished. True when handled.
+    /// What a restart found half-way through a shelve. `shelving` is the
+    /// API's: its cast may still be queued, so it is left as nova-compute
+    /// leaves it. Once the upload had begun, the cast is lost: the host
+    /// snapshot and the half-made Glance image go, and the task state is
+    /// cleared as for any other (false). An interrupted offload is finished.
+    /// True when handled here.
     pub(super) async fn recover_shelve(&self, ctx: &Context, inst: &mut Inst) -> bool {
         let vm = inst.str("vm_state").unwrap_or("").to_string();
         let task = inst.str("task_state").map(str::to_string);
         let uuid = inst.uuid.clone();
         match task.as_deref() {
-            Some(SHELVING | SHELVING_IMAGE_PENDING_UPLOAD | SHELVING_IMAGE_UPLOADING) => {
-                if let Ok(snaps) = self.driver.snapshot_list(&uuid).await {
-                    for s in snaps.iter().filter(|s| s.name.starts_with("nova-")) {
-                        let _ = self.driver.snapshot_delete(&uuid, &s.name).await;
+            Some(SHELVING) => true,
+            Some(SHELVING_IMAGE_PENDING_UPLOAD | SHELVING_IMAGE_UPLOADING) => {
+                let snaps = self.driver.snapshot_list(&uuid).await.unwrap_or_default();
+                for s in snaps.iter().filter(|s| s.name.starts_with("nova-")) {
+                    let _ = self.driver.snapshot_delete(&uuid, &s.name).await;
+                    if let (Some(id), Some(glance)) = (s.name.strip_prefix("nova-"), &self.glance) {
+                        let request_id = ctx.get("request_id").and_then(Value::as_str);
+                        if let Err(e) = glance.delete(id, None, request_id).await {
+                            tracing::warn!(%uuid, image_id = id, error = %e.full_message(), "image of an interrupted shelve not deleted");
+                        }
                     }
                 }
+                tracing::warn!(%uuid, "shelve interrupted by a restart: rolled back");
                 false
             }
             Some(SHELVING_OFFLOADING) => {

@@ -460,6 +460,7 @@ async fn a_failed_unrescue_is_an_error() {
 #[tokio::test]
 async fn a_restart_finishes_an_offload_and_undoes_a_rescue() {
     let driver = FakeDriver::running();
+    *driver.rescued.lock().unwrap() = true;
     let (m, c, _, _d) = setup(driver.clone(), "").await;
     let mut offloading = instance_in("shelved", Some("shelving_offloading"), 4);
     offloading["nova_object.data"]["uuid"] = json!("aaaaaaaa-0000-0000-0000-000000000001");
@@ -483,4 +484,37 @@ async fn a_restart_finishes_an_offload_and_undoes_a_rescue() {
         vm,
         [json!("shelved_offloaded"), json!("active"), json!("error")]
     );
+}
+
+#[tokio::test]
+async fn a_restart_leaves_what_the_api_set_for_a_queued_cast() {
+    // shelving and rescuing without a sign of the driver's work: the cast
+    // may still be queued, nothing is touched (as nova-compute)
+    let driver = FakeDriver::running();
+    let (m, c, _, _d) = setup(driver.clone(), "").await;
+    let mut shelving = instance_in("active", Some("shelving"), 1);
+    shelving["nova_object.data"]["uuid"] = json!("aaaaaaaa-0000-0000-0000-000000000001");
+    let mut rescuing = instance_in("active", Some("rescuing"), 1);
+    rescuing["nova_object.data"]["uuid"] = json!("aaaaaaaa-0000-0000-0000-000000000002");
+    *c.instances.lock().unwrap() = vec![shelving, rescuing];
+    m.init_host(&ctx()).await;
+    assert!(c.saves().is_empty(), "{:?}", c.saves());
+    assert!(!driver
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("unrescue") || c.starts_with("destroy")));
+}
+
+#[tokio::test]
+async fn a_restart_mid_upload_removes_the_host_snapshot_and_clears_the_task() {
+    let driver = FakeDriver::running();
+    let (m, c, _, _d) = setup(driver.clone(), "").await;
+    let mut uploading = instance_in("active", Some("shelving_image_uploading"), 4);
+    uploading["nova_object.data"]["uuid"] = json!("aaaaaaaa-0000-0000-0000-000000000001");
+    *c.instances.lock().unwrap() = vec![uploading];
+    m.init_host(&ctx()).await;
+    assert!(driver
+        .calls()
+        .contains(&"snapshot_list aaaaaaaa-0000-0000-0000-000000000001".to_string()));
+    assert_eq!(c.saves()[0]["task_state"], json!(null));
 }

@@ -39,6 +39,8 @@ struct FakeDriver {
     cached_images: Mutex<bool>,
     /// The specs `spawn` was given.
     specs: Mutex<Vec<InstanceSpec>>,
+    /// What `is_rescued` answers.
+    rescued: Mutex<bool>,
 }
 
 impl FakeDriver {
@@ -343,6 +345,9 @@ impl Driver for FakeDriver {
         self.outcome("rescue")?;
         self.set_power(PowerState::Running);
         Ok(())
+    }
+    async fn is_rescued(&self, _uuid: &str) -> bool {
+        *self.rescued.lock().unwrap()
     }
     async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {
         self.record(format!("unrescue {uuid}"));

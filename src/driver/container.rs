@@ -2159,6 +2159,10 @@ impl Driver for ContainerDriver {
         self.end_rescue(uuid).await
     }
 
+    async fn is_rescued(&self, uuid: &str) -> bool {
+        self.rescue_image(uuid).is_some()
+    }
+
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError> {
         self.publish_instance(uuid, alias).await
     }

@@ -607,6 +607,11 @@ pub trait Driver: Send + Sync {
             "instance {uuid}: rescue is not supported by this driver"
         )))
     }
+    /// Whether the instance is rescued (its rescue boot is set up).
+    async fn is_rescued(&self, uuid: &str) -> bool {
+        let _ = uuid;
+        false
+    }
     /// Ends a rescue (when there is one): the rescue root and everything
     /// written to it is removed and the instance boots from its own root.
     async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {

@@ -146,3 +146,83 @@ def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
     assert host.container_state(srv["id"]) is None
     assert not os.path.exists(os.path.join(host.state_dir, "instances", srv["id"])), \
         "the instance directory is left"
+
+
+def _consuming(host):
+    with open(host.log, errors="replace") as f:
+        return f.read().count("nova compute service consuming")
+
+
+def _restart(host, crash_at=None):
+    """Stops the host and starts it again, armed to SIGKILL itself at `crash_at`; returns
+    once the new process has done its start-up recovery and consumes casts."""
+    seen = _consuming(host)
+    host.stop()
+    host.crash_at = crash_at
+    host.start()
+    host.wait_ready()
+    assert nh.wait_for(lambda: _consuming(host) > seen, 60), host.log_excerpt()
+
+
+def _died(host):
+    assert nh.wait_for(lambda: not host.alive(), 120), "the daemon did not reach its crash point"
+
+
+def _mounts_of(sid):
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if sid in line]
+
+
+@pytest.mark.kinds("corral")
+def test_a_crash_mid_rescue_shelve_or_unshelve_is_recovered(kind, hosts, nova, placement, servers,
+                                                            run_id, timer):
+    """The daemon SIGKILLed in the middle of a rescue (its container made, not started),
+    of a shelve offload (the container killed, not removed) and of an unshelve (the new
+    container's record made), then restarted: the rescue is rolled back (ACTIVE on its
+    own root, no rescue root mounted), the offload finished (SHELVED_OFFLOADED on no
+    host, nothing left on the host, no allocation), the unshelve a failed spawn (ERROR,
+    as nova-compute's _init_instance, with nothing left)."""
+    host = hosts.start(kind, "crash")
+    try:
+        srv = servers.boot(host)
+        sid = srv["id"]
+        marker = "crash-%s" % run_id
+        assert _exec(host, sid, "echo %s > /root/marker" % marker)[0] == 0
+        idir = os.path.join(host.state_dir, "instances", sid)
+
+        _restart(host, "start.after_create")
+        nova.action(sid, {"rescue": None}, expect=200)
+        _died(host)
+        _restart(host)
+        nh.wait_server(nova, sid, "ACTIVE", host, what="recovery of a rescue")
+        timer("rescue crash")
+        rc, out, err = _exec(host, sid, "cat /root/marker")
+        assert (rc, out) == (0, marker + "\n"), out + err
+        assert not os.path.exists(os.path.join(idir, "rescue")), os.listdir(idir)
+        assert not [m for m in _mounts_of(sid) if "/rescue/" in m], _mounts_of(sid)
+
+        _restart(host, "delete.after_kill")
+        nova.action(sid, {"shelve": None})
+        _died(host)
+        _restart(host)
+        nh.wait_server(nova, sid, "SHELVED_OFFLOADED", what="recovery of an offload")
+        assert nh.wait_for(lambda: nova.server(sid)["OS-EXT-SRV-ATTR:host"] is None, 30)
+        timer("offload crash")
+        assert host.container_state(sid) is None
+        assert not os.path.exists(idir), os.listdir(idir)
+        assert not _mounts_of(sid), _mounts_of(sid)
+        assert placement.allocations(sid) == {}
+
+        _restart(host, "launch.after_record")
+        nova.action(sid, {"unshelve": {"host": host.name}})
+        _died(host)
+        _restart(host)
+        s = nh.wait_server(nova, sid, "ERROR", host, what="recovery of an unshelve")
+        timer("unshelve crash")
+        assert (s.get("fault") or {}).get("message"), nh.describe_server(s)
+        assert host.container_state(sid) is None
+        assert not os.path.exists(idir), os.listdir(idir)
+        assert not _mounts_of(sid), _mounts_of(sid)
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)

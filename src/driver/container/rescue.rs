@@ -63,7 +63,7 @@ impl ContainerDriver {
     }
 
     /// The rescue image's fingerprint while the instance is rescued.
-    fn rescue_image(&self, uuid: &str) -> Option<String> {
+    pub(super) fn rescue_image(&self, uuid: &str) -> Option<String> {
         std::fs::read_to_string(self.rescue_dir(uuid).join(RESCUE_IMAGE))
             .ok()
             .map(|s| s.trim().to_string())
