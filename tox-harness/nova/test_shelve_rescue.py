@@ -226,3 +226,36 @@ def test_a_crash_mid_rescue_shelve_or_unshelve_is_recovered(kind, hosts, nova, p
     finally:
         servers.cleanup()
         hosts.teardown(host)
+
+
+# the Neutron fixtures and helpers of the network scenarios
+from test_networks import (addressed, boot_on, make_network, net_host, network, neutron,  # noqa: E402,F401
+                           pings, ports_of, wait_dhcp, wait_port_active)
+
+
+@pytest.mark.kinds("corral")
+def test_shelve_offload_and_unshelve_keep_the_port(kind, net_host, nova, servers, neutron, network,
+                                                   timer):
+    """A server on a Neutron network: the offload unbinds its port from the host but keeps
+    it the server's; the unshelve binds it here again and the server gets the same address
+    by DHCP and answers its neighbour."""
+    a, b = boot_on(servers, nova, net_host, 2, networks=[{"uuid": network["id"]}])
+    (pa, ipa), (pb, ipb) = addressed(neutron, network, a), addressed(neutron, network, b)
+    wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+    timer("boot two")
+
+    nova.action(b["id"], {"shelve": None})
+    nh.wait_server(nova, b["id"], "SHELVED_OFFLOADED", what="shelve")
+    assert nh.wait_for(lambda: nova.server(b["id"])["OS-EXT-SRV-ATTR:host"] is None, 30)
+    timer("shelve")
+    port = neutron.get("/v2.0/ports/" + pb["id"], expect=200).json()["port"]
+    assert not port["binding:host_id"], port
+    assert port["device_id"] == b["id"], port
+
+    nova.action(b["id"], {"unshelve": {"host": net_host.name}})
+    nh.wait_server(nova, b["id"], "ACTIVE", net_host, what="unshelve")
+    timer("unshelve")
+    assert [p["id"] for p in ports_of(neutron, b["id"])] == [pb["id"]]
+    assert wait_port_active(neutron, pb["id"])["binding:host_id"] == net_host.name
+    wait_dhcp(net_host, b["id"], "eth0", pb["mac_address"], ipb)
+    assert pings(net_host, a["id"], ipb), "the unshelved server does not answer\n" + net_host.log_excerpt()
