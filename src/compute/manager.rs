@@ -582,10 +582,12 @@ impl Manager {
             }
             C::UnshelveInstance(a) => self.do_unshelve(&ctx, &mut inst, &instance, &a).await,
             C::RescueInstance(a) => {
-                let clean = a.clean_shutdown.get().copied().unwrap_or(true);
-                let image = a.rescue_image_ref.get().cloned();
-                self.do_rescue(&ctx, &mut inst, image.as_deref(), clean)
-                    .await
+                let args = rescue::RescueArgs {
+                    image: a.rescue_image_ref.as_str(),
+                    password: a.rescue_password.as_str(),
+                    clean: a.clean_shutdown.get().copied().unwrap_or(true),
+                };
+                self.do_rescue(&ctx, &mut inst, &instance, args).await
             }
             C::UnrescueInstance(_) => self.do_unrescue(&ctx, &mut inst).await,
             C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_) => Ok(()),

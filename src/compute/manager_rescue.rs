@@ -8,10 +8,29 @@
 use serde_json::{json, Value};
 
 use super::{now_iso, stop_timeout, Inst, Manager};
-use crate::compute::ComputeError;
+use crate::compute::{spec, ComputeError};
 use crate::driver::DriverError;
-use crate::nova::objects::instance::vm_states;
+use crate::nova::objects::instance::{vm_states, Instance};
 use crate::rpc::Context;
+
+/// What `rescue_instance` was asked for.
+pub(super) struct RescueArgs<'a> {
+    /// `rescue_image_ref`.
+    pub image: Option<&'a str>,
+    /// `rescue_password`.
+    pub password: Option<&'a str>,
+    /// `clean_shutdown`.
+    pub clean: bool,
+}
+
+/// `nova.utils.generate_password`: 12 characters (nova's
+/// `password_length`) of its unambiguous default symbols.
+fn generate_password() -> String {
+    const SYMBOLS: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    (0..12)
+        .map(|_| SYMBOLS[rand::random::<u32>() as usize % SYMBOLS.len()] as char)
+        .collect()
+}
 
 pub(super) const RESCUING: &str = "rescuing";
 pub(super) const UNRESCUING: &str = "unrescuing";
@@ -31,17 +50,39 @@ pub(super) fn rescue_image_ref(
 }
 
 impl Manager {
-    /// `rescue_instance`. `rescue_password` is not used: a container's
-    /// rescue root is the image as it is, nothing is injected into it (as
-    /// nova's libvirt driver with its default `inject_password = False`).
+    /// `rescue_instance`. The rescue password (a generated one when none
+    /// is given, as nova) goes where the libvirt driver puts it: into the
+    /// rescue's own config drive (`admin_pass`), for an instance that has a
+    /// config drive; nothing is injected into the rescue root.
     pub(super) async fn do_rescue(
         &self,
         ctx: &Context,
         inst: &mut Inst,
-        asked: Option<&str>,
-        clean: bool,
+        instance: &Instance,
+        args: RescueArgs<'_>,
     ) -> Result<(), ComputeError> {
+        let RescueArgs {
+            image: asked,
+            password,
+            clean,
+        } = args;
         let uuid = inst.uuid.clone();
+        let password = match password.filter(|p| !p.is_empty()) {
+            Some(p) => p.to_string(),
+            None => generate_password(),
+        };
+        let network_info = self.cached_nw_info(ctx, &uuid, instance).await;
+        let (drive, _) = spec::guest_data(
+            instance,
+            &self.guest,
+            &spec::GuestDataInputs {
+                network_info,
+                admin_pass: Some(&password),
+                injected_files: &[],
+                image_props: None,
+            },
+        )
+        .map_err(|e| ComputeError::Invalid(e.to_string()))?;
         let meta = self.system_metadata(ctx, inst).await?;
         let image = rescue_image_ref(
             asked,
@@ -56,7 +97,7 @@ impl Manager {
                 Ok(()) | Err(DriverError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
-            self.driver.rescue(&uuid, &alias).await
+            self.driver.rescue(&uuid, &alias, drive).await
         }
         .await;
         if let Err(e) = rescued {
@@ -174,6 +215,18 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_password_is_twelve_unambiguous_characters() {
+        let p = generate_password();
+        assert_eq!(p.len(), 12);
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() && !"01lIO".contains(c)),
+            "{p}"
+        );
+        assert_ne!(p, generate_password());
+    }
 
     #[test]
     fn the_rescue_image_is_picked_as_nova_picks_it() {

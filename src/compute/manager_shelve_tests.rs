@@ -396,7 +396,7 @@ async fn rescue_stops_the_instance_and_boots_the_rescue_image() {
         calls,
         [
             format!("power_off {uuid} 7s force=false"),
-            format!("rescue {uuid} glance/{base}"),
+            format!("rescue {uuid} glance/{base} drive=false"),
             format!("get_info {uuid}"),
         ]
     );
@@ -517,4 +517,26 @@ async fn a_restart_mid_upload_removes_the_host_snapshot_and_clears_the_task() {
         .calls()
         .contains(&"snapshot_list aaaaaaaa-0000-0000-0000-000000000001".to_string()));
     assert_eq!(c.saves()[0]["task_state"], json!(null));
+}
+
+#[tokio::test]
+async fn the_rescue_password_goes_into_the_rescue_config_drive() {
+    let driver = FakeDriver::running();
+    *driver.cached_images.lock().unwrap() = true;
+    let (m, c, _, _d) = setup(driver.clone(), "").await;
+    let call = call_from("14-rescue_instance.json", "rescue_instance", |a| {
+        a["instance"]["nova_object.data"]["config_drive"] = json!("True");
+    });
+    m.cast(ctx(), call).await;
+    assert!(c.faults().is_empty(), "{:?}", c.faults());
+    let drives = driver.drives.lock().unwrap().clone();
+    assert_eq!(drives.len(), 1);
+    let meta = drives[0]
+        .files
+        .iter()
+        .find(|(k, _)| k.ends_with("latest/meta_data.json"))
+        .map(|(_, v)| serde_json::from_slice::<Value>(v).unwrap())
+        .unwrap();
+    // the fixture's rescue_password
+    assert_eq!(meta["admin_pass"], "rescue-pass");
 }

@@ -41,6 +41,8 @@ struct FakeDriver {
     specs: Mutex<Vec<InstanceSpec>>,
     /// What `is_rescued` answers.
     rescued: Mutex<bool>,
+    /// The config drives `rescue` was given.
+    drives: Mutex<Vec<crate::driver::ConfigDrive>>,
 }
 
 impl FakeDriver {
@@ -340,8 +342,16 @@ impl Driver for FakeDriver {
     ) -> Result<crate::store::ImageRecord, DriverError> {
         Err(DriverError::NotFound(uuid.into()))
     }
-    async fn rescue(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
-        self.record(format!("rescue {uuid} {image}"));
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<crate::driver::ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        self.record(format!("rescue {uuid} {image} drive={}", drive.is_some()));
+        if let Some(d) = drive {
+            self.drives.lock().unwrap().push(d);
+        }
         self.outcome("rescue")?;
         self.set_power(PowerState::Running);
         Ok(())

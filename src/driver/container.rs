@@ -2151,8 +2151,13 @@ impl Driver for ContainerDriver {
         Ok(counter.load(std::sync::atomic::Ordering::SeqCst))
     }
 
-    async fn rescue(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
-        self.start_rescue(uuid, image).await
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<super::ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        self.start_rescue(uuid, image, drive).await
     }
 
     async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {

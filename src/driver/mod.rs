@@ -600,9 +600,15 @@ pub trait Driver: Send + Sync {
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError>;
     /// Boots the stopped instance from the cached image `image` instead of
     /// its root (rescue): same container, id range and interfaces, its own
-    /// root read-write at `/mnt`. Kept across restarts until `unrescue`.
-    async fn rescue(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
-        let _ = image;
+    /// root read-write at `/mnt`, and `drive` (the rescue's config drive)
+    /// instead of its own when given. Kept across restarts until `unrescue`.
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        let _ = (image, drive);
         Err(DriverError::Invalid(format!(
             "instance {uuid}: rescue is not supported by this driver"
         )))

@@ -2,6 +2,7 @@
 placement and glance against a corral host: the server's own files survive a shelve
 (offloaded or not) and are what the rescue container sees at /mnt."""
 
+import json
 import os
 import time
 
@@ -108,15 +109,20 @@ def test_shelve_without_offload_and_unshelve(kind, hosts, nova, placement, serve
 def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
     """rescue: the container boots from the rescue image (its own root, not the server's)
     with the server's root read-write at /mnt; a file written there while rescued is in
-    the server's root after unrescue; the rescue root's own files are gone. Deleting a
-    rescued server removes it all."""
+    the server's root after unrescue; the rescue root's own files are gone. The rescue
+    password is the admin_pass of the rescue's config drive, never of the server's.
+    Deleting a rescued server removes it all."""
     host = hosts.primary(kind)
-    srv = servers.boot(host)
+    srv = servers.boot(host, config_drive=True)
+    seed = "/var/lib/cloud/seed/config_drive/openstack/latest/meta_data.json"
+    password = "rescue-%s" % run_id
     marker = "rescue-%s" % run_id
     assert _exec(host, srv["id"], "echo %s > /root/marker" % marker)[0] == 0
     pid = host.container_state(srv["id"])["pid"]
 
-    nova.action(srv["id"], {"rescue": {"rescue_image_ref": image["id"]}}, expect=200)
+    r = nova.action(srv["id"], {"rescue": {"rescue_image_ref": image["id"], "adminPass": password}},
+                    expect=200)
+    assert r.json() == {"adminPass": password}, r.json()
     rescued = nh.wait_server(nova, srv["id"], "RESCUE", host, what="rescue")
     timer("rescue")
     assert rescued["OS-EXT-STS:power_state"] == 1
@@ -127,6 +133,8 @@ def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
     rc, out, err = _exec(host, srv["id"], "cat /mnt/root/marker")
     assert (rc, out) == (0, marker + "\n"), out + err
     assert _exec(host, srv["id"], "echo fixed > /mnt/root/fixed && echo x > /rescue-only")[0] == 0
+    rc, out, err = _exec(host, srv["id"], "cat " + seed)
+    assert rc == 0 and json.loads(out).get("admin_pass") == password, out + err
 
     nova.action(srv["id"], {"unrescue": None})
     back = nh.wait_server(nova, srv["id"], "ACTIVE", host, what="unrescue")
@@ -136,6 +144,8 @@ def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
     assert (rc, out) == (0, "fixed\n%s\n" % marker), out + err
     assert _exec(host, srv["id"], "test -e /rescue-only")[0] != 0
     assert _exec(host, srv["id"], "test -e /mnt/root")[0] != 0
+    rc, out, err = _exec(host, srv["id"], "cat " + seed)
+    assert rc == 0 and json.loads(out).get("admin_pass") != password, out + err
 
     # delete while rescued: container and both roots go
     nova.action(srv["id"], {"rescue": None}, expect=200)

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{blocking, io_err, ContainerDriver};
-use crate::driver::{DriverError, ImageStore};
+use super::{blocking, drive_err, io_err, ContainerDriver};
+use crate::driver::{configdrive, ConfigDrive, DriverError, ImageStore};
 use crate::fsutil;
 use crate::storage::Storage;
 use crate::store::InstanceRecord;
@@ -30,6 +30,7 @@ pub fn rescue_config(
     rescue_root: &Path,
     instance_root: &Path,
     args: &[String],
+    drive: Option<&Path>,
 ) -> Result<Value, DriverError> {
     let bad = |what: &str| DriverError::Invalid(format!("bundle config without {what}"));
     let root = config
@@ -48,6 +49,14 @@ pub fn rescue_config(
         .and_then(Value::as_array_mut)
         .ok_or_else(|| bad("mounts"))?;
     mounts.retain(|m| m.get("destination").and_then(Value::as_str) != Some(RESCUE_MOUNT));
+    if let Some(drive) = drive {
+        // The rescue's own config drive where the instance's was.
+        for m in mounts.iter_mut() {
+            if m.get("destination").and_then(Value::as_str) == Some(configdrive::SEED_DIR) {
+                m["source"] = json!(drive);
+            }
+        }
+    }
     mounts.push(json!({
         "destination": RESCUE_MOUNT,
         "type": "bind",
@@ -71,7 +80,12 @@ impl ContainerDriver {
     }
 
     /// Rescues the stopped instance from the cached image `image`.
-    pub(super) async fn start_rescue(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
+    pub(super) async fn start_rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<ConfigDrive>,
+    ) -> Result<(), DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
@@ -90,6 +104,14 @@ impl ContainerDriver {
         fsutil::write_atomic(&marker, rescue_image.fingerprint.as_bytes(), 0o600)
             .map_err(io_err(&marker))?;
         let booted = async {
+            if let Some(cd) = drive {
+                let root_id = self.idmap_of(&rec).map(|m| m.host_base).unwrap_or(0);
+                let d = dir.clone();
+                blocking("rescue config drive", move || {
+                    cd.write(&d, root_id, root_id).map_err(drive_err)
+                })
+                .await?;
+            }
             self.boot(&rec).await?;
             self.store.set_desired(&rec.uuid, "running").await?;
             Ok::<(), DriverError>(())
@@ -165,7 +187,9 @@ impl ContainerDriver {
         let config: Value = serde_json::from_slice(&text)
             .map_err(|e| DriverError::Invalid(format!("bad bundle config: {e}")))?;
         let instance_root = Storage::rootfs(&self.instance_dir(&rec.uuid));
-        let config = rescue_config(config, &rescue_root, &instance_root, &args)?;
+        let drive = dir.join(configdrive::DRIVE_DIR);
+        let drive = drive.is_dir().then_some(drive.as_path());
+        let config = rescue_config(config, &rescue_root, &instance_root, &args, drive)?;
         let text = serde_json::to_vec_pretty(&config)
             .map_err(|e| DriverError::Invalid(format!("cannot encode bundle config: {e}")))?;
         fsutil::write_atomic(&bundle, &text, 0o600).map_err(io_err(&bundle))?;
@@ -211,6 +235,7 @@ mod tests {
             Path::new("/i/rescue/rootfs"),
             Path::new("/i/rootfs"),
             &["/bin/sh".to_string()],
+            None,
         )
         .unwrap();
         assert_eq!(out["root"]["path"], "/i/rescue/rootfs");
@@ -228,9 +253,30 @@ mod tests {
             Path::new("/i/rescue/rootfs"),
             Path::new("/i/rootfs"),
             &["/bin/sh".to_string()],
+            None,
         )
         .unwrap();
         assert_eq!(again["mounts"].as_array().unwrap().len(), 2);
-        assert!(rescue_config(json!({}), Path::new("/r"), Path::new("/i"), &[]).is_err());
+        assert!(rescue_config(json!({}), Path::new("/r"), Path::new("/i"), &[], None).is_err());
+    }
+
+    #[test]
+    fn a_rescue_drive_replaces_the_instance_drive() {
+        let config = json!({
+            "root": {"path": "/i/rootfs"},
+            "process": {"args": ["/sbin/init"]},
+            "mounts": [{"destination": configdrive::SEED_DIR, "type": "bind",
+                        "source": "/i/config-drive", "options": ["rbind", "ro"]}],
+        });
+        let out = rescue_config(
+            config,
+            Path::new("/i/rescue/rootfs"),
+            Path::new("/i/rootfs"),
+            &[],
+            Some(Path::new("/i/rescue/config-drive")),
+        )
+        .unwrap();
+        assert_eq!(out["mounts"][0]["source"], "/i/rescue/config-drive");
+        assert_eq!(out["mounts"][0]["options"], json!(["rbind", "ro"]));
     }
 }
