@@ -540,3 +540,43 @@ async fn the_rescue_password_goes_into_the_rescue_config_drive() {
     // the fixture's rescue_password
     assert_eq!(meta["admin_pass"], "rescue-pass");
 }
+
+#[tokio::test]
+async fn the_periodic_offloads_only_what_was_shelved_long_enough_ago() {
+    let driver = FakeDriver::running();
+    let (m, c, _, _d) = setup(driver.clone(), "shelved_offload_time = 60").await;
+    let shelved = |uuid: &str, at: &str| {
+        let mut i = instance_in("shelved", None, 4);
+        i["nova_object.data"]["uuid"] = json!(uuid);
+        i["nova_object.data"]["system_metadata"]["shelved_at"] = json!(at);
+        i
+    };
+    let old = "aaaaaaaa-0000-0000-0000-000000000001";
+    let new = "aaaaaaaa-0000-0000-0000-000000000002";
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    };
+    *c.instances.lock().unwrap() = vec![
+        shelved(old, &fmt(now - time::Duration::minutes(5))),
+        shelved(new, &fmt(now)),
+    ];
+    m.poll_shelved_instances(&ctx()).await;
+    let calls = driver.calls();
+    assert!(calls.contains(&format!("destroy {old}")), "{calls:?}");
+    assert!(!calls.contains(&format!("destroy {new}")), "{calls:?}");
+    let saves = c.saves();
+    assert_eq!(
+        saves[0],
+        json!({"task_state": "shelving_offloading", "expected": [null]})
+    );
+    assert_eq!(saves[1]["vm_state"], "shelved_offloaded");
+}

@@ -639,6 +639,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shelve_options() {
+        let nova = |extra: &str| {
+            let mut ini = Ini::default();
+            ini.merge_str(
+                &format!("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:5672/\n{extra}"),
+                "t",
+            )
+            .unwrap();
+            Config::from_ini(&ini, &Overrides::default()).map(|c| c.nova.unwrap())
+        };
+        let n = nova("").unwrap();
+        assert_eq!((n.shelved_offload_time, n.shelved_poll_interval), (0, 3600));
+        let n = nova("shelved_offload_time = -1\nshelved_poll_interval = 60\n").unwrap();
+        assert_eq!((n.shelved_offload_time, n.shelved_poll_interval), (-1, 60));
+        for bad in ["shelved_offload_time = -2", "shelved_offload_time = soon"] {
+            assert!(nova(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn default_network_options() {
         let c = Config::from_ini(&Ini::default(), &Overrides::default()).unwrap();
         assert_eq!(c.corral.default_network.as_deref(), Some("corralbr0"));

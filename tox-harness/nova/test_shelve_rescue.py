@@ -106,6 +106,27 @@ def test_shelve_without_offload_and_unshelve(kind, hosts, nova, placement, serve
 
 
 @pytest.mark.kinds("corral")
+def test_the_periodic_offloads_a_shelved_server(kind, hosts, nova, placement, servers, timer):
+    """shelved_offload_time = 5, shelved_poll_interval = 1: the server is SHELVED first,
+    then offloaded by the periodic task: no container, no allocation, on no host."""
+    host = hosts.start(kind, "poll", conf={"DEFAULT": {"shelved_offload_time": "5",
+                                                       "shelved_poll_interval": "1"}})
+    try:
+        srv = servers.boot(host)
+        nova.action(srv["id"], {"shelve": None})
+        nh.wait_server(nova, srv["id"], "SHELVED", host, what="shelve")
+        timer("shelve")
+        nh.wait_server(nova, srv["id"], "SHELVED_OFFLOADED", what="the periodic offload", timeout=60)
+        assert nh.wait_for(lambda: nova.server(srv["id"])["OS-EXT-SRV-ATTR:host"] is None, 30)
+        timer("periodic offload")
+        assert host.container_state(srv["id"]) is None
+        assert placement.allocations(srv["id"]) == {}
+    finally:
+        servers.cleanup()
+        hosts.teardown(host)
+
+
+@pytest.mark.kinds("corral")
 def test_rescue_and_unrescue(kind, hosts, nova, servers, image, run_id, timer):
     """rescue: the container boots from the rescue image (its own root, not the server's)
     with the server's root read-write at /mnt; a file written there while rescued is in
