@@ -34,6 +34,7 @@ impl ComputeError {
             C::Invalid(_) => "InvalidInput",
             C::Glance(_) => "ImageUnacceptable",
             C::ResourcesUnavailable(_) => "ComputeResourcesUnavailable",
+            C::NotRescuable { .. } => "InstanceNotRescuable",
             C::Rpc(RpcError::Timeout { .. }) => "MessagingTimeout",
             C::Rpc(_)
             | C::Options(_)
@@ -117,6 +118,13 @@ mod tests {
             (
                 C::ResourcesUnavailable("full".into()),
                 "ComputeResourcesUnavailable",
+            ),
+            (
+                C::NotRescuable {
+                    uuid: "u".into(),
+                    reason: "r".into(),
+                },
+                "InstanceNotRescuable",
             ),
             (
                 C::Encode(serde_json::from_str::<u8>("x").unwrap_err()),

@@ -124,6 +124,8 @@ pub struct Manager {
     vif_fatal: bool,
     /// Config drive and network injection options.
     guest: spec::GuestDataOptions,
+    /// `[DEFAULT] shelved_offload_time`.
+    shelved_offload_time: i64,
 }
 
 /// An instance being worked on: its object, saved through the conductor.
@@ -207,6 +209,7 @@ impl Manager {
                 dhcp_domain: nova.dhcp_domain.clone(),
                 inject_network: nova.inject_network,
             },
+            shelved_offload_time: nova.shelved_offload_time,
         })
     }
 
@@ -328,6 +331,11 @@ impl Manager {
             let vm = inst.str("vm_state").unwrap_or("").to_string();
             let task = inst.str("task_state").map(str::to_string);
             let uuid = inst.uuid.clone();
+            if self.recover_shelve(ctx, &mut inst).await
+                || self.recover_rescue(ctx, &mut inst).await
+            {
+                continue;
+            }
             let action = recovery_for(&vm, task.as_deref());
             if action == Recovery::FailBuild {
                 tracing::warn!(%uuid, "build interrupted by a restart: instance goes to error");
@@ -409,6 +417,16 @@ impl Manager {
             }
             let lock = self.lock_for(&inst.uuid);
             let _g = lock.lock().await;
+            // As `_sync_instance_power_state`: the instance again, under its
+            // lock; an operation that held it (a shelve) may have changed it.
+            let refreshed = self
+                .conductor
+                .object_action(ctx, &mut inst.obj, "refresh", vec![], Map::new())
+                .await;
+            if refreshed.is_err() || inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            inst.obj.reset_changes();
             let power = self.current_power(&inst.uuid).await;
             let db_power = inst
                 .obj
@@ -551,6 +569,27 @@ impl Manager {
                 self.do_snapshot(&ctx, &mut inst, &image_id, Some((&backup_type, rotation)))
                     .await
             }
+            C::ShelveInstance(a) => {
+                let image_id = a.image_id.get().cloned().unwrap_or_default();
+                let clean = a.clean_shutdown.get().copied().unwrap_or(true);
+                self.do_shelve(&ctx, &mut inst, &instance, &image_id, clean)
+                    .await
+            }
+            C::ShelveOffloadInstance(a) => {
+                let clean = a.clean_shutdown.get().copied().unwrap_or(true);
+                self.do_shelve_offload(&ctx, &mut inst, &instance, clean, false)
+                    .await
+            }
+            C::UnshelveInstance(a) => self.do_unshelve(&ctx, &mut inst, &instance, &a).await,
+            C::RescueInstance(a) => {
+                let args = rescue::RescueArgs {
+                    image: a.rescue_image_ref.as_str(),
+                    password: a.rescue_password.as_str(),
+                    clean: a.clean_shutdown.get().copied().unwrap_or(true),
+                };
+                self.do_rescue(&ctx, &mut inst, &instance, args).await
+            }
+            C::UnrescueInstance(_) => self.do_unrescue(&ctx, &mut inst).await,
             C::ExternalInstanceEvent(_) | C::InjectNetworkInfo(_) => Ok(()),
             other => Err(ComputeError::Invalid(format!(
                 "NotImplementedError: {} is not supported by this compute driver",
@@ -1099,8 +1138,15 @@ impl Manager {
 
     async fn do_start(&self, ctx: &Context, inst: &mut Inst) -> Result<(), ComputeError> {
         self.driver.power_on(&inst.uuid).await?;
-        self.settle(ctx, inst, vm_states::ACTIVE, task_states::POWERING_ON, &[])
-            .await
+        let unshelved = self.unshelved_by_start(ctx, inst).await;
+        self.settle(
+            ctx,
+            inst,
+            vm_states::ACTIVE,
+            task_states::POWERING_ON,
+            &unshelved,
+        )
+        .await
     }
 
     async fn do_reboot(
@@ -1289,7 +1335,13 @@ enum Recovery {
 }
 
 fn recovery_for(vm_state: &str, task_state: Option<&str>) -> Recovery {
-    if vm_state == vm_states::BUILDING {
+    let spawning = [
+        task_states::SCHEDULING,
+        task_states::BLOCK_DEVICE_MAPPING,
+        task_states::NETWORKING,
+        task_states::SPAWNING,
+    ];
+    if vm_state == vm_states::BUILDING || task_state.is_some_and(|t| spawning.contains(&t)) {
         Recovery::FailBuild
     } else if task_state == Some(task_states::DELETING) {
         Recovery::FinishDelete
@@ -1495,6 +1547,12 @@ mod net;
 
 #[path = "manager_snapshot.rs"]
 mod snapshot;
+
+#[path = "manager_shelve.rs"]
+mod shelve;
+
+#[path = "manager_rescue.rs"]
+mod rescue;
 use net::{allocation_for, requested_port_ids, vif_gate};
 
 #[cfg(test)]

@@ -89,8 +89,9 @@ impl Manager {
         let power = self.current_power(&inst.uuid).await;
         self.save(ctx, inst, &[("power_state", json!(power))], None)
             .await?;
+        let states = (first, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING);
         let result = self
-            .snapshot_upload(ctx, inst, image_id, first, token, request_id)
+            .snapshot_upload(ctx, inst, image_id, states, token, request_id)
             .await;
         if let Err(e) = result {
             // delete_image_on_error: the half-made image goes.
@@ -113,12 +114,15 @@ impl Manager {
         Ok(())
     }
 
-    async fn snapshot_upload(
+    /// The host snapshot uploaded into `image_id`; `states`: the task state
+    /// before, then those of the pending upload and the upload (a shelve
+    /// has its own).
+    pub(super) async fn snapshot_upload(
         &self,
         ctx: &Context,
         inst: &mut Inst,
         image_id: &str,
-        first: &str,
+        states: (&str, &str, &str),
         token: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<(), ComputeError> {
@@ -137,18 +141,19 @@ impl Manager {
             "instance snapshotted on the host"
         );
         let uploaded = async {
+            let (first, pending, uploading) = states;
             self.save(
                 ctx,
                 inst,
-                &[("task_state", json!(IMAGE_PENDING_UPLOAD))],
+                &[("task_state", json!(pending))],
                 Some(json!(first)),
             )
             .await?;
             self.save(
                 ctx,
                 inst,
-                &[("task_state", json!(IMAGE_UPLOADING))],
-                Some(json!(IMAGE_PENDING_UPLOAD)),
+                &[("task_state", json!(uploading))],
+                Some(json!(pending)),
             )
             .await?;
             // The libvirt driver's _create_snapshot_metadata.

@@ -39,6 +39,10 @@ struct FakeDriver {
     cached_images: Mutex<bool>,
     /// The specs `spawn` was given.
     specs: Mutex<Vec<InstanceSpec>>,
+    /// What `is_rescued` answers.
+    rescued: Mutex<bool>,
+    /// The config drives `rescue` was given.
+    drives: Mutex<Vec<crate::driver::ConfigDrive>>,
 }
 
 impl FakeDriver {
@@ -282,7 +286,21 @@ impl Driver for FakeDriver {
         name: &str,
     ) -> Result<crate::driver::SnapshotMade, DriverError> {
         self.record(format!("snapshot_create {uuid} {name}"));
-        Err(DriverError::NotFound(uuid.into()))
+        if self.power.lock().unwrap().is_none() {
+            return Err(DriverError::NotFound(uuid.into()));
+        }
+        self.outcome("snapshot_create")?;
+        Ok(crate::driver::SnapshotMade {
+            snapshot: crate::store::SnapshotRecord {
+                instance: uuid.into(),
+                name: name.into(),
+                image: "f1".into(),
+                storage: "overlay".into(),
+                size: 0,
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+            pause: None,
+        })
     }
     async fn snapshot_list(
         &self,
@@ -324,6 +342,29 @@ impl Driver for FakeDriver {
         _alias: Option<&str>,
     ) -> Result<crate::store::ImageRecord, DriverError> {
         Err(DriverError::NotFound(uuid.into()))
+    }
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<crate::driver::ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        self.record(format!("rescue {uuid} {image} drive={}", drive.is_some()));
+        if let Some(d) = drive {
+            self.drives.lock().unwrap().push(d);
+        }
+        self.outcome("rescue")?;
+        self.set_power(PowerState::Running);
+        Ok(())
+    }
+    async fn is_rescued(&self, _uuid: &str) -> bool {
+        *self.rescued.lock().unwrap()
+    }
+    async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {
+        self.record(format!("unrescue {uuid}"));
+        self.outcome("unrescue")?;
+        self.set_power(PowerState::Running);
+        Ok(())
     }
 }
 
@@ -972,7 +1013,7 @@ async fn a_failed_operation_records_a_fault_and_leaves_its_task_state() {
 
 #[tokio::test]
 async fn an_unsupported_cast_is_a_not_implemented_fault() {
-    let (_, calls, c) = answered_cast("14-rescue_instance.json", FakeDriver::running()).await;
+    let (_, calls, c) = answered_cast("12-trigger_crash_dump.json", FakeDriver::running()).await;
     assert!(calls.is_empty());
     let faults = c.faults();
     assert_eq!(faults.len(), 1, "{faults:?}");
@@ -1102,3 +1143,6 @@ async fn cache_images_answers_each_image_as_nova_compute_does() {
     let got = m.call(ctx(), call).await.unwrap();
     assert_eq!(got, json!({"img-a": "error", "img-b": "error"}));
 }
+
+#[path = "manager_shelve_tests.rs"]
+mod shelve_rescue;

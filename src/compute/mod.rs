@@ -62,6 +62,9 @@ pub enum ComputeError {
     /// The host cannot give what the instance asks for (`ComputeResourcesUnavailable`).
     #[error("{0}")]
     ResourcesUnavailable(String),
+    /// A rescue the driver could not make (`InstanceNotRescuable`).
+    #[error("Instance {uuid} cannot be rescued: {reason}")]
+    NotRescuable { uuid: String, reason: String },
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,
@@ -182,6 +185,18 @@ impl ComputeService {
                 loop {
                     tick.tick().await;
                     m.sync_power_states(&admin_context()).await;
+                }
+            }));
+        }
+        if nova.shelved_offload_time > 0 && nova.shelved_poll_interval > 0 {
+            let m = manager.clone();
+            let interval = Duration::from_secs(nova.shelved_poll_interval as u64);
+            tasks.push(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tick.tick().await;
+                    m.poll_shelved_instances(&admin_context()).await;
                 }
             }));
         }

@@ -664,6 +664,38 @@ impl NetworkApi {
         }
     }
 
+    /// `unbind_ports(detach=False)` of a shelve offload: the ports leave this
+    /// host (no `binding:host_id`, no profile) but stay the instance's
+    /// (`device_id` kept), for the host that unshelves it (errors logged).
+    pub async fn unbind_host(&self, ids: &[String]) {
+        for id in ids {
+            let body = json!({"binding:host_id": null, "binding:profile": {}});
+            match self.neutron.update_port(id, body).await {
+                Ok(_) => tracing::info!(port = %id, "port unbound from this host"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(port = %id, error = %e, "cannot unbind a port"),
+            }
+        }
+    }
+
+    /// `setup_instance_network_on_host` of an unshelve: every port of the
+    /// instance (`device_id`) bound to this host, then its `NetworkInfo` in
+    /// `order` (the cached one), `preserved` ones kept on delete.
+    pub async fn bind_host(
+        &self,
+        uuid: &str,
+        order: &[String],
+        preserved: &[String],
+    ) -> Result<NetworkInfo, NetworkError> {
+        let ports = self.neutron.list_ports(&[q("device_id", uuid)]).await?;
+        for id in ports.iter().filter_map(|p| s(p, "id")) {
+            let body = json!({"binding:host_id": self.host});
+            let port = self.neutron.update_port(&id, body).await?;
+            ensure_bound(&port)?;
+        }
+        self.nw_info(uuid, order, preserved).await
+    }
+
     /// `deallocate_port_for_instance`: a user port unbound, one Nova made deleted.
     pub async fn deallocate_port(&self, id: &str, preserved: bool) -> Result<(), NetworkError> {
         if preserved {

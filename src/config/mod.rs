@@ -119,6 +119,12 @@ pub struct NovaConfig {
     pub sync_power_state_interval: i64,
     /// `[DEFAULT] rpc_response_timeout`.
     pub rpc_response_timeout: u64,
+    /// `[DEFAULT] shelved_offload_time`: seconds a shelved server keeps its
+    /// container before it is offloaded (0: at once, -1: never).
+    pub shelved_offload_time: i64,
+    /// `[DEFAULT] shelved_poll_interval`: seconds between looks for shelved
+    /// servers to offload (0 or negative: never).
+    pub shelved_poll_interval: i64,
     pub cpu_allocation_ratio: Option<f64>,
     pub ram_allocation_ratio: Option<f64>,
     pub disk_allocation_ratio: Option<f64>,
@@ -489,6 +495,14 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
         },
         sync_power_state_interval: sync,
         rpc_response_timeout: num(ini, "DEFAULT", "rpc_response_timeout", 60u64)?,
+        shelved_offload_time: match num(ini, "DEFAULT", "shelved_offload_time", 0i64)? {
+            t if t < -1 => {
+                let v = t.to_string();
+                return Err(invalid("DEFAULT", "shelved_offload_time", &v, "below -1"));
+            }
+            t => t,
+        },
+        shelved_poll_interval: num(ini, "DEFAULT", "shelved_poll_interval", 3600i64)?,
         cpu_allocation_ratio: ratio("cpu_allocation_ratio")?,
         ram_allocation_ratio: ratio("ram_allocation_ratio")?,
         disk_allocation_ratio: ratio("disk_allocation_ratio")?,
@@ -627,6 +641,26 @@ fn boolean(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shelve_options() {
+        let nova = |extra: &str| {
+            let mut ini = Ini::default();
+            ini.merge_str(
+                &format!("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:5672/\n{extra}"),
+                "t",
+            )
+            .unwrap();
+            Config::from_ini(&ini, &Overrides::default()).map(|c| c.nova.unwrap())
+        };
+        let n = nova("").unwrap();
+        assert_eq!((n.shelved_offload_time, n.shelved_poll_interval), (0, 3600));
+        let n = nova("shelved_offload_time = -1\nshelved_poll_interval = 60\n").unwrap();
+        assert_eq!((n.shelved_offload_time, n.shelved_poll_interval), (-1, 60));
+        for bad in ["shelved_offload_time = -2", "shelved_offload_time = soon"] {
+            assert!(nova(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn default_network_options() {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod rescue;
 mod snapshots;
 
 pub use snapshots::validate_snapshot_name;
@@ -930,6 +931,7 @@ impl ContainerDriver {
         let image = self.get_image(&rec.image).await?;
         let args = self.init_args(&spec, &image)?;
         self.prepare(rec, &spec, &image, &args, false).await?;
+        self.apply_rescue(rec).await?;
         self.start_container(&rec.uuid, None).await?;
         crash_point("power_on.before_desired");
         self.store.set_desired(&rec.uuid, "running").await?;
@@ -1406,6 +1408,7 @@ impl ContainerDriver {
         })
         .await?;
         crash_point("remove.after_devices");
+        self.release_rescue(uuid).await?;
         self.storage.release(&dir).await?;
         self.storage.release_snapshots(&dir).await?;
         crash_point("remove.after_root");
@@ -2159,6 +2162,23 @@ impl Driver for ContainerDriver {
         let out = Box::new(ByteCounter(counter.clone()));
         self.export_snapshot(uuid, name, true, out).await?;
         Ok(counter.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<super::ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        self.start_rescue(uuid, image, drive).await
+    }
+
+    async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {
+        self.end_rescue(uuid).await
+    }
+
+    async fn is_rescued(&self, uuid: &str) -> bool {
+        self.rescue_image(uuid).is_some()
     }
 
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError> {

@@ -601,6 +601,33 @@ pub trait Driver: Send + Sync {
     /// Makes an image of the instance as it is now (a consistent snapshot,
     /// exported and imported), as `lxc publish` does.
     async fn publish(&self, uuid: &str, alias: Option<&str>) -> Result<ImageRecord, DriverError>;
+    /// Boots the stopped instance from the cached image `image` instead of
+    /// its root (rescue): same container, id range and interfaces, its own
+    /// root read-write at `/mnt`, and `drive` (the rescue's config drive)
+    /// instead of its own when given. Kept across restarts until `unrescue`.
+    async fn rescue(
+        &self,
+        uuid: &str,
+        image: &str,
+        drive: Option<ConfigDrive>,
+    ) -> Result<(), DriverError> {
+        let _ = (image, drive);
+        Err(DriverError::Invalid(format!(
+            "instance {uuid}: rescue is not supported by this driver"
+        )))
+    }
+    /// Whether the instance is rescued (its rescue boot is set up).
+    async fn is_rescued(&self, uuid: &str) -> bool {
+        let _ = uuid;
+        false
+    }
+    /// Ends a rescue (when there is one): the rescue root and everything
+    /// written to it is removed and the instance boots from its own root.
+    async fn unrescue(&self, uuid: &str) -> Result<(), DriverError> {
+        Err(DriverError::Invalid(format!(
+            "instance {uuid}: rescue is not supported by this driver"
+        )))
+    }
 }
 
 #[cfg(test)]
