@@ -31,7 +31,7 @@ use crate::netdev;
 use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
 use crate::runtime::{bundle, console, BundleConfig, ExecOutput, IdMap, Runtime, Status};
-use crate::storage::Storage;
+use crate::storage::{ephemeral, Storage};
 use crate::store::{ImageRecord, InstanceRecord, Phase, SnapshotRecord, Store};
 
 /// Default environment of an instance's init and of exec'd commands.
@@ -728,6 +728,20 @@ impl ContainerDriver {
         // what the instance reads is always what it was given.
         let drive = dir.join(configdrive::DRIVE_DIR);
         let mut binds = Vec::new();
+        if let Some(bytes) = spec.limits.ephemeral_bytes {
+            let d = dir.clone();
+            let fs = spec.limits.ephemeral_format.clone();
+            let source = blocking("ephemeral disk", move || {
+                let fs = fs.as_deref().unwrap_or(ephemeral::DEFAULT_FORMAT);
+                Ok(ephemeral::mount(&d, bytes, fs, root_id)?)
+            })
+            .await?;
+            binds.push(BindMount {
+                source,
+                target: PathBuf::from(ephemeral::GUEST_PATH),
+                readonly: false,
+            });
+        }
         match &spec.config_drive {
             Some(cd) => {
                 let (d, cd) = (dir.clone(), cd.clone());
@@ -1406,6 +1420,11 @@ impl ContainerDriver {
         .await?;
         crash_point("remove.after_devices");
         self.storage.release(&dir).await?;
+        let d = dir.clone();
+        blocking("ephemeral disk release", move || {
+            Ok(ephemeral::release(&d)?)
+        })
+        .await?;
         crash_point("remove.after_root");
         let d = dir.clone();
         blocking("instance removal", move || {
@@ -2012,7 +2031,12 @@ impl Driver for ContainerDriver {
         self.unpause(uuid).await
     }
 
-    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
+    async fn rebuild(
+        &self,
+        uuid: &str,
+        image: &str,
+        preserve_ephemeral: bool,
+    ) -> Result<(), DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
@@ -2023,6 +2047,14 @@ impl Driver for ContainerDriver {
             .await?;
         let dir = self.instance_dir(&rec.uuid);
         self.storage.release(&dir).await?;
+        if !preserve_ephemeral {
+            // Made again, empty, by prepare.
+            let d = dir.clone();
+            blocking("ephemeral disk release", move || {
+                Ok(ephemeral::release(&d)?)
+            })
+            .await?;
+        }
         spec.image = img.fingerprint.clone();
         let json = serde_json::to_string(&spec)
             .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;

@@ -4,6 +4,7 @@
 //! ([`idmap`]) where the kernel allows it, else on an id-shifted copy of the
 //! image (made by the image cache).
 
+pub mod ephemeral;
 pub mod idmap;
 mod layer;
 
@@ -52,6 +53,8 @@ pub enum StorageError {
     Idmap(#[from] idmap::IdmapError),
     #[error("cannot make the instance's root disk: {0}")]
     Disk(String),
+    #[error("cannot make the instance's ephemeral disk: {0}")]
+    Ephemeral(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
