@@ -336,6 +336,8 @@ fn prepare_overlay(
         None if layer::has_disk(dir) => layer::mount(dir, 0)?,
         None => dir.to_path_buf(),
     };
+    // A restore a host reboot cut short, on a disk unmounted at start-up.
+    snapshot::settle_disk(&base)?;
     let upper = base.join("upper");
     let work = base.join("work");
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
