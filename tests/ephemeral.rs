@@ -46,6 +46,14 @@ fn an_ephemeral_disk_is_mnt_of_its_size_kept_and_removed() {
     assert!(!loop_devices_of(&img).is_empty(), "no loop device");
     // A filesystem of its own at /mnt, of (about) 64 MiB, owned by the
     // container's root, nosuid and nodev.
+    // What it really takes: the disk files' sizes, and far fewer blocks.
+    let (st, body) = common::raw_call(&d.client(), "GET", "/1.0/resources", None);
+    assert_eq!(st, 200);
+    let res: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mine = &res["metadata"]["disk"]["instances"]["eph"];
+    assert_eq!(mine["provisioned_bytes"], 64 << 20, "{res}");
+    let held = mine["allocated_bytes"].as_u64().unwrap();
+    assert!(held > 0 && held < 32 << 20, "{res}");
     let kib = mnt_kib(&d, "eph");
     assert!((48 << 10..=64 << 10).contains(&kib), "/mnt is {kib} KiB");
     let line = d.exec("eph", "grep ' /mnt ' /proc/mounts");
@@ -60,6 +68,13 @@ fn an_ephemeral_disk_is_mnt_of_its_size_kept_and_removed() {
     );
     assert!(out.contains("No space left on device"), "{out}");
     assert!(!out.contains("rc=0"), "{out}");
+    // The blocks written count: the disk file is (nearly) full.
+    let (_, body) = common::raw_call(&d.client(), "GET", "/1.0/resources", None);
+    let res: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let full = res["metadata"]["disk"]["instances"]["eph"]["allocated_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(full > 48 << 20, "{res}");
     let out = d.exec(
         "eph",
         "rm /mnt/fill && echo kept > /mnt/data && sync && echo ok",

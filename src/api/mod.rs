@@ -2,6 +2,7 @@
 //! translate HTTP into driver operations over an `InstanceSpec`.
 
 pub mod operations;
+mod resources;
 mod snapshots;
 pub mod types;
 
@@ -886,6 +887,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .route("/1.0", web::get().to(server_info))
+    .route("/1.0/resources", web::get().to(resources::get))
     .route("/1.0/instances", web::get().to(list_instances))
     .route("/1.0/instances", web::post().to(create_instance))
     .route("/1.0/instances/{name}", web::get().to(get_instance))

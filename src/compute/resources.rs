@@ -47,16 +47,38 @@ pub struct HostResources {
     pub vcpus: u64,
     pub memory_mb: u64,
     pub local_gb: u64,
+    /// Nova's `disk_available_least` (GiB): the free space of the disk
+    /// holding `state_path` less what the instances' sparse disk files may
+    /// still grow into, as libvirt reports it.
+    pub disk_available_least: i64,
 }
 
-/// Reads the host: online CPUs, memory, and the disk holding `state_path`.
+/// Reads the host: online CPUs, memory, and the disk holding `state_path`
+/// (with what the instances under it really take).
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
     let proc = std::path::Path::new(crate::host::PROC);
+    let disk = crate::storage::usage::scan(&state_path.join("instances"), state_path);
     HostResources {
         vcpus: crate::host::online_cpu_count(),
         memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
-        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
+        local_gb: disk.total_bytes / (1 << 30),
+        disk_available_least: disk.available_least_gb(),
     }
+}
+
+/// [`host_resources`] off the async workers (it walks the instances' trees).
+async fn host_resources_blocking(state_path: &std::path::Path) -> HostResources {
+    let p = state_path.to_path_buf();
+    tokio::task::spawn_blocking(move || host_resources(&p))
+        .await
+        .unwrap_or_else(|e| {
+            // The scan panicked: the host without it.
+            tracing::warn!(error = %e, "disk usage scan failed");
+            let mut h = host_resources(std::path::Path::new("/nonexistent"));
+            h.local_gb = crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30));
+            h.disk_available_least = h.local_gb as i64;
+            h
+        })
 }
 
 /// How the host's CPUs are offered to Placement.
@@ -270,7 +292,10 @@ impl ResourceTracker {
         set("local_gb", json!(host.local_gb));
         set("vcpus_used", json!(vcpus_used));
         set("memory_mb_used", json!(memory_used));
+        // As nova's resource tracker: the flavors' disks (what Placement
+        // allocates); what they really take is in disk_available_least.
         set("local_gb_used", json!(disk_used));
+        set("disk_available_least", json!(host.disk_available_least));
         set(
             "free_ram_mb",
             json!(host.memory_mb as i64 - memory_used as i64),
@@ -289,7 +314,7 @@ impl ResourceTracker {
     }
 
     async fn save_usage(&self, ctx: &Context) -> Result<(), ComputeError> {
-        let host = host_resources(&self.inner.cfg.state_path);
+        let host = host_resources_blocking(&self.inner.cfg.state_path).await;
         let mut guard = self.inner.node.lock().await;
         let Some(node) = guard.as_mut() else {
             return Ok(());
@@ -337,7 +362,7 @@ impl ResourceTracker {
             "cpu_info",
             json!(json!({"arch": std::env::consts::ARCH, "topology": {"sockets": 1, "cores": host.vcpus, "threads": 1}, "features": []}).to_string()),
         );
-        node.set("disk_available_least", json!(host.local_gb));
+        node.set("disk_available_least", json!(host.disk_available_least));
         node.set("stats", json!({"failed_builds": "0"}));
         node.set("host_ip", json!(self.inner.nova.my_ip));
         node.set("numa_topology", Value::Null);
@@ -356,7 +381,7 @@ impl ResourceTracker {
         service: &NovaObject,
         startup: bool,
     ) -> Result<(), ComputeError> {
-        let host = host_resources(&self.inner.cfg.state_path);
+        let host = host_resources_blocking(&self.inner.cfg.state_path).await;
         let c = &self.inner.conductor;
         if startup {
             self.load_claims(ctx).await?;

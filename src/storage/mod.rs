@@ -12,6 +12,7 @@ pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
 pub mod export;
 pub mod snapshot;
+pub mod usage;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

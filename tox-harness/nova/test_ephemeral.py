@@ -134,3 +134,51 @@ def test_several_ephemeral_disks_are_refused(kind, hosts, nova, placement, serve
     assert placement.allocations(s["id"]) == {}
     assert placement.usages(host.rp_uuid) == before
     print("\n  two ephemeral disks: fault %r" % msg)
+
+
+def _hypervisor(nova, host):
+    """The host's hypervisor record at 2.87 (the last microversion showing its disk
+    fields)."""
+    hv = {"OpenStack-API-Version": "compute 2.87", "X-OpenStack-Nova-API-Version": "2.87"}
+    hyp = nova.get("/os-hypervisors/detail?hypervisor_hostname_pattern=" + host.name,
+                   expect=200, headers=hv).json()["hypervisors"]
+    assert len(hyp) == 1, hyp
+    return hyp[0]
+
+
+def test_disk_available_least_is_what_the_disks_really_take(kind, hosts, nova, servers,
+                                                           eph_flavor):
+    """local_gb_used counts the flavors' disks (as nova's resource tracker does);
+    disk_available_least is the free space once the sparse disk files have grown to
+    their sizes (as libvirt reports it): a server with 1 GB root + 1 GB ephemeral takes
+    about 2 GB of it while its files hold almost nothing, and gives it back on delete."""
+    host = hosts.start(kind, "dal", conf={"DEFAULT": {"update_resources_interval": "2"}})
+    try:
+        before = _hypervisor(nova, host)
+        assert before["disk_available_least"] is not None, before
+        assert before["disk_available_least"] <= before["free_disk_gb"] + before[
+            "local_gb_used"], before
+        srv = servers.boot(host, flavor=eph_flavor(1), what="boot with 1 GB root + 1 GB ephemeral")
+        img = os.path.join(host.state_dir, "instances", srv["id"], "ephemeral.img")
+        held = os.stat(img).st_blocks * 512
+        assert held < 64 << 20, held
+
+        def dropped():
+            h = _hypervisor(nova, host)
+            return h if before["disk_available_least"] - h["disk_available_least"] >= 1 else None
+        after = nh.wait_for(dropped, 30)
+        assert after, "disk_available_least did not drop: %r -> %r" % (
+            before["disk_available_least"], _hypervisor(nova, host)["disk_available_least"])
+        assert after["local_gb_used"] == before["local_gb_used"] + 2, after
+        print("\n  disk_available_least %d -> %d GB, local_gb_used %d -> %d GB (files hold %d KiB)"
+              % (before["disk_available_least"], after["disk_available_least"],
+                 before["local_gb_used"], after["local_gb_used"], held >> 10))
+        nova.delete("/servers/" + srv["id"], expect=204)
+        nh.wait_gone(nova, srv["id"], host)
+        back = nh.wait_for(lambda: (lambda h: h if h["disk_available_least"]
+                                    >= before["disk_available_least"] - 1 else None)(
+                                        _hypervisor(nova, host)), 30)
+        assert back, "disk_available_least not given back: %r" % _hypervisor(nova, host)
+        assert back["local_gb_used"] == before["local_gb_used"], back
+    finally:
+        hosts.teardown(host)
