@@ -2,6 +2,7 @@
 //! translate HTTP into driver operations over an `InstanceSpec`.
 
 pub mod operations;
+mod progress;
 mod resources;
 mod snapshots;
 pub mod types;
@@ -707,6 +708,7 @@ async fn import_image(
         ));
     }
     let driver = data.driver.clone();
+    let progress_path = path.clone();
     let op = data
         .ops
         .spawn("Importing image", BTreeMap::new(), async move {
@@ -718,6 +720,7 @@ async fn import_image(
                 .map(|img| serde_json::to_value(&img).ok())
                 .map_err(|e| ApiError::from(e).message())
         });
+    progress::watch(data.ops.clone(), op.id.clone(), progress_path, written);
     Ok(accepted(op))
 }
 
