@@ -1621,7 +1621,8 @@ class Bench:
         sa = self.standalone()
         api = sa["api"]
         n = self.sz["snapshotpause"]
-        loop = "i=0; while :; do i=$((i+1)); echo $i > /counter; sleep 0.01; done"
+        # Renamed into place: a reader never sees it half written.
+        loop = "i=0; while :; do i=$((i+1)); echo $i > /counter.tmp; mv /counter.tmp /counter; sleep 0.01; done"
         api.op("POST", "/1.0/instances", {"name": "snp", "start": True, "command": ["/bin/sh", "-c", loop],
                                           "source": {"type": "image", "alias": "busybox"}}, timeout=120)
 
