@@ -703,6 +703,19 @@ mod tests {
                 disk_write_iops_sec: Some(0),
                 ..Default::default()
             },
+            Limits {
+                ephemeral_bytes: Some(1 << 20),
+                ..Default::default()
+            },
+            Limits {
+                ephemeral_format: Some("ext4".into()),
+                ..Default::default()
+            },
+            Limits {
+                ephemeral_bytes: Some(1 << 30),
+                ephemeral_format: Some("vfat".into()),
+                ..Default::default()
+            },
         ] {
             assert!(
                 matches!(l.validate(), Err(DriverError::Invalid(_))),
@@ -713,6 +726,8 @@ mod tests {
             cpus: Some(0.5),
             memory_bytes: Some(64 << 20),
             pids: Some(10),
+            ephemeral_bytes: Some(1 << 30),
+            ephemeral_format: Some("ext4".into()),
             ..Default::default()
         }
         .validate()
