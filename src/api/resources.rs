@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
 use super::{sync, ApiError, Data};
-use crate::storage::usage::{self, InstanceUsage};
+use crate::storage::usage::InstanceUsage;
 
 #[derive(Debug, serde::Serialize)]
 struct Resources {
@@ -30,12 +30,7 @@ struct Disk {
 
 pub(super) async fn get(data: Data) -> Result<HttpResponse, ApiError> {
     let state = data.settings.state_path.clone();
-    let scanned = {
-        let s = state.clone();
-        tokio::task::spawn_blocking(move || usage::scan(&s.join("instances"), &s))
-            .await
-            .map_err(|e| ApiError::Internal(format!("disk usage scan failed: {e}")))?
-    };
+    let scanned = data.driver.disk_usage().await?;
     let names: BTreeMap<String, String> = data
         .driver
         .list()

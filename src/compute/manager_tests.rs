@@ -129,6 +129,9 @@ impl Driver for FakeDriver {
     fn device_inventory(&self) -> BTreeMap<String, u32> {
         BTreeMap::new()
     }
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError> {
+        Ok(Default::default())
+    }
     async fn resolve(&self, key: &str) -> Result<String, DriverError> {
         Ok(key.to_string())
     }

@@ -54,31 +54,18 @@ pub struct HostResources {
 }
 
 /// Reads the host: online CPUs, memory, and the disk holding `state_path`
-/// (with what the instances under it really take).
+/// (`disk_available_least`: its free space; [`ResourceTracker`] takes off
+/// what the instances' disks may still grow into).
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
     let proc = std::path::Path::new(crate::host::PROC);
-    let disk = crate::storage::usage::scan(&state_path.join("instances"), state_path);
+    let free = nix::sys::statvfs::statvfs(state_path)
+        .map_or(0, |s| s.blocks_available() * s.fragment_size());
     HostResources {
         vcpus: crate::host::online_cpu_count(),
         memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
-        local_gb: disk.total_bytes / (1 << 30),
-        disk_available_least: disk.available_least_gb(),
+        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
+        disk_available_least: (free / (1 << 30)) as i64,
     }
-}
-
-/// [`host_resources`] off the async workers (it walks the instances' trees).
-async fn host_resources_blocking(state_path: &std::path::Path) -> HostResources {
-    let p = state_path.to_path_buf();
-    tokio::task::spawn_blocking(move || host_resources(&p))
-        .await
-        .unwrap_or_else(|e| {
-            // The scan panicked: the host without it.
-            tracing::warn!(error = %e, "disk usage scan failed");
-            let mut h = host_resources(std::path::Path::new("/nonexistent"));
-            h.local_gb = crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30));
-            h.disk_available_least = h.local_gb as i64;
-            h
-        })
 }
 
 /// How the host's CPUs are offered to Placement.
@@ -250,6 +237,17 @@ impl ResourceTracker {
         Ok(())
     }
 
+    /// The host, with what the instances' disks really take (from the
+    /// driver; the free space alone when it cannot tell).
+    async fn host(&self) -> HostResources {
+        let mut host = host_resources(&self.inner.cfg.state_path);
+        match self.inner.driver.disk_usage().await {
+            Ok(d) => host.disk_available_least = d.available_least_gb(),
+            Err(e) => tracing::warn!(error = %e, "disk usage unknown"),
+        }
+        host
+    }
+
     fn usage(&self) -> (Claim, usize) {
         let claims = self.claims();
         let mut total = Claim::default();
@@ -314,7 +312,7 @@ impl ResourceTracker {
     }
 
     async fn save_usage(&self, ctx: &Context) -> Result<(), ComputeError> {
-        let host = host_resources_blocking(&self.inner.cfg.state_path).await;
+        let host = self.host().await;
         let mut guard = self.inner.node.lock().await;
         let Some(node) = guard.as_mut() else {
             return Ok(());
@@ -381,7 +379,7 @@ impl ResourceTracker {
         service: &NovaObject,
         startup: bool,
     ) -> Result<(), ComputeError> {
-        let host = host_resources_blocking(&self.inner.cfg.state_path).await;
+        let host = self.host().await;
         let c = &self.inner.conductor;
         if startup {
             self.load_claims(ctx).await?;

@@ -1864,6 +1864,14 @@ impl Driver for ContainerDriver {
     }
 
     /// Resolves a name or uuid to a uuid.
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError> {
+        let (instances, state) = (self.cfg.instances_dir(), self.cfg.state_path.clone());
+        blocking("disk usage", move || {
+            Ok(crate::storage::usage::scan(&instances, &state))
+        })
+        .await
+    }
+
     async fn resolve(&self, key: &str) -> Result<String, DriverError> {
         Ok(self.record(key).await?.uuid)
     }

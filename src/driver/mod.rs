@@ -535,6 +535,9 @@ pub trait Driver: Send + Sync {
     /// The Placement resources of the exclusive and countable devices the
     /// host has and allows (`CUSTOM_CORRAL_*`), by resource class.
     fn device_inventory(&self) -> BTreeMap<String, u32>;
+    /// What the instances' disks really take of the disk holding the state
+    /// path (see `storage::usage`).
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError>;
     /// Resolves a name or uuid to a uuid.
     async fn resolve(&self, key: &str) -> Result<String, DriverError>;
     /// Every instance with its live state.
