@@ -8,10 +8,9 @@
 //! here: the flavor's `swap` is the instance's swap limit on top of its
 //! memory (see docs/flavors.md).
 
-use crate::driver::Limits;
+use crate::driver::{Limits, DEFAULT_EPHEMERAL_FORMAT};
 use crate::nova::objects::block_device::BlockDeviceMapping;
 use crate::nova::objects::flavor::Flavor;
-use crate::storage::ephemeral;
 
 /// An ephemeral disk corral cannot give.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -57,10 +56,18 @@ pub fn disk(
     }
     let format = format
         .or(default_format)
-        .unwrap_or(ephemeral::DEFAULT_FORMAT)
+        .unwrap_or(DEFAULT_EPHEMERAL_FORMAT)
         .to_string();
-    ephemeral::check_format(&format).map_err(|e| EphemeralError::Format(e.to_string()))?;
-    Ok(Some(((gb as u64) << 30, format)))
+    let bytes = (gb as u64) << 30;
+    // What the driver will check: refused here, before anything is made.
+    Limits {
+        ephemeral_bytes: Some(bytes),
+        ephemeral_format: Some(format.clone()),
+        ..Limits::default()
+    }
+    .validate()
+    .map_err(|e| EphemeralError::Format(e.to_string()))?;
+    Ok(Some((bytes, format)))
 }
 
 /// Puts the ephemeral disk into an instance's limits.

@@ -144,6 +144,9 @@ pub struct Limits {
     pub vif_outbound_burst: Option<u64>,
 }
 
+/// The filesystem of an ephemeral disk nobody named one for.
+pub use crate::storage::ephemeral::DEFAULT_FORMAT as DEFAULT_EPHEMERAL_FORMAT;
+
 /// The default CFS period.
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// Below this, a container cannot even start its init.
