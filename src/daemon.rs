@@ -129,8 +129,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let storage = Storage::select(
         cfg.corral.storage,
         cfg.corral.idmapped_roots,
+        &cfg.state_path,
         &cfg.state_path.join(".idmap-probe"),
-    )?;
+    )?
+    .with_root_disk(cfg.corral.root_disk_limit)?;
     let store = Store::open(&cfg.store_path()).await?;
     let networks = Arc::new(crate::network::Networks::new(
         store.clone(),
@@ -143,6 +145,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         hybrid = runtime.cgroup_hybrid,
         storage = ?storage.kind,
         idmapped_roots = storage.idmapped,
+        root_disk = storage.root_disk(),
         state_path = %cfg.state_path.display(),
         runtime_root = %cfg.corral.runtime_root.display(),
         cgroup_parent = %cfg.corral.cgroup_parent,

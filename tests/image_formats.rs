@@ -243,6 +243,13 @@ fn hostile_disk_images_are_refused() {
         .unwrap()
         .modified()
         .unwrap();
+    // a qcow2 whose disk is larger than max_image_bytes (8 GiB by default):
+    // compressed clusters would let a small file expand past it on convert
+    let huge = w.join("huge.qcow2");
+    sh(&format!(
+        "qemu-img create -q -f qcow2 {} 9G",
+        huge.display()
+    ));
     // a GPT disk cut short: its root partition runs past the end
     let cut = w.join("cut.raw");
     partitioned(w, &root, "gpt", &cut);
@@ -282,6 +289,7 @@ fn hostile_disk_images_are_refused() {
         (&corrupt, "not mountable: ext4 at byte 0"),
         (&backing, "backing file"),
         (&data_file, "external data file"),
+        (&huge, "over max_image_bytes"),
         (&cut, "past the end"),
         (&far, "past the end"),
         (&fake, "qcow2"),

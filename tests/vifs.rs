@@ -142,6 +142,7 @@ async fn build_driver(state: &Path, config: &Path) -> Arc<ContainerDriver> {
     let storage = Storage::select(
         cfg.corral.storage,
         cfg.corral.idmapped_roots,
+        &cfg.state_path,
         &cfg.state_path.join(".idmap-probe"),
     )
     .unwrap();

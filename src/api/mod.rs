@@ -304,6 +304,7 @@ async fn server_info(data: Data) -> HttpResponse {
             cgroup_mode: backend.cgroup_mode,
             storage: backend.storage,
             idmapped_roots: backend.idmapped_roots,
+            root_disk: backend.root_disk,
             state_path: cfg.state_path.display().to_string(),
             reconcile: serde_json::to_value(&data.reconcile).unwrap_or_default(),
         },

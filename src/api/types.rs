@@ -55,6 +55,8 @@ pub struct ServerInfo {
     /// Unprivileged overlay roots sit on idmapped mounts of the image (no
     /// id-shifted copies).
     pub idmapped_roots: bool,
+    /// How root disk sizes are enforced.
+    pub root_disk: String,
     pub state_path: String,
     pub reconcile: serde_json::Value,
 }

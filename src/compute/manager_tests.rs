@@ -121,6 +121,7 @@ impl Driver for FakeDriver {
             cgroup_mode: "v2".into(),
             storage: "dir".into(),
             idmapped_roots: false,
+            root_disk: "loop_file".into(),
         }
     }
     fn check(&self, _spec: &InstanceSpec) -> Result<(), DriverError> {

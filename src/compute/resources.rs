@@ -47,24 +47,22 @@ pub struct HostResources {
     pub vcpus: u64,
     pub memory_mb: u64,
     pub local_gb: u64,
-    /// Nova's `disk_available_least` (GiB): the free space of the disk
-    /// holding `state_path` less what the instances' sparse disk files may
-    /// still grow into, as libvirt reports it.
+    /// Nova's `disk_available_least` (GiB): what the storage pool can still
+    /// hold; [`ResourceTracker`] takes off what the instances' sparse disk
+    /// files may still grow into, as libvirt reports it.
     pub disk_available_least: i64,
 }
 
-/// Reads the host: online CPUs, memory, and the disk holding `state_path`
-/// (`disk_available_least`: its free space; [`ResourceTracker`] takes off
-/// what the instances' disks may still grow into).
+/// Reads the host: online CPUs, memory, and the storage pool (the
+/// filesystem holding `state_path`).
 pub fn host_resources(state_path: &std::path::Path) -> HostResources {
     let proc = std::path::Path::new(crate::host::PROC);
-    let free = nix::sys::statvfs::statvfs(state_path)
-        .map_or(0, |s| s.blocks_available() * s.fragment_size());
+    let pool = crate::storage::pool_capacity(state_path);
     HostResources {
         vcpus: crate::host::online_cpu_count(),
         memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
-        local_gb: crate::host::disk_total_bytes(state_path).map_or(0, |b| b / (1 << 30)),
-        disk_available_least: (free / (1 << 30)) as i64,
+        local_gb: pool.map_or(0, |p| p.total_bytes >> 30),
+        disk_available_least: pool.map_or(0, |p| (p.available_bytes >> 30) as i64),
     }
 }
 

@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use crate::devices::Allowlist;
 use crate::runtime::{RuntimeChoice, StopSignal};
+use crate::storage::quota::RootDiskChoice;
 use crate::storage::{IdmapChoice, StorageChoice};
 use crate::strutil::{parse_bool, parse_size};
 
@@ -166,6 +167,8 @@ pub struct CorralConfig {
     pub console_log_check_interval: u64,
     pub storage: StorageChoice,
     pub idmapped_roots: IdmapChoice,
+    /// How an overlay root's size is enforced.
+    pub root_disk_limit: RootDiskChoice,
     pub init_command: Option<Vec<String>>,
     /// The signal a graceful stop sends first.
     pub stop_signal: StopSignal,
@@ -291,6 +294,7 @@ impl Config {
             console_log_check_interval: num(ini, "corral", "console_log_check_interval", 5u64)?,
             storage: typed(ini, "corral", "storage", StorageChoice::Auto)?,
             idmapped_roots: typed(ini, "corral", "idmapped_roots", IdmapChoice::Auto)?,
+            root_disk_limit: typed(ini, "corral", "root_disk_limit", RootDiskChoice::Auto)?,
             init_command: get(ini, "corral", "init_command")
                 .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                 .filter(|c| !c.is_empty()),

@@ -717,9 +717,10 @@ impl ContainerDriver {
         let root_id = idmap.map(|m| m.host_base).unwrap_or(0);
         if fresh_root {
             if let Some(text) = &spec.network_interfaces {
-                let (r, t) = (rootfs.clone(), text.clone());
+                let (r, id) = self.storage.root_for_writes(&dir, root_id);
+                let t = text.clone();
                 blocking("network injection", move || {
-                    configdrive::inject_interfaces(&r, &t, root_id, root_id).map_err(drive_err)
+                    configdrive::inject_interfaces(&r, &t, id, id).map_err(drive_err)
                 })
                 .await?;
             }
@@ -1425,6 +1426,7 @@ impl ContainerDriver {
             Ok(ephemeral::release(&d)?)
         })
         .await?;
+        self.storage.release_snapshots(&dir).await?;
         crash_point("remove.after_root");
         let d = dir.clone();
         blocking("instance removal", move || {
@@ -1442,6 +1444,14 @@ impl ContainerDriver {
         .await?;
         crash_point("remove.after_files");
         self.store.delete_instance(uuid).await?;
+        let left = self.leftovers(uuid);
+        if !left.is_empty() {
+            tracing::error!(
+                uuid,
+                ?left,
+                "deleted, but these are left: remove them by hand"
+            );
+        }
         Ok(())
     }
 
@@ -1480,7 +1490,9 @@ impl ContainerDriver {
         console::stop(&self.instance_dir(uuid), &self.console_path(uuid));
     }
 
-    /// Whether anything of a uuid is left (for tests and the delete check).
+    /// What of a uuid is still on the host after a delete: its directory, the
+    /// runtime's state or its cgroup (named in the log after a delete, and checked
+    /// by the tests).
     pub fn leftovers(&self, uuid: &str) -> Vec<String> {
         let mut left = Vec::new();
         let dir = self.instance_dir(uuid);
@@ -1786,6 +1798,7 @@ impl Driver for ContainerDriver {
             },
             storage: format!("{:?}", self.storage.kind).to_lowercase(),
             idmapped_roots: self.storage.idmapped,
+            root_disk: self.storage.root_disk().to_string(),
         }
     }
 

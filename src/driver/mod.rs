@@ -476,6 +476,9 @@ pub struct BackendInfo {
     pub storage: String,
     /// Unprivileged overlay roots sit on idmapped mounts of the image.
     pub idmapped_roots: bool,
+    /// How root disk sizes are enforced (`project_quota`, `loop_file`,
+    /// `qgroup`, `none`).
+    pub root_disk: String,
 }
 
 /// The image cache as frontends use it: imports, listing, removal.

@@ -26,6 +26,11 @@ const SECTOR: u64 = 512;
 const MAX_GPT_ENTRIES: u32 = 256;
 /// Longest text of a tool's output that goes into an error.
 const MAX_TOOL_TEXT: usize = 300;
+/// Address space and CPU seconds `qemu-img info` may use on an image from a
+/// tenant (the limits nova's own `QEMU_IMG_LIMITS` set: a crafted header can
+/// make the parser allocate or loop without end).
+const QEMU_IMG_INFO_AS: u64 = 1 << 30;
+const QEMU_IMG_INFO_CPU_SECS: u64 = 30;
 
 /// Why a disk image was refused.
 #[derive(Debug, thiserror::Error)]
@@ -329,16 +334,47 @@ fn check_qcow2_header(path: &Path) -> Result<(), DiskError> {
     Ok(())
 }
 
+/// Sets resource limits on a tool's process before it runs.
+fn limited(cmd: &mut Command, address_space: u64, cpu_secs: u64) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (resource, value) in [
+                (libc::RLIMIT_AS, address_space),
+                (libc::RLIMIT_CPU, cpu_secs),
+            ] {
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Converts the qcow2 image `src` to the raw file `dest` (sparse), after
-/// checking it: qcow2 by `qemu-img info`, no backing file, no external data
-/// file. `dest` is removed on error.
-pub fn qcow2_to_raw(src: &Path, dest: &Path) -> Result<(), DiskError> {
+/// checking it: qcow2 by `qemu-img info` (run with nova's resource limits),
+/// no backing file, no external data file, and a virtual size of at most
+/// `max_bytes`: the raw disk is written in full, and compressed clusters
+/// would otherwise let a small upload fill the host's disk. `dest` is
+/// removed on error.
+pub fn qcow2_to_raw(src: &Path, dest: &Path, max_bytes: u64) -> Result<(), DiskError> {
     check_qcow2_header(src)?;
     let info = run(
         "qemu-img",
-        Command::new("qemu-img")
-            .args(["info", "--output=json", "-f", "qcow2"])
-            .arg(src),
+        limited(
+            Command::new("qemu-img")
+                .args(["info", "--output=json", "-f", "qcow2"])
+                .arg(src),
+            QEMU_IMG_INFO_AS,
+            QEMU_IMG_INFO_CPU_SECS,
+        ),
     )?;
     let info: serde_json::Value = serde_json::from_slice(&info)
         .map_err(|e| DiskError::Qcow2(format!("qemu-img info gave bad JSON: {e}")))?;
@@ -353,6 +389,7 @@ pub fn qcow2_to_raw(src: &Path, dest: &Path) -> Result<(), DiskError> {
     if info.pointer("/format-specific/data/data-file").is_some() {
         return Err(DiskError::Qcow2("it has an external data file".into()));
     }
+    check_virtual_size(&info, max_bytes)?;
     let res = run(
         "qemu-img",
         Command::new("qemu-img")
@@ -364,6 +401,20 @@ pub fn qcow2_to_raw(src: &Path, dest: &Path) -> Result<(), DiskError> {
         let _ = std::fs::remove_file(dest);
     }
     res.map(|_| ())
+}
+
+/// The virtual size `qemu-img info` reports, at most `max_bytes`.
+fn check_virtual_size(info: &serde_json::Value, max_bytes: u64) -> Result<u64, DiskError> {
+    let size = info
+        .get("virtual-size")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| DiskError::Qcow2("qemu-img info gives no virtual size".into()))?;
+    if size > max_bytes {
+        return Err(DiskError::Qcow2(format!(
+            "its virtual size ({size} bytes) is over max_image_bytes ({max_bytes})"
+        )));
+    }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -460,5 +511,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("data file"));
+    }
+
+    #[test]
+    fn a_virtual_size_over_the_image_limit_is_refused() {
+        let info = serde_json::json!({"format": "qcow2", "virtual-size": 9u64 << 30});
+        let e = check_virtual_size(&info, 8 << 30).unwrap_err().to_string();
+        assert!(e.contains("virtual size (9663676416 bytes)"), "{e}");
+        assert!(e.contains("max_image_bytes"), "{e}");
+        assert_eq!(check_virtual_size(&info, 9 << 30).unwrap(), 9 << 30);
+        let e = check_virtual_size(&serde_json::json!({"format": "qcow2"}), 1 << 40)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no virtual size"), "{e}");
     }
 }

@@ -241,7 +241,7 @@ fn make_root(
         format::Format::Squashfs | format::Format::Raw => copy(archive),
         format::Format::Qcow2 => {
             let raw = cache_dir.join(format!(".upload-{}.raw", uuid::Uuid::new_v4().simple()));
-            let res = disk::qcow2_to_raw(archive, &raw)
+            let res = disk::qcow2_to_raw(archive, &raw, max_bytes)
                 .map_err(ImageError::from)
                 .and_then(|()| {
                     // the converted disk is checked like any raw one

@@ -58,7 +58,7 @@ pub fn export_snapshot<W: Write>(
     let state = dir.join("state");
     fs::symlink_metadata(&state).map_err(io_err(&state))?;
     match kind {
-        StorageKind::Copy => write_tar(&state, ids, measure, out),
+        StorageKind::Copy | StorageKind::Btrfs => write_tar(&state, ids, measure, out),
         StorageKind::Overlay => {
             let mnt = dir.join("export");
             if super::is_mounted(&mnt) {

@@ -133,6 +133,31 @@ unsafe fn drop_in_child(a: &OwnedFd, b: &OwnedFd) {
 /// Mounts `source` at `target` (an existing empty directory), read-only,
 /// nosuid, nodev, with its owners moved by the id mapping of `userns`.
 pub fn mount_idmapped(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), IdmapError> {
+    mount_idmapped_with(
+        source,
+        target,
+        userns,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+}
+
+/// As [`mount_idmapped`], writable and with setuid files and device nodes
+/// honoured, as on an overlay root: what is written through it lands with
+/// the owners mapped back (a btrfs pool's instance root).
+pub fn mount_idmapped_writable(
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+) -> Result<(), IdmapError> {
+    mount_idmapped_with(source, target, userns, 0)
+}
+
+fn mount_idmapped_with(
+    source: &Path,
+    target: &Path,
+    userns: &OwnedFd,
+    flags: u64,
+) -> Result<(), IdmapError> {
     let src = cpath(source)?;
     let dst = cpath(target)?;
     let empty = c"";
@@ -158,7 +183,7 @@ pub fn mount_idmapped(source: &Path, target: &Path, userns: &OwnedFd) -> Result<
         }
         let tree = OwnedFd::from_raw_fd(fd as i32);
         let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_set: MOUNT_ATTR_IDMAP | flags,
             attr_clr: 0,
             propagation: 0,
             userns_fd: userns.as_raw_fd() as u64,

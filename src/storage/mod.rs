@@ -4,9 +4,11 @@
 //! ([`idmap`]) where the kernel allows it, else on an id-shifted copy of the
 //! image (made by the image cache).
 
+pub mod btrfs;
 pub mod ephemeral;
 pub mod idmap;
 mod layer;
+pub mod quota;
 
 pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
@@ -56,6 +58,14 @@ pub enum StorageError {
     Disk(String),
     #[error("cannot make the instance's ephemeral disk: {0}")]
     Ephemeral(String),
+    #[error("{0} is not on a btrfs filesystem ([corral] storage = btrfs)")]
+    NotBtrfs(PathBuf),
+    #[error("btrfs pool: {0}")]
+    Btrfs(String),
+    #[error("project quota: {0}")]
+    Quota(String),
+    #[error("project quotas unavailable ([corral] root_disk_limit = project): {0}")]
+    NoProjectQuota(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -71,6 +81,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub enum StorageKind {
     Overlay,
     Copy,
+    Btrfs,
 }
 
 impl StorageKind {
@@ -78,6 +89,7 @@ impl StorageKind {
         match self {
             StorageKind::Overlay => "overlay",
             StorageKind::Copy => "copy",
+            StorageKind::Btrfs => "btrfs",
         }
     }
 }
@@ -87,8 +99,14 @@ impl StorageKind {
 pub struct Storage {
     pub kind: StorageKind,
     /// Overlay roots of unprivileged instances sit on an idmapped mount of
-    /// the unshifted image (no copy per id range).
+    /// the unshifted image (no copy per id range); on a btrfs pool, their
+    /// subvolumes are mounted idmapped.
     pub idmapped: bool,
+    /// The directory whose filesystem holds the roots (the state path).
+    pub pool: PathBuf,
+    /// Overlay root disks are project quotas on the upper directories
+    /// ([`quota`]), not loop-mounted layer files.
+    pub project_quota: bool,
 }
 
 /// Whether unprivileged overlay roots may use idmapped lower layers
@@ -123,6 +141,27 @@ fn overlay_available() -> bool {
         .unwrap_or(false)
 }
 
+/// The size of the filesystem holding the roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolCapacity {
+    pub total_bytes: u64,
+    /// What unprivileged writers may still use.
+    pub available_bytes: u64,
+}
+
+/// The capacity of the pool at `pool` (the state path: every backend keeps
+/// its roots, layer files, quota directories or subvolumes on its
+/// filesystem), not of the host's root filesystem. None when it cannot be
+/// read.
+pub fn pool_capacity(pool: &Path) -> Option<PoolCapacity> {
+    let s = nix::sys::statvfs::statvfs(pool).ok()?;
+    let frag = s.fragment_size();
+    Some(PoolCapacity {
+        total_bytes: s.blocks().saturating_mul(frag),
+        available_bytes: s.blocks_available().saturating_mul(frag),
+    })
+}
+
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> bool {
     fsutil::is_mount_point(path)
@@ -137,6 +176,8 @@ pub enum StorageChoice {
     Auto,
     Overlay,
     Copy,
+    /// Subvolumes on the btrfs filesystem of the state path.
+    Btrfs,
 }
 
 impl std::str::FromStr for StorageChoice {
@@ -147,37 +188,91 @@ impl std::str::FromStr for StorageChoice {
             "auto" => Ok(StorageChoice::Auto),
             "overlay" => Ok(StorageChoice::Overlay),
             "copy" => Ok(StorageChoice::Copy),
-            _ => Err("must be auto, overlay or copy".into()),
+            "btrfs" => Ok(StorageChoice::Btrfs),
+            _ => Err("must be auto, overlay, copy or btrfs".into()),
         }
     }
 }
 
 impl Storage {
-    /// Picks how roots are made. `probe_dir` (a scratch directory on the
-    /// instances' filesystem, made and removed) is where the idmapped overlay
-    /// is tried once; a failure is logged and means id-shifted copies.
+    /// Picks how roots are made. `pool`: the directory whose filesystem
+    /// holds them (the state path; a btrfs pool must be btrfs). `probe_dir`
+    /// (a scratch directory on the instances' filesystem, made and removed)
+    /// is where the idmapped root is tried once; a failure is logged and
+    /// means id-shifted copies.
     pub fn select(
         choice: StorageChoice,
         idmap: IdmapChoice,
+        pool: &Path,
         probe_dir: &Path,
     ) -> Result<Storage, StorageError> {
         let kind = match choice {
+            StorageChoice::Btrfs => {
+                btrfs::open_pool(pool)?;
+                for p in btrfs::sweep_images(pool) {
+                    tracing::info!(subvolume = %p.display(), "image subvolume of a deleted image removed");
+                }
+                StorageKind::Btrfs
+            }
             StorageChoice::Copy => StorageKind::Copy,
             StorageChoice::Overlay if overlay_available() => StorageKind::Overlay,
             StorageChoice::Overlay => return Err(StorageError::NoOverlay),
             StorageChoice::Auto if overlay_available() => StorageKind::Overlay,
             StorageChoice::Auto => StorageKind::Copy,
         };
-        let idmapped = kind == StorageKind::Overlay
+        let probe: fn(&Path) -> Result<(), StorageError> = match kind {
+            StorageKind::Overlay => probe_idmapped_overlay,
+            StorageKind::Btrfs => btrfs::probe_idmapped,
+            StorageKind::Copy => |_| Ok(()),
+        };
+        let idmapped = kind != StorageKind::Copy
             && idmap == IdmapChoice::Auto
-            && match probe_idmapped_overlay(probe_dir) {
+            && match probe(probe_dir) {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(error = %e, "idmapped overlay roots unavailable: unprivileged roots use id-shifted image copies");
+                    tracing::warn!(error = %e, "idmapped roots unavailable: unprivileged roots use id-shifted image copies");
                     false
                 }
             };
-        Ok(Storage { kind, idmapped })
+        Ok(Storage {
+            kind,
+            idmapped,
+            pool: pool.to_path_buf(),
+            project_quota: false,
+        })
+    }
+
+    /// Picks how an overlay root's size is enforced (`[corral]
+    /// root_disk_limit`): a project quota where the pool's filesystem
+    /// enforces them (`auto`, `project`), else a layer file.
+    pub fn with_root_disk(
+        mut self,
+        choice: quota::RootDiskChoice,
+    ) -> Result<Storage, StorageError> {
+        if self.kind != StorageKind::Overlay || choice == quota::RootDiskChoice::Loop {
+            return Ok(self);
+        }
+        match quota::probe_overlay(&self.pool, &self.pool.join(".quota-probe")) {
+            Ok(()) => self.project_quota = true,
+            Err(why) if choice == quota::RootDiskChoice::Project => {
+                return Err(StorageError::NoProjectQuota(why))
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "root disks are loop-mounted layer files")
+            }
+        }
+        Ok(self)
+    }
+
+    /// How root disk sizes are enforced: `project_quota`, `loop_file`,
+    /// `qgroup`, or `none` (a copy pool).
+    pub fn root_disk(&self) -> &'static str {
+        match self.kind {
+            StorageKind::Overlay if self.project_quota => "project_quota",
+            StorageKind::Overlay => "loop_file",
+            StorageKind::Btrfs => "qgroup",
+            StorageKind::Copy => "none",
+        }
     }
 
     /// A backend without idmapped roots (tests, tools).
@@ -185,6 +280,20 @@ impl Storage {
         Storage {
             kind,
             idmapped: false,
+            pool: PathBuf::new(),
+            project_quota: false,
+        }
+    }
+
+    /// Where the daemon writes into an instance's fresh root, and the host
+    /// id the instance's root has there (`root_id` through the root's mount).
+    /// An idmapped btrfs root is written in its subvolume, with the image's
+    /// own ids: the daemon's root has no id in the mount's mapping.
+    pub fn root_for_writes(&self, instance_dir: &Path, root_id: u32) -> (PathBuf, u32) {
+        if self.kind == StorageKind::Btrfs && btrfs::is_idmapped_root(instance_dir) {
+            (instance_dir.join(btrfs::SUBVOL), 0)
+        } else {
+            (Self::rootfs(instance_dir), root_id)
         }
     }
 
@@ -214,13 +323,17 @@ impl Storage {
         let dir = instance_dir.to_path_buf();
         let lower = lower.to_path_buf();
         let kind = self.kind;
+        let pool = self.pool.clone();
+        let project_quota = self.project_quota;
+        let (full_idmap, idmapped) = (idmap, self.idmapped);
         let idmap = idmap.filter(|_| self.idmapped);
         if disk.is_some() && kind == StorageKind::Copy {
             tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
         }
         tokio::task::spawn_blocking(move || match kind {
-            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk),
+            StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk, project_quota),
             StorageKind::Copy => prepare_copy(&dir, &lower, limits),
+            StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, full_idmap, idmapped, disk),
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
@@ -260,6 +373,16 @@ impl Storage {
         })
         .await
         .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Removes the instance's snapshots (a btrfs pool's are read-only
+    /// subvolumes, which a removal of the files cannot reach). Before the
+    /// instance directory is removed.
+    pub async fn release_snapshots(&self, instance_dir: &Path) -> Result<(), StorageError> {
+        let dir = instance_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::remove_all(&dir))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
     /// Unmounts and removes the instance's root (upper, work and mount point).
@@ -321,11 +444,15 @@ fn prepare_overlay(
     image: &Path,
     idmap: Option<(u32, u32)>,
     disk: Option<u64>,
+    project_quota: bool,
 ) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
     if is_mounted(&rootfs) {
         return Ok(rootfs);
     }
+    // A root disk made as a layer file stays one.
+    let quota_bytes = disk.filter(|_| project_quota && !layer::has_disk(dir));
+    let disk = disk.filter(|_| quota_bytes.is_none());
     let lower = match idmap {
         Some(m) => mount_lower(dir, image, m)?,
         None => image.to_path_buf(),
@@ -344,6 +471,10 @@ fn prepare_overlay(
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    if let Some(bytes) = quota_bytes {
+        // Again at every mount: a restored upper is a tree made without it.
+        quota::apply(dir, &[upper.clone(), work.clone()], bytes)?;
     }
     // The overlay's root directory takes its owner and mode from upper: make
     // it the image root's, so the container's root owns its `/`.
@@ -394,7 +525,13 @@ fn prepare_copy(
 }
 
 fn release(dir: &Path) -> Result<(), StorageError> {
+    release_root(dir)?;
+    quota::release(dir)
+}
+
+fn release_root(dir: &Path) -> Result<(), StorageError> {
     unmount(&Storage::rootfs(dir))?;
+    btrfs::delete_subvolume(&dir.join(btrfs::SUBVOL))?;
     // The idmapped lower layer is the image's own tree: never removed
     // through, only unmounted (and it is read-only).
     let lower = dir.join("lower");
@@ -415,6 +552,7 @@ fn release(dir: &Path) -> Result<(), StorageError> {
         "upper",
         "work",
         "lower",
+        btrfs::IDMAPPED_MARK,
         layer::MOUNT_POINT,
         layer::IMAGE,
         layer::IMAGE_TMP,
@@ -448,7 +586,7 @@ fn probe_idmapped_overlay(dir: &Path) -> Result<(), StorageError> {
     let inst = s.join("inst");
     std::fs::create_dir_all(&inst).map_err(io_err(&inst))?;
     let result = (|| {
-        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None)?;
+        let root = prepare_overlay(&inst, &image, Some((BASE, 65536)), None, false)?;
         let probe = root.join("etc/probe");
         let m = std::fs::metadata(&probe).map_err(io_err(&probe))?;
         if m.uid() != BASE || m.gid() != BASE {
@@ -513,6 +651,46 @@ mod tests {
         prepare_copy(&inst, &lower, LIMITS).unwrap();
         release(&inst).unwrap();
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn storage_choices_parse() {
+        for (text, want) in [
+            ("auto", StorageChoice::Auto),
+            ("overlay", StorageChoice::Overlay),
+            ("copy", StorageChoice::Copy),
+            ("btrfs", StorageChoice::Btrfs),
+        ] {
+            assert_eq!(text.parse::<StorageChoice>().unwrap(), want);
+        }
+        for bad in ["", "zfs", "BTRFS", "btrfs "] {
+            let err = bad.parse::<StorageChoice>().unwrap_err();
+            assert!(err.contains("btrfs"), "{bad}: {err}");
+        }
+        assert_eq!(StorageKind::Btrfs.as_str(), "btrfs");
+    }
+
+    #[test]
+    fn idmapped_btrfs_roots_are_written_in_their_subvolume() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = dir.path();
+        let s = Storage::plain(StorageKind::Btrfs);
+        assert_eq!(s.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
+        std::fs::write(inst.join(btrfs::IDMAPPED_MARK), "").unwrap();
+        assert_eq!(s.root_for_writes(inst, 7), (inst.join("subvol"), 0));
+        let o = Storage::plain(StorageKind::Overlay);
+        assert_eq!(o.root_for_writes(inst, 7), (inst.join("rootfs"), 7));
+    }
+
+    #[test]
+    fn pool_capacity_is_the_filesystem_of_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let c = pool_capacity(d.path()).unwrap();
+        assert!(
+            c.total_bytes > 0 && c.available_bytes <= c.total_bytes,
+            "{c:?}"
+        );
+        assert_eq!(pool_capacity(&d.path().join("missing")), None);
     }
 
     #[test]

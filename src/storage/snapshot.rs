@@ -59,6 +59,7 @@ fn state_of(kind: StorageKind, instance_dir: &Path) -> Result<PathBuf, StorageEr
             Ok(super::upper_dir(instance_dir))
         }
         StorageKind::Copy => Ok(Storage::rootfs(instance_dir)),
+        StorageKind::Btrfs => Ok(instance_dir.join(super::btrfs::SUBVOL)),
     }
 }
 
@@ -82,8 +83,15 @@ pub fn capture(
         .mode(0o700)
         .create(&dir)
         .map_err(io_err(&dir))?;
-    let result = copy_state(&src, &dir.join("state"));
+    let result = match kind {
+        // A read-only snapshot of the root's subvolume: nothing is copied.
+        StorageKind::Btrfs => {
+            super::btrfs::snapshot(&src, &dir.join("state"), true).map(|()| CaptureStats::default())
+        }
+        _ => copy_state(&src, &dir.join("state")),
+    };
     if result.is_err() {
+        let _ = super::btrfs::delete_subvolume(&dir.join("state"));
         let _ = fsutil::remove_tree(&dir);
     }
     result
@@ -100,6 +108,9 @@ pub fn restore(kind: StorageKind, instance_dir: &Path, name: &str) -> Result<(),
     }
     let from = snapshot_dir(instance_dir, name).join("state");
     let target = state_of(kind, instance_dir)?;
+    if kind == StorageKind::Btrfs {
+        return restore_subvolume(&from, &target);
+    }
     // Beside the state it replaces (on the instance's root disk, if any): the
     // swap is a rename on one filesystem.
     let base = target.parent().unwrap_or(instance_dir).to_path_buf();
@@ -162,10 +173,37 @@ fn settle(base: &Path) -> Result<(), StorageError> {
     fsutil::remove_tree(&tmp).map_err(io_err(&tmp))
 }
 
+/// A btrfs root back to a snapshot: a writable snapshot of it is made
+/// beside the root's subvolume, then replaces it (its qgroup limit is set
+/// again when the root is mounted).
+fn restore_subvolume(from: &Path, target: &Path) -> Result<(), StorageError> {
+    let tmp = target.with_extension("restore");
+    super::btrfs::delete_subvolume(&tmp)?;
+    super::btrfs::snapshot(from, &tmp, false)?;
+    if let Err(e) = super::btrfs::delete_subvolume(target) {
+        let _ = super::btrfs::delete_subvolume(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, target).map_err(io_err(target))
+}
+
 /// Removes one snapshot (missing is fine).
 pub fn remove(instance_dir: &Path, name: &str) -> Result<(), StorageError> {
     let dir = snapshot_dir(instance_dir, name);
+    super::btrfs::delete_subvolume(&dir.join("state"))?;
     fsutil::remove_tree(&dir).map_err(io_err(&dir))
+}
+
+/// Removes every snapshot of the instance.
+pub fn remove_all(instance_dir: &Path) -> Result<(), StorageError> {
+    let parent = snapshots_dir(instance_dir);
+    let Ok(entries) = fs::read_dir(&parent) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        remove(instance_dir, &e.file_name().to_string_lossy())?;
+    }
+    Ok(())
 }
 
 /// Bytes a snapshot holds on disk.
@@ -188,6 +226,17 @@ pub fn remove_leftovers(instances_dir: &Path) {
                 if let Err(err) = settle(&base) {
                     tracing::warn!(dir = %base.display(), error = %err, "half-made restore not settled");
                 }
+            }
+        }
+        // A btrfs restore stopped between removing the old root and putting
+        // the new one in place finishes; one stopped earlier is undone.
+        let sub = e.path().join(super::btrfs::SUBVOL);
+        let tmp = sub.with_extension("restore");
+        if super::btrfs::is_subvolume(&tmp) {
+            if super::btrfs::is_subvolume(&sub) {
+                let _ = super::btrfs::delete_subvolume(&tmp);
+            } else {
+                let _ = fs::rename(&tmp, &sub);
             }
         }
     }

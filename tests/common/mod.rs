@@ -545,6 +545,7 @@ pub async fn in_process_driver(
     let storage = corral::storage::Storage::select(
         cfg.corral.storage,
         cfg.corral.idmapped_roots,
+        &cfg.state_path,
         &cfg.state_path.join(".idmap-probe"),
     )
     .unwrap();

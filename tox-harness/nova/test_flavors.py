@@ -384,6 +384,57 @@ def test_root_gb_is_the_size_of_the_root_disk(kind, flv_host, nova, servers, mak
     assert not os.path.exists(img), "the root disk outlived its server"
 
 
+@pytest.fixture
+def btrfs_host(hosts):
+    """A corral host whose state path is a btrfs filesystem of its own (a 4 GiB sparse
+    file, loop-mounted) with `[corral] storage = btrfs`."""
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("btrfs-progs is not installed")
+    name = hosts.name("corral", "btrfs")
+    state = os.path.join(hosts.stack.hosts, name, "state")
+    os.makedirs(state, exist_ok=True)
+    img = tempfile.NamedTemporaryFile(prefix="btrfs-pool-", suffix=".img", delete=False)
+    img.truncate(4 << 30)
+    img.close()
+    subprocess.run(["mkfs.btrfs", "-q", img.name], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", img.name, state], check=True, capture_output=True)
+    try:
+        h = hosts.start("corral", conf={"corral": {"storage": "btrfs"}}, name=name)
+        yield h
+        hosts.teardown(h)
+    finally:
+        for _ in range(50):
+            if subprocess.run(["umount", state], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", state], capture_output=True)
+        os.unlink(img.name)
+
+
+def test_root_gb_on_a_btrfs_pool(kind, btrfs_host, nova, placement, servers, make_flavor, timer):
+    """storage = btrfs: the server's root is a subvolume, root_gb = 1 its qgroup limit
+    (EDQUOT inside past it), and DISK_GB is the pool's filesystem, not the host's root."""
+    host = btrfs_host
+    inv = placement.inventories(host.rp_uuid)
+    assert 2 <= inv["DISK_GB"]["total"] <= 4, inv["DISK_GB"]
+    f = make_flavor("btrfs1", disk=1)
+    srv, _ = boot(servers, host, f)
+    sid = srv["id"]
+    sub = os.path.join(host.state_dir, "instances", sid, "subvol")
+    assert os.stat(sub).st_ino == 256, "the root of %s is no subvolume" % sid
+    assert not os.path.exists(os.path.join(host.state_dir, "instances", sid, "layer.img"))
+    p = sh(host, sid, "dd if=/dev/zero of=/fill bs=1M count=1200 2>&1; echo rc=$?", timeout=300)
+    timer("dd 1.2 GiB into a 1 GiB btrfs root")
+    assert "Disk quota exceeded" in p.stdout and "rc=0" not in p.stdout, p.stdout + p.stderr
+    sh_ok(host, sid, "rm -f /fill")
+    nova.delete("/servers/" + sid, expect=204)
+    nh.wait_gone(nova, sid, host)
+    listed = subprocess.run(["btrfs", "subvolume", "list", host.state_dir],
+                            capture_output=True, text=True, check=True).stdout
+    assert sid not in listed, listed
+
+
 def test_fuse_only_when_granted(kind, flv_host, servers, make_flavor):
     host = flv_host
     if not os.path.exists("/dev/fuse"):

@@ -233,16 +233,21 @@ impl ContainerDriver {
         let snap = self.snapshot_record(&rec, name).await?;
         let pin = self.images.pin(&snap.image).map_err(super::image_busy)?;
         let idmap = self.idmap_of(&rec);
+        let whole_root = self.storage.kind == crate::storage::StorageKind::Btrfs;
         let lower = match idmap {
-            Some(m) => self.images.shifted_rootfs(&snap.image, m.host_base).await?,
-            None => self.images.rootfs(&snap.image),
+            Some(m) if !whole_root => self.images.shifted_rootfs(&snap.image, m.host_base).await?,
+            _ => self.images.rootfs(&snap.image),
         };
+        let dir = self.instance_dir(&rec.uuid);
+        // A btrfs root seen through an idmapped mount holds the image's own
+        // ids: nothing to shift back.
+        let idmap =
+            idmap.filter(|_| !(whole_root && crate::storage::btrfs::is_idmapped_root(&dir)));
         let ids = idmap.map(|m| Unshift {
             base: m.host_base,
             size: m.size,
         });
         let kind = self.storage.kind;
-        let dir = self.instance_dir(&rec.uuid);
         let n = name.to_string();
         let stats = blocking("snapshot export", move || {
             let _pin = pin;
