@@ -25,6 +25,11 @@ Figures (see docs/performance.md for the method and the goals):
   vifplug    the compute-side cost of plugging (and unplugging) one virtual interface:
              Linux bridge, OVS and os-vif's hybrid plug (examples/vif_plug.rs; OVS kinds
              where ovsdb answers)
+  snapshotpause  standalone `corral snapshot create` of a running instance that writes a
+             counter every 10 ms: the freeze-to-thaw pause the daemon logs and returns
+             (pause_ms), with a small root and after 100 MB written into it
+  snapshotimage  Nova createImage of a corral server through the bench's stack: POST ->
+             Glance image active, against what was written into its root (10/100/300 MB)
 
 Runs are alternated between the two systems (A, B, A, B...) so that drift and the noise
 of a shared machine hit both. Nothing is hard-coded: every figure is measured here.
@@ -93,14 +98,15 @@ SIZES = {
     "full": dict(startup=5, boots=20, lifecycle=5, burst=50, burst_runs=2,
                  density=[100, 250, 500], density_batch=50, periodic_interval=15, cpu_window_intervals=2,
                  floor=10, sa_rounds=10, sa_batch=20, sa_parallel=4, vifplug=50, portboot=10,
-                 freshrange=5, freshrange_mb=300),
+                 freshrange=5, freshrange_mb=300, snapshotpause=10, snapshotimage=[10, 100, 300],
+                 snapshotimage_runs=2),
     "short": dict(startup=1, boots=2, lifecycle=1, burst=5, burst_runs=1,
                   density=[10], density_batch=10, periodic_interval=5, cpu_window_intervals=2,
                   floor=2, sa_rounds=2, sa_batch=5, sa_parallel=4, vifplug=5, portboot=2,
-                  freshrange=2, freshrange_mb=16),
+                  freshrange=2, freshrange_mb=16, snapshotpause=3, snapshotimage=[10], snapshotimage_runs=1),
 }
 FIGURES = ["startup", "build", "lifecycle", "burst", "density", "floor", "lxd", "vifplug", "portboot",
-           "freshrange"]
+           "freshrange", "snapshotpause", "snapshotimage"]
 MIN_FREE_BYTES = 2 << 30
 
 
@@ -1607,6 +1613,95 @@ class Bench:
         R["ratio_freshrange"] = round(a / b, 3) if b else None
         shutil.rmtree(work, ignore_errors=True)
 
+    def fig_snapshotpause(self):
+        """`corral snapshot create` of a running instance whose init writes a counter
+        every 10 ms: the pause (freeze to thaw) the daemon returns as pause_ms, with the
+        root as launched and after 100 MB written into it; the counter is checked to go
+        on after each snapshot (the init is never stopped)."""
+        sa = self.standalone()
+        api = sa["api"]
+        n = self.sz["snapshotpause"]
+        # Renamed into place: a reader never sees it half written.
+        loop = "i=0; while :; do i=$((i+1)); echo $i > /counter.tmp; mv /counter.tmp /counter; sleep 0.01; done"
+        api.op("POST", "/1.0/instances", {"name": "snp", "start": True, "command": ["/bin/sh", "-c", loop],
+                                          "source": {"type": "image", "alias": "busybox"}}, timeout=120)
+
+        def counter():
+            r = api.call("POST", "/1.0/instances/snp/exec", {"command": ["cat", "/counter"]})
+            return int((r.get("metadata") or {}).get("stdout", "0").strip() or 0)
+        R = self.results
+        for label, ballast_mb in (("small", 0), ("100mb", 100)):
+            if ballast_mb:
+                api.call("POST", "/1.0/instances/snp/exec",
+                         {"command": ["sh", "-c", f"head -c {ballast_mb << 20} /dev/urandom > /ballast; sync"],
+                          "timeout": 120}, timeout=180)
+            pauses, walls = [], []
+            for i in range(n):
+                before = counter()
+                t0 = time.monotonic()
+                md = api.op("POST", "/1.0/instances/snp/snapshots", {"name": f"{label}{i}"}, timeout=300)
+                walls.append(time.monotonic() - t0)
+                pauses.append(float((md.get("metadata") or {})["pause_ms"]))
+                time.sleep(0.05)
+                after = counter()
+                if after <= before:
+                    raise RuntimeError(f"the counter stopped across snapshot {label}{i}: {before} -> {after}")
+                api.op("DELETE", f"/1.0/instances/snp/snapshots/{label}{i}", timeout=120)
+            R[f"snapshotpause_{label}_pause_ms"] = summary(pauses, "ms", 2)
+            R[f"snapshotpause_{label}_create_s"] = summary(walls)
+            log(f"snapshot pause, {label} root: median {R[f'snapshotpause_{label}_pause_ms']['median']:.1f} ms "
+                f"(max {max(pauses):.1f}), create {R[f'snapshotpause_{label}_create_s']['median'] * 1000:.0f} ms")
+        api.op("DELETE", "/1.0/instances/snp?force=true", timeout=120)
+
+    def fig_snapshotimage(self):
+        """Nova createImage of a server on a corral host of its own: POST createImage ->
+        the Glance image active (the root tarball streamed to Glance), with 10, 100 and
+        300 MB of random data written into the server's root (reported, never asserted)."""
+        st = self.ensure_stack()
+        h = Host(st, "corral", f"{self.tag}-snapimg", self.work)
+        h.start()
+        h.wait_ready()
+        sid = st.boot(f"{self.tag}-snapimg", h.name, self.flavor, self.image)
+        st.wait_status(sid, "ACTIVE", 180)
+        gh = {"X-Auth-Token": "admin:admin"}
+
+        def glance_image(iid):
+            r = requests.get(f"{st.glance}/v2/images/{iid}", headers=gh, timeout=30)
+            return r.json() if r.status_code == 200 else None
+        R = self.results
+        R["snapshotimage_sizes_mb"] = self.sz["snapshotimage"]
+        for mb in self.sz["snapshotimage"]:
+            run(["runc", "--root", h.runtime_root, "exec", sid, "sh", "-c",
+                 f"rm -f /ballast; head -c {mb << 20} /dev/urandom > /ballast; sync"], timeout=300)
+            times, sizes = [], []
+            for i in range(self.sz["snapshotimage_runs"]):
+                t0 = time.monotonic()
+                r = st.s.post(f"{st.nova}/servers/{sid}/action", timeout=60,
+                              json={"createImage": {"name": f"{self.tag}-snap-{mb}-{i}"}})
+                if r.status_code != 202:
+                    raise RuntimeError(f"createImage: HTTP {r.status_code}: {r.text[:300]}")
+                iid = r.json()["image_id"]
+                CLEANUP.push(f"glance image {iid}",
+                             lambda iid=iid: requests.delete(f"{st.glance}/v2/images/{iid}", headers=gh, timeout=60))
+
+                def active():
+                    img = glance_image(iid)
+                    if img and img.get("status") in ("killed", "deleted"):
+                        raise RuntimeError(f"snapshot image {iid} {img.get('status')}")
+                    return img if img and img.get("status") == "active" else None
+                wait_until(active, 600, 0.05, f"snapshot image of {mb} MB active")
+                times.append(time.monotonic() - t0)
+                sizes.append(glance_image(iid).get("size"))
+                st.wait_status(sid, "ACTIVE", 120)
+                CLEANUP.run_now(f"glance image {iid}")
+            R[f"snapshotimage_{mb}mb_s"] = summary(times)
+            R[f"snapshotimage_{mb}mb_image_bytes"] = max(sizes)
+            R[f"snapshotimage_{mb}mb_mb_per_s"] = round(max(sizes) / 1e6 / R[f"snapshotimage_{mb}mb_s"]["median"], 1)
+            log(f"snapshot image, {mb} MB in the root: median {R[f'snapshotimage_{mb}mb_s']['median']:.2f} s "
+                f"({max(sizes) / 1e6:.0f} MB image, {R[f'snapshotimage_{mb}mb_mb_per_s']} MB/s)")
+        self.delete_servers([sid], 120)
+        CLEANUP.run_now(f"host {h.name}")
+
     def fig_portboot(self):
         """POST /servers -> ACTIVE with one port, corral vs the reference nova-compute.
 
@@ -1941,6 +2036,8 @@ class Bench:
         add("launch in a fresh id range <= 100 ms (300 MB image)", v, 0.1, v is not None and v <= 0.1)
         v = R.get("freshrange_idmapped_disk_per_instance_bytes")
         add("disk per idle instance <= 1 MB", v, 1 << 20, v is not None and v <= 1 << 20)
+        v = med("snapshotpause_small_pause_ms")
+        add("snapshot pause <= 50 ms (small root)", v, 50, v is not None and v <= 50)
         R["goals"] = g
 
     # ------------------------------------------------------------------ main
@@ -1961,6 +2058,8 @@ class Bench:
         self.figure("vifplug", self.fig_vifplug)
         self.figure("portboot", self.fig_portboot)
         self.figure("freshrange", self.fig_freshrange)
+        self.figure("snapshotpause", self.fig_snapshotpause)
+        self.figure("snapshotimage", self.fig_snapshotimage)
         self.goals()
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
         self.save()

@@ -113,6 +113,8 @@ fn responses_match_the_openapi_file() {
     let op = wait_op(&c, &b);
     assert_eq!(op["status"], "Success", "{op}");
     let id = op["id"].as_str().unwrap().to_string();
+    let (st, b) = call(&c, "GET", "/1.0/resources", None);
+    spec.check("GET", "/1.0/resources", st, &b);
     let (st, b) = call(&c, "GET", &format!("/1.0/operations/{id}"), None);
     spec.check("GET", "/1.0/operations/{id}", st, &b);
     let (st, b) = call(&c, "GET", "/1.0/operations", None);

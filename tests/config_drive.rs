@@ -164,7 +164,7 @@ async fn a_container_reads_its_config_drive_read_only_as_its_own_root() {
     )
     .await
     .unwrap();
-    d.rebuild(&uuid, "busybox").await.unwrap();
+    d.rebuild(&uuid, "busybox", false).await.unwrap();
     let (rc, out) = sh(
         &d,
         &uuid,

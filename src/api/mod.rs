@@ -2,6 +2,8 @@
 //! translate HTTP into driver operations over an `InstanceSpec`.
 
 pub mod operations;
+mod progress;
+mod resources;
 mod snapshots;
 pub mod types;
 
@@ -707,6 +709,7 @@ async fn import_image(
         ));
     }
     let driver = data.driver.clone();
+    let progress_path = path.clone();
     let op = data
         .ops
         .spawn("Importing image", BTreeMap::new(), async move {
@@ -718,6 +721,7 @@ async fn import_image(
                 .map(|img| serde_json::to_value(&img).ok())
                 .map_err(|e| ApiError::from(e).message())
         });
+    progress::watch(data.ops.clone(), op.id.clone(), progress_path, written);
     Ok(accepted(op))
 }
 
@@ -887,6 +891,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .route("/1.0", web::get().to(server_info))
+    .route("/1.0/resources", web::get().to(resources::get))
     .route("/1.0/instances", web::get().to(list_instances))
     .route("/1.0/instances", web::post().to(create_instance))
     .route("/1.0/instances/{name}", web::get().to(get_instance))

@@ -99,6 +99,24 @@ impl Operations {
         op
     }
 
+    /// Sets the metadata of a running operation (its progress); false when
+    /// it is gone or has ended.
+    pub fn set_running_metadata(&self, id: &str, metadata: serde_json::Value) -> bool {
+        self.with(|m| match m.get_mut(id) {
+            Some(e) if e.op.status_code == 103 => {
+                e.op.metadata = Some(metadata);
+                e.op.updated_at = now();
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Whether the operation is still running.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.with(|m| m.get(id).is_some_and(|e| e.op.status_code == 103))
+    }
+
     pub fn get(&self, id: &str) -> Option<Operation> {
         self.with(|m| m.get(id).map(|e| e.op.clone()))
     }

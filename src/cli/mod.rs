@@ -163,6 +163,12 @@ pub struct LaunchArgs {
     /// Size of the root disk (what the instance can write): 1GiB, 512MiB ...
     #[arg(long)]
     pub disk: Option<String>,
+    /// Size of an ephemeral disk, mounted at /mnt: 1GiB, 512MiB ...
+    #[arg(long)]
+    pub ephemeral: Option<String>,
+    /// The ephemeral disk's filesystem (ext4 by default).
+    #[arg(long, requires = "ephemeral")]
+    pub ephemeral_format: Option<String>,
     /// Run without a user namespace (container root is host root).
     #[arg(long)]
     pub privileged: bool,
@@ -329,6 +335,10 @@ fn limits_text(l: &Limits) -> String {
     if let Some(d) = l.root_disk_bytes {
         parts.push(format!("disk={}", human_bytes(d)));
     }
+    if let Some(d) = l.ephemeral_bytes {
+        let fs = l.ephemeral_format.as_deref().unwrap_or("ext4");
+        parts.push(format!("ephemeral={}({fs})", human_bytes(d)));
+    }
     if l.cpu_dedicated {
         parts.push("dedicated".into());
     }
@@ -452,6 +462,12 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .map(crate::strutil::parse_size)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
+            let ephemeral_bytes = a
+                .ephemeral
+                .as_deref()
+                .map(crate::strutil::parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let extra_specs = parse_pairs(&a.limit).map_err(anyhow::Error::msg)?;
             let devices = parse_pairs(&a.device)
                 .map_err(|e| anyhow::anyhow!("--device: {e} (use NAME=TYPE,KEY=VALUE,...)"))?;
@@ -469,6 +485,8 @@ pub fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     pids: a.pids,
                     swap_bytes,
                     root_disk_bytes,
+                    ephemeral_bytes,
+                    ephemeral_format: a.ephemeral_format.clone(),
                     ..Limits::default()
                 },
                 privileged: a.privileged,

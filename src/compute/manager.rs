@@ -16,7 +16,7 @@ use super::glance::Glance;
 use super::network::{self, InstanceEvents, NetworkApi, NetworkError};
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
-use super::{spec, ComputeError, RPC_API_VERSION};
+use super::{ephemeral, spec, ComputeError, RPC_API_VERSION};
 use crate::config::Config;
 use crate::driver::{Driver, DriverError, PowerState};
 use crate::nova::object::{NovaObject, VersionedObject};
@@ -731,6 +731,18 @@ impl Manager {
             .get()
             .ok_or_else(|| abort(ComputeError::Invalid("instance has no flavor".into())))?;
         spec::limits(flavor).map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
+        let ephemeral_disk = ephemeral::disk(
+            flavor,
+            args.block_device_mapping
+                .get()
+                .map(|l| l.mappings())
+                .unwrap_or(&[]),
+            self.cfg
+                .nova
+                .as_ref()
+                .and_then(|n| n.default_ephemeral_format.as_deref()),
+        )
+        .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
         // Networks asked for without a Neutron to ask: refused before anything is made.
         let allocation = allocation_for(instance, args);
         if allocation
@@ -834,6 +846,7 @@ impl Manager {
         let mut spec = spec::from_instance(instance, &alias)
             .map_err(|e| abort(ComputeError::Invalid(e.to_string())))?;
         spec.pci_devices = pci_devices;
+        ephemeral::apply(&mut spec.limits, ephemeral_disk);
         // The config drive and injected network come from the network just
         // allocated (empty without networks).
         let (drive, interfaces) = spec::guest_data(
@@ -1253,7 +1266,8 @@ impl Manager {
         self.driver
             .set_guest_data(&inst.uuid, drive, interfaces)
             .await?;
-        self.driver.rebuild(&inst.uuid, &alias).await?;
+        let preserve = args.preserve_ephemeral.get().copied().unwrap_or(false);
+        self.driver.rebuild(&inst.uuid, &alias, preserve).await?;
         let extra = [
             ("image_ref", json!(image)),
             ("launched_at", json!(now_iso())),

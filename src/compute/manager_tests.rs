@@ -134,6 +134,9 @@ impl Driver for FakeDriver {
     fn device_inventory(&self) -> BTreeMap<String, u32> {
         BTreeMap::new()
     }
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError> {
+        Ok(Default::default())
+    }
     async fn resolve(&self, key: &str) -> Result<String, DriverError> {
         Ok(key.to_string())
     }
@@ -240,8 +243,18 @@ impl Driver for FakeDriver {
         self.set_power(PowerState::Running);
         Ok(())
     }
-    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
-        self.record(format!("rebuild {uuid} {image}"));
+    async fn rebuild(
+        &self,
+        uuid: &str,
+        image: &str,
+        preserve_ephemeral: bool,
+    ) -> Result<(), DriverError> {
+        let keep = if preserve_ephemeral {
+            " preserve_ephemeral"
+        } else {
+            ""
+        };
+        self.record(format!("rebuild {uuid} {image}{keep}"));
         self.outcome("rebuild")
     }
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError> {

@@ -7,6 +7,7 @@
 
 pub mod casts;
 pub mod conductor;
+pub mod ephemeral;
 pub mod failure;
 pub mod glance;
 pub mod manager;

@@ -47,8 +47,10 @@ pub struct HostResources {
     pub vcpus: u64,
     pub memory_mb: u64,
     pub local_gb: u64,
-    /// What the storage pool can still hold (Nova's `disk_available_least`).
-    pub disk_available_least: u64,
+    /// Nova's `disk_available_least` (GiB): what the storage pool can still
+    /// hold; [`ResourceTracker`] takes off what the instances' sparse disk
+    /// files may still grow into, as libvirt reports it.
+    pub disk_available_least: i64,
 }
 
 /// Reads the host: online CPUs, memory, and the storage pool (the
@@ -60,7 +62,7 @@ pub fn host_resources(state_path: &std::path::Path) -> HostResources {
         vcpus: crate::host::online_cpu_count(),
         memory_mb: crate::host::mem_total_kib(proc).map_or(0, |kb| kb / 1024),
         local_gb: pool.map_or(0, |p| p.total_bytes >> 30),
-        disk_available_least: pool.map_or(0, |p| p.available_bytes >> 30),
+        disk_available_least: pool.map_or(0, |p| (p.available_bytes >> 30) as i64),
     }
 }
 
@@ -233,6 +235,17 @@ impl ResourceTracker {
         Ok(())
     }
 
+    /// The host, with what the instances' disks really take (from the
+    /// driver; the free space alone when it cannot tell).
+    async fn host(&self) -> HostResources {
+        let mut host = host_resources(&self.inner.cfg.state_path);
+        match self.inner.driver.disk_usage().await {
+            Ok(d) => host.disk_available_least = d.available_least_gb(),
+            Err(e) => tracing::warn!(error = %e, "disk usage unknown"),
+        }
+        host
+    }
+
     fn usage(&self) -> (Claim, usize) {
         let claims = self.claims();
         let mut total = Claim::default();
@@ -275,7 +288,10 @@ impl ResourceTracker {
         set("local_gb", json!(host.local_gb));
         set("vcpus_used", json!(vcpus_used));
         set("memory_mb_used", json!(memory_used));
+        // As nova's resource tracker: the flavors' disks (what Placement
+        // allocates); what they really take is in disk_available_least.
         set("local_gb_used", json!(disk_used));
+        set("disk_available_least", json!(host.disk_available_least));
         set(
             "free_ram_mb",
             json!(host.memory_mb as i64 - memory_used as i64),
@@ -284,7 +300,6 @@ impl ResourceTracker {
             "free_disk_gb",
             json!(host.local_gb as i64 - disk_used as i64),
         );
-        set("disk_available_least", json!(host.disk_available_least));
         set("running_vms", json!(count));
         set("current_workload", json!(0));
         set("metrics", json!("[]"));
@@ -295,7 +310,7 @@ impl ResourceTracker {
     }
 
     async fn save_usage(&self, ctx: &Context) -> Result<(), ComputeError> {
-        let host = host_resources(&self.inner.cfg.state_path);
+        let host = self.host().await;
         let mut guard = self.inner.node.lock().await;
         let Some(node) = guard.as_mut() else {
             return Ok(());
@@ -362,7 +377,7 @@ impl ResourceTracker {
         service: &NovaObject,
         startup: bool,
     ) -> Result<(), ComputeError> {
-        let host = host_resources(&self.inner.cfg.state_path);
+        let host = self.host().await;
         let c = &self.inner.conductor;
         if startup {
             self.load_claims(ctx).await?;

@@ -153,6 +153,9 @@ pub struct NovaConfig {
     /// `[corral] inject_network`: a new or rebuilt server's root gets the
     /// static network configuration as `/etc/network/interfaces`.
     pub inject_network: bool,
+    /// `[DEFAULT] default_ephemeral_format`: the filesystem of an ephemeral
+    /// disk whose block device mapping names none (unset: ext4).
+    pub default_ephemeral_format: Option<String>,
 }
 
 /// The `[corral]` section.
@@ -535,6 +538,23 @@ fn nova_config(ini: &Ini) -> Result<Option<NovaConfig>, ConfigError> {
             .trim()
             .to_string(),
         inject_network: boolean(ini, "corral", "inject_network", false)?,
+        default_ephemeral_format: match get(ini, "DEFAULT", "default_ephemeral_format") {
+            None => None,
+            Some(v) if crate::storage::ephemeral::FORMATS.contains(&v.trim()) => {
+                Some(v.trim().to_string())
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "DEFAULT",
+                    "default_ephemeral_format",
+                    v,
+                    &format!(
+                        "not a supported filesystem (one of {})",
+                        crate::storage::ephemeral::FORMATS.join(", ")
+                    ),
+                ))
+            }
+        },
     }))
 }
 
@@ -691,6 +711,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn default_ephemeral_format_is_checked() {
+        let load = |extra: &str| {
+            let mut ini = Ini::default();
+            ini.merge_str(
+                &format!("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:5672/\n{extra}"),
+                "t",
+            )
+            .unwrap();
+            Config::from_ini(&ini, &Overrides::default())
+                .map(|c| c.nova.and_then(|n| n.default_ephemeral_format))
+        };
+        assert_eq!(load("").unwrap(), None);
+        assert_eq!(
+            load("default_ephemeral_format = ext3\n")
+                .unwrap()
+                .as_deref(),
+            Some("ext3")
+        );
+        let e = load("default_ephemeral_format = ntfs\n").unwrap_err();
+        assert!(e.to_string().contains("default_ephemeral_format"), "{e}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::netdev;
 use crate::runtime::bundle::{BindMount, Blkio, DeviceRule};
 use crate::runtime::cgroups::{self, CgroupMode, CgroupPath};
 use crate::runtime::{bundle, console, BundleConfig, ExecOutput, IdMap, Runtime, Status};
-use crate::storage::Storage;
+use crate::storage::{ephemeral, Storage};
 use crate::store::{ImageRecord, InstanceRecord, Phase, SnapshotRecord, Store};
 
 /// Default environment of an instance's init and of exec'd commands.
@@ -730,6 +730,20 @@ impl ContainerDriver {
         // what the instance reads is always what it was given.
         let drive = dir.join(configdrive::DRIVE_DIR);
         let mut binds = Vec::new();
+        if let Some(bytes) = spec.limits.ephemeral_bytes {
+            let d = dir.clone();
+            let fs = spec.limits.ephemeral_format.clone();
+            let source = blocking("ephemeral disk", move || {
+                let fs = fs.as_deref().unwrap_or(ephemeral::DEFAULT_FORMAT);
+                Ok(ephemeral::mount(&d, bytes, fs, root_id)?)
+            })
+            .await?;
+            binds.push(BindMount {
+                source,
+                target: PathBuf::from(ephemeral::GUEST_PATH),
+                readonly: false,
+            });
+        }
         match &spec.config_drive {
             Some(cd) => {
                 let (d, cd) = (dir.clone(), cd.clone());
@@ -1410,6 +1424,11 @@ impl ContainerDriver {
         crash_point("remove.after_devices");
         self.release_rescue(uuid).await?;
         self.storage.release(&dir).await?;
+        let d = dir.clone();
+        blocking("ephemeral disk release", move || {
+            Ok(ephemeral::release(&d)?)
+        })
+        .await?;
         self.storage.release_snapshots(&dir).await?;
         crash_point("remove.after_root");
         let d = dir.clone();
@@ -1861,6 +1880,14 @@ impl Driver for ContainerDriver {
     }
 
     /// Resolves a name or uuid to a uuid.
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError> {
+        let (instances, state) = (self.cfg.instances_dir(), self.cfg.state_path.clone());
+        blocking("disk usage", move || {
+            Ok(crate::storage::usage::scan(&instances, &state))
+        })
+        .await
+    }
+
     async fn resolve(&self, key: &str) -> Result<String, DriverError> {
         Ok(self.record(key).await?.uuid)
     }
@@ -2028,7 +2055,12 @@ impl Driver for ContainerDriver {
         self.unpause(uuid).await
     }
 
-    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError> {
+    async fn rebuild(
+        &self,
+        uuid: &str,
+        image: &str,
+        preserve_ephemeral: bool,
+    ) -> Result<(), DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
         let lock = self.lock_for(&rec.uuid);
         let _g = lock.lock().await;
@@ -2039,6 +2071,14 @@ impl Driver for ContainerDriver {
             .await?;
         let dir = self.instance_dir(&rec.uuid);
         self.storage.release(&dir).await?;
+        if !preserve_ephemeral {
+            // Made again, empty, by prepare.
+            let d = dir.clone();
+            blocking("ephemeral disk release", move || {
+                Ok(ephemeral::release(&d)?)
+            })
+            .await?;
+        }
         spec.image = img.fingerprint.clone();
         let json = serde_json::to_string(&spec)
             .map_err(|e| DriverError::Invalid(format!("cannot encode spec: {e}")))?;

@@ -114,6 +114,14 @@ pub struct Limits {
     /// launch --disk`): what it writes past this fails with ENOSPC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_disk_bytes: Option<u64>,
+    /// The size of the instance's ephemeral disk (Nova's `ephemeral_gb`,
+    /// `corral launch --ephemeral`), mounted at `/mnt` in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_bytes: Option<u64>,
+    /// The ephemeral disk's filesystem (default ext4); only with
+    /// `ephemeral_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_format: Option<String>,
     /// Block I/O throttles on the device holding the instance's root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_read_bytes_sec: Option<u64>,
@@ -135,6 +143,9 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vif_outbound_burst: Option<u64>,
 }
+
+/// The filesystem of an ephemeral disk nobody named one for.
+pub use crate::storage::ephemeral::DEFAULT_FORMAT as DEFAULT_EPHEMERAL_FORMAT;
 
 /// The default CFS period.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -180,6 +191,25 @@ impl Limits {
                     crate::storage::MAX_DISK_BYTES >> 40
                 )));
             }
+        }
+        if let Some(d) = self.ephemeral_bytes {
+            use crate::storage::ephemeral::{MAX_BYTES, MIN_BYTES};
+            if !(MIN_BYTES..=MAX_BYTES).contains(&d) {
+                return Err(DriverError::Invalid(format!(
+                    "an ephemeral disk must be between {} MiB and {} TiB, got {d} bytes",
+                    MIN_BYTES >> 20,
+                    MAX_BYTES >> 40
+                )));
+            }
+        }
+        if let Some(f) = &self.ephemeral_format {
+            if self.ephemeral_bytes.is_none() {
+                return Err(DriverError::Invalid(
+                    "an ephemeral format needs an ephemeral disk size".into(),
+                ));
+            }
+            crate::storage::ephemeral::check_format(f)
+                .map_err(|e| DriverError::Invalid(e.to_string()))?;
         }
         if let Some(m) = self.memory_bytes {
             if m < MIN_MEMORY_BYTES {
@@ -511,6 +541,9 @@ pub trait Driver: Send + Sync {
     /// The Placement resources of the exclusive and countable devices the
     /// host has and allows (`CUSTOM_CORRAL_*`), by resource class.
     fn device_inventory(&self) -> BTreeMap<String, u32>;
+    /// What the instances' disks really take of the disk holding the state
+    /// path (see `storage::usage`).
+    async fn disk_usage(&self) -> Result<crate::storage::usage::DiskUsage, DriverError>;
     /// Resolves a name or uuid to a uuid.
     async fn resolve(&self, key: &str) -> Result<String, DriverError>;
     /// Every instance with its live state.
@@ -559,7 +592,14 @@ pub trait Driver: Send + Sync {
     async fn resume(&self, uuid: &str) -> Result<(), DriverError>;
     /// A new root from `image` for the same instance (same uuid, limits, id
     /// range), started when it was running.
-    async fn rebuild(&self, uuid: &str, image: &str) -> Result<(), DriverError>;
+    /// `preserve_ephemeral`: the ephemeral disk is kept as it is, else made
+    /// again, empty.
+    async fn rebuild(
+        &self,
+        uuid: &str,
+        image: &str,
+        preserve_ephemeral: bool,
+    ) -> Result<(), DriverError>;
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError>;
     /// The console log, or its last `lines` lines.
     async fn console_output(&self, uuid: &str, lines: Option<usize>)
@@ -699,6 +739,19 @@ mod tests {
                 disk_write_iops_sec: Some(0),
                 ..Default::default()
             },
+            Limits {
+                ephemeral_bytes: Some(1 << 20),
+                ..Default::default()
+            },
+            Limits {
+                ephemeral_format: Some("ext4".into()),
+                ..Default::default()
+            },
+            Limits {
+                ephemeral_bytes: Some(1 << 30),
+                ephemeral_format: Some("vfat".into()),
+                ..Default::default()
+            },
         ] {
             assert!(
                 matches!(l.validate(), Err(DriverError::Invalid(_))),
@@ -709,6 +762,8 @@ mod tests {
             cpus: Some(0.5),
             memory_bytes: Some(64 << 20),
             pids: Some(10),
+            ephemeral_bytes: Some(1 << 30),
+            ephemeral_format: Some("ext4".into()),
             ..Default::default()
         }
         .validate()

@@ -29,7 +29,7 @@ pub(super) fn has_disk(dir: &Path) -> bool {
     dir.join(IMAGE).is_file()
 }
 
-fn run(cmd: &mut Command) -> Result<(), StorageError> {
+pub(super) fn run(cmd: &mut Command) -> Result<(), StorageError> {
     let what = format!("{cmd:?}");
     let out = cmd
         .output()

@@ -5,6 +5,7 @@
 //! image (made by the image cache).
 
 pub mod btrfs;
+pub mod ephemeral;
 pub mod idmap;
 mod layer;
 pub mod quota;
@@ -13,6 +14,7 @@ pub use layer::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
 pub mod export;
 pub mod snapshot;
+pub mod usage;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ pub enum StorageError {
     Idmap(#[from] idmap::IdmapError),
     #[error("cannot make the instance's root disk: {0}")]
     Disk(String),
+    #[error("cannot make the instance's ephemeral disk: {0}")]
+    Ephemeral(String),
     #[error("{0} is not on a btrfs filesystem ([corral] storage = btrfs)")]
     NotBtrfs(PathBuf),
     #[error("btrfs pool: {0}")]
@@ -460,6 +464,8 @@ fn prepare_overlay(
         None if layer::has_disk(dir) => layer::mount(dir, 0)?,
         None => dir.to_path_buf(),
     };
+    // A restore a host reboot cut short, on a disk unmounted at start-up.
+    snapshot::settle_disk(&base)?;
     let upper = base.join("upper");
     let work = base.join("work");
     let lower_meta = std::fs::metadata(lower).map_err(io_err(lower))?;

@@ -19,6 +19,14 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt,
 use std::path::{Path, PathBuf};
 
 use super::{io_err, Storage, StorageError, StorageKind};
+
+/// Suffix of the state a restore moved aside (`upper.restore-old`,
+/// `rootfs.restore-old`) until the new state is in its place.
+const OLD_SUFFIX: &str = ".restore-old";
+/// The copy of the snapshot's state a restore makes beside the state.
+const RESTORE_TMP: &str = "restore.tmp";
+/// What a restore replaces: an overlay's upper layer, a copy pool's root.
+const STATES: [&str; 2] = ["upper", "rootfs"];
 use crate::fsutil;
 
 /// The directory holding an instance's snapshots.
@@ -91,7 +99,8 @@ pub fn capture(
 
 /// Replaces the instance's writable state with a copy of the snapshot's.
 /// The root must not be mounted. The new state is made beside the old one
-/// first: a failed copy leaves the instance as it was.
+/// first, then the two trade places by renames: a failed (or killed)
+/// restore leaves the instance as it was, or restored, never half of each.
 pub fn restore(kind: StorageKind, instance_dir: &Path, name: &str) -> Result<(), StorageError> {
     let rootfs = Storage::rootfs(instance_dir);
     if super::is_mounted(&rootfs) {
@@ -105,18 +114,63 @@ pub fn restore(kind: StorageKind, instance_dir: &Path, name: &str) -> Result<(),
     // Beside the state it replaces (on the instance's root disk, if any): the
     // swap is a rename on one filesystem.
     let base = target.parent().unwrap_or(instance_dir).to_path_buf();
-    let tmp = base.join("restore.tmp");
-    fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
+    // What an earlier restore left (a failure, a kill) goes first.
+    settle(&base)?;
+    let tmp = base.join(RESTORE_TMP);
     if let Err(e) = copy_state(&from, &tmp) {
         let _ = fsutil::remove_tree(&tmp);
         return Err(e);
     }
-    fsutil::remove_tree(&target).map_err(io_err(&target))?;
-    // overlayfs's work directory belongs to the old upper: start it afresh.
+    let old = aside(&target);
+    if target.exists() {
+        if let Err(e) = fs::rename(&target, &old) {
+            let _ = fsutil::remove_tree(&tmp);
+            return Err(io_err(&target)(e));
+        }
+    }
+    if let Err(e) = fs::rename(&tmp, &target) {
+        // Put back what was there.
+        let _ = fs::rename(&old, &target);
+        let _ = fsutil::remove_tree(&tmp);
+        return Err(io_err(&target)(e));
+    }
+    // The new state is in place: what is left is clean-up, done again by
+    // the next restore or start-up when it fails here. overlayfs's work
+    // directory belongs to the old upper: start it afresh.
     let work = base.join("work");
-    fsutil::remove_tree(&work).map_err(io_err(&work))?;
-    fs::rename(&tmp, &target).map_err(io_err(&target))?;
+    for p in [&old, &work] {
+        if let Err(e) = fsutil::remove_tree(p) {
+            tracing::warn!(path = %p.display(), error = %e, "restore: not removed yet");
+        }
+    }
     Ok(())
+}
+
+fn aside(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(OLD_SUFFIX);
+    state.with_file_name(name)
+}
+
+/// Settles what a restore left in `base` (an instance directory or the
+/// mount point of its root disk): a state moved aside comes back when the
+/// new one never took its place, and goes when it did; a half-made copy
+/// goes.
+fn settle(base: &Path) -> Result<(), StorageError> {
+    for state in STATES {
+        let target = base.join(state);
+        let old = aside(&target);
+        if fs::symlink_metadata(&old).is_err() {
+            continue;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            fs::rename(&old, &target).map_err(io_err(&target))?;
+        } else {
+            fsutil::remove_tree(&old).map_err(io_err(&old))?;
+        }
+    }
+    let tmp = base.join(RESTORE_TMP);
+    fsutil::remove_tree(&tmp).map_err(io_err(&tmp))
 }
 
 /// A btrfs root back to a snapshot: a writable snapshot of it is made
@@ -157,16 +211,22 @@ pub fn size(instance_dir: &Path, name: &str) -> u64 {
     fsutil::tree_size(&snapshot_dir(instance_dir, name))
 }
 
-/// Removes half-made restores (`<instance>/restore.tmp`) a daemon killed
-/// mid-restore left under `instances_dir`. Run at start-up.
+/// Settles the restores a daemon killed mid-restore (or a restore that
+/// failed) left under `instances_dir`, in each instance directory and on
+/// its root disk (when mounted; else its next mount settles it). Run at
+/// start-up.
 pub fn remove_leftovers(instances_dir: &Path) {
     let Ok(entries) = fs::read_dir(instances_dir) else {
         return;
     };
     for e in entries.flatten() {
-        let tmp = e.path().join("restore.tmp");
-        if fs::symlink_metadata(&tmp).is_ok() {
-            let _ = fsutil::remove_tree(&tmp);
+        let dir = e.path();
+        for base in [dir.clone(), super::layer::mount_point(&dir)] {
+            if base.is_dir() {
+                if let Err(err) = settle(&base) {
+                    tracing::warn!(dir = %base.display(), error = %err, "half-made restore not settled");
+                }
+            }
         }
         // A btrfs restore stopped between removing the old root and putting
         // the new one in place finishes; one stopped earlier is undone.
@@ -180,6 +240,12 @@ pub fn remove_leftovers(instances_dir: &Path) {
             }
         }
     }
+}
+
+/// Settles a restore left on a root disk just mounted (`base`: its mount
+/// point).
+pub(super) fn settle_disk(base: &Path) -> Result<(), StorageError> {
+    settle(base)
 }
 
 fn copy_state(src: &Path, dst: &Path) -> Result<CaptureStats, StorageError> {
@@ -503,5 +569,95 @@ mod tests {
             "x"
         );
         assert!(!inst.join("restore.tmp").exists());
+    }
+
+    #[test]
+    fn a_restore_left_half_done_on_a_root_disk_is_cleaned_at_start_up() {
+        let d = tempfile::tempdir().unwrap();
+        let inst = d.path().join("i1");
+        // A root disk's state (mounted or not: the mount point's contents).
+        let layer = inst.join(super::super::layer::MOUNT_POINT);
+        fs::create_dir_all(layer.join("upper/etc")).unwrap();
+        fs::write(layer.join("upper/etc/kept"), "x").unwrap();
+        fs::create_dir_all(layer.join("restore.tmp/etc")).unwrap();
+        fs::write(layer.join("restore.tmp/etc/half"), "y").unwrap();
+        Storage::remove_leftovers(d.path());
+        assert!(!layer.join("restore.tmp").exists());
+        assert_eq!(
+            fs::read_to_string(layer.join("upper/etc/kept")).unwrap(),
+            "x"
+        );
+    }
+
+    #[test]
+    fn a_restore_killed_between_its_renames_is_settled() {
+        let d = tempfile::tempdir().unwrap();
+        let inst = d.path().join("i1");
+        // Killed after the old state was moved aside, before the new one
+        // took its place: the old one comes back, the copy goes.
+        fs::create_dir_all(inst.join(format!("upper{OLD_SUFFIX}/etc"))).unwrap();
+        fs::write(inst.join(format!("upper{OLD_SUFFIX}/etc/kept")), "x").unwrap();
+        fs::create_dir_all(inst.join("restore.tmp/etc")).unwrap();
+        Storage::remove_leftovers(d.path());
+        assert_eq!(
+            fs::read_to_string(inst.join("upper/etc/kept")).unwrap(),
+            "x"
+        );
+        assert!(!inst.join("restore.tmp").exists());
+        assert!(!inst.join(format!("upper{OLD_SUFFIX}")).exists());
+        // Killed after the new state took its place: the old one goes.
+        fs::create_dir_all(inst.join(format!("rootfs{OLD_SUFFIX}/etc"))).unwrap();
+        fs::create_dir_all(inst.join("rootfs/etc")).unwrap();
+        fs::write(inst.join("rootfs/etc/new"), "n").unwrap();
+        Storage::remove_leftovers(d.path());
+        assert_eq!(
+            fs::read_to_string(inst.join("rootfs/etc/new")).unwrap(),
+            "n"
+        );
+        assert!(!inst.join(format!("rootfs{OLD_SUFFIX}")).exists());
+    }
+
+    #[test]
+    fn a_restore_that_cannot_replace_the_state_leaves_it_whole() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let inst = &d.path().join("i1");
+        fs::create_dir_all(inst.join("upper/etc")).unwrap();
+        fs::write(inst.join("upper/etc/a"), "1").unwrap();
+        fs::write(inst.join("upper/etc/b"), "2").unwrap();
+        capture(StorageKind::Overlay, inst, "s1").unwrap();
+        fs::write(inst.join("upper/etc/a"), "changed").unwrap();
+        // The old state cannot be removed (an immutable file in it): the
+        // restore still swaps whole trees, never leaves half of one.
+        let chattr = |flag: &str, path: &Path| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(path)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !chattr("+i", &inst.join("upper/etc/b")) {
+            eprintln!("skipped: chattr +i does not work here");
+            return;
+        }
+        let result = restore(StorageKind::Overlay, inst, "s1");
+        let old = inst.join(format!("upper{OLD_SUFFIX}"));
+        for p in [inst.join("upper/etc/b"), old.join("etc/b")] {
+            if p.exists() {
+                chattr("-i", &p);
+            }
+        }
+        result.unwrap();
+        assert_eq!(fs::read_to_string(inst.join("upper/etc/a")).unwrap(), "1");
+        assert_eq!(fs::read_to_string(inst.join("upper/etc/b")).unwrap(), "2");
+        assert!(!inst.join("restore.tmp").exists());
+        // What could not be removed then goes at the next start-up.
+        Storage::remove_leftovers(d.path());
+        assert!(!old.exists());
+        assert_eq!(fs::read_to_string(inst.join("upper/etc/a")).unwrap(), "1");
     }
 }

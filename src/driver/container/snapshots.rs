@@ -223,6 +223,13 @@ impl ContainerDriver {
         out: Box<dyn std::io::Write + Send>,
     ) -> Result<u64, DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
+        // Held until the last byte is written: a stop, restore or delete
+        // asked for meanwhile waits rather than pulling the files (and the
+        // export's mount) from under the stream.
+        let lock = self.lock_for(&rec.uuid);
+        let _g = lock.lock().await;
+        // Deleted while this waited for the lock: not found.
+        let rec = self.record_by_uuid(&rec.uuid).await?;
         let snap = self.snapshot_record(&rec, name).await?;
         let pin = self.images.pin(&snap.image).map_err(super::image_busy)?;
         let idmap = self.idmap_of(&rec);
