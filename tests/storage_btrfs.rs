@@ -481,3 +481,85 @@ async fn injected_network_configuration_lands_in_an_idmapped_btrfs_root() {
     assert!(!sub.exists(), "{} is left", sub.display());
     assert!(!subvolume_list(&pool.mnt).contains(&uuid));
 }
+
+/// Nova's rescue on a btrfs pool: the rescue container boots from the image
+/// with the instance's own root (a subvolume) read-write at /mnt; unrescue
+/// boots the instance again with what was written there, and a delete
+/// leaves no subvolume of either root.
+#[tokio::test]
+async fn rescue_and_unrescue_on_a_btrfs_pool() {
+    require_host!();
+    if !has("mkfs.btrfs") {
+        eprintln!("SKIPPED: btrfs-progs is not installed");
+        return;
+    }
+    let pool = Pool::make(1 << 30);
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime_root = PathBuf::from(format!("/run/corral-test/btrfs-r-{}", std::process::id()));
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let d = btrfs_driver(&pool.mnt.join("state"), tmp.path(), &runtime_root).await;
+    d.images()
+        .import_image(&common::busybox_tarball(), Some("busybox"), None)
+        .await
+        .unwrap();
+    let spec = InstanceSpec {
+        uuid: uuid.clone(),
+        name: "rescued".into(),
+        image: "busybox".into(),
+        limits: Default::default(),
+        privileged: false,
+        nesting: false,
+        devices: Default::default(),
+        pinned_cpus: None,
+        command: None,
+        environment: Default::default(),
+        hostname: None,
+        pci_devices: Vec::new(),
+        vifs: Vec::new(),
+        config_drive: None,
+        network_interfaces: None,
+    };
+    let sh = |script: &str| ["/bin/sh", "-c", script].map(String::from);
+    let t = std::time::Duration::from_secs(20);
+    let result = async {
+        d.spawn(&spec, true, None).await?;
+        d.exec(&uuid, &sh("echo own > /own.txt"), &[], None, t)
+            .await?;
+        d.rescue(&uuid, "busybox", None).await?;
+        let rescued = d.is_rescued(&uuid).await;
+        let seen = d
+            .exec(
+                &uuid,
+                &sh("cat /mnt/own.txt; test -e /own.txt || echo not-in-rescue-root; echo fixed > /mnt/fixed.txt"),
+                &[],
+                None,
+                t,
+            )
+            .await?;
+        d.unrescue(&uuid).await?;
+        let after = d
+            .exec(&uuid, &sh("cat /own.txt /fixed.txt; stat -c %u /fixed.txt"), &[], None, t)
+            .await?;
+        Ok::<_, corral::driver::DriverError>((rescued, seen, after))
+    }
+    .await;
+    let destroyed = d.destroy(&uuid).await;
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(&runtime_root)
+        .args(["delete", "--force", &uuid])
+        .output();
+    let _ = std::fs::remove_dir_all(&runtime_root);
+    let (rescued, seen, after) = result.unwrap();
+    assert!(rescued);
+    assert_eq!(seen.stdout, "own\nnot-in-rescue-root\n", "{}", seen.stderr);
+    assert_eq!(after.stdout, "own\nfixed\n0\n", "{}", after.stderr);
+    destroyed.unwrap();
+    let sub = pool.mnt.join("state/instances").join(&uuid);
+    assert!(!sub.exists(), "{} is left", sub.display());
+    assert!(
+        !subvolume_list(&pool.mnt).contains(&uuid),
+        "{}",
+        subvolume_list(&pool.mnt)
+    );
+}
