@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::conductor::ConductorApi;
 use super::glance::Glance;
-use super::network::{self, InstanceEvents, NetworkApi, NetworkError};
+use super::network::{InstanceEvents, NetworkApi, NetworkError};
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
 use super::{ephemeral, spec, ComputeError, RPC_API_VERSION};
@@ -870,36 +870,19 @@ impl Manager {
         spec.config_drive = drive;
         spec.network_interfaces = interfaces;
         spec.vifs = vifs;
-        // Waiters go in before the ports are plugged, so no event is missed.
-        let keys = if self.vif_timeout.is_zero() {
-            Vec::new()
-        } else {
-            network::events_to_wait_for(&nw_info)
-        };
-        let vif_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let gate = (!keys.is_empty()).then(|| {
-            let waiters = self.events.prepare(&uuid, &keys);
-            vif_gate(
-                waiters,
-                self.vif_timeout,
-                self.vif_fatal,
-                uuid.clone(),
-                vif_failed.clone(),
-            )
-        });
-        let spawned = self.driver.spawn(&spec, true, gate).await;
-        self.events.clear(&uuid);
-        spawned.map_err(|e| {
-            if vif_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                return (
+        self.spawn_gated(&uuid, &spec, &nw_info)
+            .await
+            .map_err(|e| match e {
+                GatedSpawnError::VifPlug => (
                     ComputeError::Network(NetworkError::VirtualInterfaceCreate),
                     false,
-                );
-            }
-            let reschedulable =
-                !matches!(e, DriverError::Invalid(_) | DriverError::ImageNotFound(_));
-            (ComputeError::Driver(e), reschedulable)
-        })?;
+                ),
+                GatedSpawnError::Driver(e) => {
+                    let reschedulable =
+                        !matches!(e, DriverError::Invalid(_) | DriverError::ImageNotFound(_));
+                    (ComputeError::Driver(e), reschedulable)
+                }
+            })?;
         let power = self.current_power(&uuid).await;
         let mut fields = vec![
             ("power_state", json!(power)),
@@ -1567,7 +1550,7 @@ mod shelve;
 
 #[path = "manager_rescue.rs"]
 mod rescue;
-use net::{allocation_for, requested_port_ids, vif_gate};
+use net::{allocation_for, requested_port_ids, GatedSpawnError};
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

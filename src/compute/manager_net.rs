@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::{Manager, NetworkError};
 use crate::compute::network::{wait_for, Allocation, EventStatus, NetRequest, WaitOutcome};
 use crate::compute::ComputeError;
-use crate::driver::{DriverError, StartGate};
+use crate::driver::{DriverError, InstanceSpec, StartGate};
 use crate::nova::fields::JsonString;
 use crate::nova::object::NovaObject;
 use crate::nova::objects::instance::Instance;
@@ -86,7 +86,7 @@ pub(super) fn requested_port_ids(args: &BuildAndRunInstance) -> Vec<String> {
 /// The start gate of a build: waits for the `network-vif-plugged` events
 /// (`_create_guest_with_network`). A timeout or a failed event stops the
 /// start when `fatal` (and sets `failed`), else it is logged and the start goes on.
-pub(super) fn vif_gate(
+fn vif_gate(
     waiters: Vec<(String, tokio::sync::oneshot::Receiver<EventStatus>)>,
     timeout: Duration,
     fatal: bool,
@@ -114,6 +114,53 @@ pub(super) fn vif_gate(
         tracing::warn!(%uuid, "{what}: starting anyway (vif_plugging_is_fatal = false)");
         Ok(())
     })
+}
+
+/// How a spawn behind the `network-vif-plugged` gate failed.
+pub(super) enum GatedSpawnError {
+    /// A fatal wait for the events failed (`VirtualInterfaceCreateException`).
+    VifPlug,
+    /// The driver failed.
+    Driver(DriverError),
+}
+
+impl Manager {
+    /// Spawns and starts `spec` behind the gate `_create_guest_with_network`
+    /// sets: the waiters for `nw_info`'s `network-vif-plugged` events go in
+    /// before anything is plugged, so no event is missed (builds and
+    /// unshelves).
+    pub(super) async fn spawn_gated(
+        &self,
+        uuid: &str,
+        spec: &InstanceSpec,
+        nw_info: &NetworkInfo,
+    ) -> Result<(), GatedSpawnError> {
+        let keys = if self.vif_timeout.is_zero() {
+            Vec::new()
+        } else {
+            crate::compute::network::events_to_wait_for(nw_info)
+        };
+        let vif_failed = Arc::new(AtomicBool::new(false));
+        let gate = (!keys.is_empty()).then(|| {
+            let waiters = self.events.prepare(uuid, &keys);
+            vif_gate(
+                waiters,
+                self.vif_timeout,
+                self.vif_fatal,
+                uuid.to_string(),
+                vif_failed.clone(),
+            )
+        });
+        let spawned = self.driver.spawn(spec, true, gate).await;
+        self.events.clear(uuid);
+        spawned.map_err(|e| {
+            if vif_failed.load(Ordering::SeqCst) {
+                GatedSpawnError::VifPlug
+            } else {
+                GatedSpawnError::Driver(e)
+            }
+        })
+    }
 }
 
 fn preserved_ids(info: &NetworkInfo) -> Vec<String> {

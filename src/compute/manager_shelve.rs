@@ -11,8 +11,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{now_iso, stop_timeout, vif_gate, Inst, Manager};
-use crate::compute::network::{self, NetworkError};
+use super::{now_iso, stop_timeout, GatedSpawnError, Inst, Manager};
+use crate::compute::network::NetworkError;
 use crate::compute::{spec, ComputeError};
 use crate::driver::DriverError;
 use crate::nova::object::{NovaObject, VersionedObject};
@@ -429,31 +429,14 @@ impl Manager {
         let _ = interfaces;
         spec.network_interfaces = None;
         spec.vifs = vifs;
-        let keys = if self.vif_timeout.is_zero() {
-            Vec::new()
-        } else {
-            network::events_to_wait_for(&nw_info)
-        };
-        let vif_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let gate = (!keys.is_empty()).then(|| {
-            let waiters = self.events.prepare(&uuid, &keys);
-            vif_gate(
-                waiters,
-                self.vif_timeout,
-                self.vif_fatal,
-                uuid.clone(),
-                vif_failed.clone(),
-            )
-        });
-        let spawned = self.driver.spawn(&spec, true, gate).await;
-        self.events.clear(&uuid);
-        spawned.map_err(|e| {
-            if vif_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                ComputeError::Network(NetworkError::VirtualInterfaceCreate)
-            } else {
-                ComputeError::Driver(e)
-            }
-        })
+        self.spawn_gated(&uuid, &spec, &nw_info)
+            .await
+            .map_err(|e| match e {
+                GatedSpawnError::VifPlug => {
+                    ComputeError::Network(NetworkError::VirtualInterfaceCreate)
+                }
+                GatedSpawnError::Driver(e) => ComputeError::Driver(e),
+            })
     }
 
     /// `_delete_snapshot_of_shelved_instance`: errors are logged only.
