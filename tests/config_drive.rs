@@ -78,21 +78,9 @@ async fn a_container_reads_its_config_drive_read_only_as_its_own_root() {
         .await
         .unwrap();
     let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "cfgdrive".into(),
-        image: "busybox".into(),
-        limits: Default::default(),
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
         config_drive: Some(drive("#!/bin/sh\necho first\n")),
         network_interfaces: Some("auto lo\niface lo inet loopback\n# first\n".into()),
+        ..common::spec(&uuid, "cfgdrive", "busybox")
     };
     d.spawn(&spec, true, None).await.unwrap();
 

@@ -99,21 +99,8 @@ async fn cloud_init_runs_the_user_data_of_the_config_drive() {
         br#"{"links": [], "networks": [], "services": []}"#.to_vec(),
     );
     let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "cloudy".into(),
-        image: "debian/12".into(),
-        limits: Default::default(),
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
         config_drive: Some(ConfigDrive { files }),
-        network_interfaces: None,
+        ..common::spec(&uuid, "cloudy", "debian/12")
     };
     d.spawn(&spec, true, None).await.unwrap();
 

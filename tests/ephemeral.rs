@@ -159,25 +159,12 @@ async fn a_rebuild_keeps_the_ephemeral_disk_only_when_asked() {
         .await
         .unwrap();
     let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "rebuilt".into(),
-        image: "busybox".into(),
         limits: Limits {
             ephemeral_bytes: Some(48 << 20),
             ephemeral_format: Some("ext4".into()),
             ..Limits::default()
         },
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
-        config_drive: None,
-        network_interfaces: None,
+        ..common::spec(&uuid, "rebuilt", "busybox")
     };
     d.spawn(&spec, true, None).await.unwrap();
     let out = sh(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral::driver::{Driver, InstanceSpec};
+use corral::driver::Driver;
 
 /// Removes the container if the test stops half-way.
 struct Cleanup {
@@ -73,23 +73,7 @@ async fn a_delete_waits_for_the_export_of_a_snapshot() {
         .import_image(&common::busybox_tarball(), Some("busybox"), None)
         .await
         .unwrap();
-    let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "exported".into(),
-        image: "busybox".into(),
-        limits: Default::default(),
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
-        config_drive: None,
-        network_interfaces: None,
-    };
+    let spec = common::spec(&uuid, "exported", "busybox");
     d.spawn(&spec, true, None).await.unwrap();
     d.snapshot_create(&uuid, "s1").await.unwrap();
     let len = d.snapshot_export_len(&uuid, "s1").await.unwrap();

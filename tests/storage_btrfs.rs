@@ -369,44 +369,8 @@ fn a_btrfs_pool_on_another_filesystem_is_refused_at_start() {
 
 /// A container driver in this process on a btrfs pool's state path.
 async fn btrfs_driver(state: &Path, dir: &Path, runtime_root: &Path) -> ContainerDriver {
-    use corral::config::{Config, Ini, Overrides};
     let base = 210_000_000u64 + u64::from(std::process::id() % 1000) * 65536;
-    let mut ini = Ini::default();
-    ini.merge_str(
-        &format!(
-            "[DEFAULT]\nshutdown_timeout = 5\n[corral]\noci_runtime = runc\nstorage = btrfs\n\
-             runtime_root = {}\nidmap_base = {base}\nidmap_max_instances = 1\n\
-             cgroup_parent = corral-test\n",
-            runtime_root.display()
-        ),
-        "test",
-    )
-    .unwrap();
-    let cfg = std::sync::Arc::new(
-        Config::from_ini(
-            &ini,
-            &Overrides {
-                state_dir: Some(state.to_path_buf()),
-                socket: Some(dir.join("corral.sock")),
-            },
-        )
-        .unwrap(),
-    );
-    std::fs::create_dir_all(&cfg.state_path).unwrap();
-    std::fs::create_dir_all(runtime_root).unwrap();
-    let cgroup_root = PathBuf::from(corral::runtime::cgroups::DEFAULT_ROOT);
-    let runtime =
-        corral::runtime::Runtime::select(cfg.corral.oci_runtime, runtime_root, &cgroup_root)
-            .unwrap();
-    let storage = corral::storage::Storage::select(
-        cfg.corral.storage,
-        cfg.corral.idmapped_roots,
-        &cfg.state_path,
-        &cfg.state_path.join(".idmap-probe"),
-    )
-    .unwrap();
-    let store = corral::store::Store::open(&cfg.store_path()).await.unwrap();
-    ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
+    common::in_process_driver_on(state, dir, runtime_root, base, 5, "storage = btrfs").await
 }
 
 /// The network configuration Nova's `inject_network_info` has the driver
@@ -433,21 +397,8 @@ async fn injected_network_configuration_lands_in_an_idmapped_btrfs_root() {
         .await
         .unwrap();
     let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "inject".into(),
-        image: "busybox".into(),
-        limits: Default::default(),
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
-        config_drive: None,
         network_interfaces: Some("auto lo\niface lo inet loopback\n# injected\n".into()),
+        ..common::spec(&uuid, "inject", "busybox")
     };
     let spawned = d.spawn(&spec, true, None).await;
     let result = async {
@@ -502,23 +453,7 @@ async fn rescue_and_unrescue_on_a_btrfs_pool() {
         .import_image(&common::busybox_tarball(), Some("busybox"), None)
         .await
         .unwrap();
-    let spec = InstanceSpec {
-        uuid: uuid.clone(),
-        name: "rescued".into(),
-        image: "busybox".into(),
-        limits: Default::default(),
-        privileged: false,
-        nesting: false,
-        devices: Default::default(),
-        pinned_cpus: None,
-        command: None,
-        environment: Default::default(),
-        hostname: None,
-        pci_devices: Vec::new(),
-        vifs: Vec::new(),
-        config_drive: None,
-        network_interfaces: None,
-    };
+    let spec = common::spec(&uuid, "rescued", "busybox");
     let sh = |script: &str| ["/bin/sh", "-c", script].map(String::from);
     let t = std::time::Duration::from_secs(20);
     let result = async {

@@ -190,21 +190,8 @@ impl Host {
 
     fn spec(&self, name: &str, vifs: Vec<VifSpec>) -> InstanceSpec {
         InstanceSpec {
-            uuid: uuid::Uuid::new_v4().to_string(),
-            name: name.into(),
-            image: "busybox".into(),
-            limits: Default::default(),
-            privileged: false,
-            nesting: false,
-            devices: Default::default(),
-            pinned_cpus: None,
-            command: None,
-            environment: Default::default(),
-            hostname: None,
-            pci_devices: Vec::new(),
             vifs,
-            config_drive: None,
-            network_interfaces: None,
+            ..common::spec(&uuid::Uuid::new_v4().to_string(), name, "busybox")
         }
     }
 

@@ -514,13 +514,35 @@ pub async fn in_process_driver(
     id_base: u64,
     shutdown_timeout: u32,
 ) -> corral::driver::ContainerDriver {
+    in_process_driver_on(
+        &dir.join("state"),
+        dir,
+        runtime_root,
+        id_base,
+        shutdown_timeout,
+        "",
+    )
+    .await
+}
+
+/// As [`in_process_driver`], on the state path `state` (its socket in
+/// `dir`), with more `[corral]` options in `corral_options` (e.g.
+/// `storage = btrfs`).
+pub async fn in_process_driver_on(
+    state: &Path,
+    dir: &Path,
+    runtime_root: &Path,
+    id_base: u64,
+    shutdown_timeout: u32,
+    corral_options: &str,
+) -> corral::driver::ContainerDriver {
     use corral::config::{Config, Ini, Overrides};
     let mut ini = Ini::default();
     ini.merge_str(
         &format!(
             "[DEFAULT]\nshutdown_timeout = {shutdown_timeout}\n[corral]\noci_runtime = runc\n\
              runtime_root = {}\nidmap_base = {id_base}\nidmap_max_instances = 1\n\
-             cgroup_parent = corral-test\n",
+             cgroup_parent = corral-test\n{corral_options}\n",
             runtime_root.display()
         ),
         "test",
@@ -530,7 +552,7 @@ pub async fn in_process_driver(
         Config::from_ini(
             &ini,
             &Overrides {
-                state_dir: Some(dir.join("state")),
+                state_dir: Some(state.to_path_buf()),
                 socket: Some(dir.join("corral.sock")),
             },
         )
@@ -551,4 +573,26 @@ pub async fn in_process_driver(
     .unwrap();
     let store = corral::store::Store::open(&cfg.store_path()).await.unwrap();
     corral::driver::ContainerDriver::new(cfg, runtime, storage, store, cgroup_root).unwrap()
+}
+
+/// An instance of `image` with nothing but defaults: no limits, devices,
+/// interfaces or guest data (tests add what they check with `..spec(...)`).
+pub fn spec(uuid: &str, name: &str, image: &str) -> corral::driver::InstanceSpec {
+    corral::driver::InstanceSpec {
+        uuid: uuid.into(),
+        name: name.into(),
+        image: image.into(),
+        limits: Default::default(),
+        privileged: false,
+        nesting: false,
+        devices: Default::default(),
+        pinned_cpus: None,
+        command: None,
+        environment: Default::default(),
+        hostname: None,
+        pci_devices: Vec::new(),
+        vifs: Vec::new(),
+        config_drive: None,
+        network_interfaces: None,
+    }
 }
