@@ -347,17 +347,7 @@ impl Manager {
                     "build interrupted by a restart of the compute service",
                 )
                 .await;
-                let _ = self
-                    .save(
-                        ctx,
-                        &mut inst,
-                        &[
-                            ("vm_state", json!(vm_states::ERROR)),
-                            ("task_state", Value::Null),
-                        ],
-                        None,
-                    )
-                    .await;
+                self.to_error(ctx, &mut inst).await;
                 let _ = self.tracker.release(ctx, &uuid).await;
                 self.tracker.delete_allocations(&uuid).await;
             } else if action == Recovery::FinishDelete {
@@ -1070,17 +1060,7 @@ impl Manager {
             if let Err(e) = net.deallocate(&uuid, &keep).await {
                 // _try_deallocate_network: the server goes to ERROR, a delete
                 // again tries the ports again
-                let _ = self
-                    .save(
-                        ctx,
-                        inst,
-                        &[
-                            ("vm_state", json!(vm_states::ERROR)),
-                            ("task_state", Value::Null),
-                        ],
-                        None,
-                    )
-                    .await;
+                self.to_error(ctx, inst).await;
                 return Err(e.into());
             }
         }
@@ -1112,6 +1092,18 @@ impl Manager {
             .scheduler_fanout(ctx, "delete_instance_info", a)
             .await;
         Ok(())
+    }
+
+    /// `_set_instance_obj_error_state`: the instance to ERROR with no task
+    /// state. A failed save is logged; the caller reports its own error.
+    async fn to_error(&self, ctx: &Context, inst: &mut Inst) {
+        let fields = [
+            ("vm_state", json!(vm_states::ERROR)),
+            ("task_state", Value::Null),
+        ];
+        if let Err(e) = self.save(ctx, inst, &fields, None).await {
+            tracing::warn!(uuid = %inst.uuid, error = %e.full_message(), "instance not set to ERROR");
+        }
     }
 
     async fn do_stop(

@@ -133,17 +133,7 @@ impl Manager {
         inst: &mut Inst,
     ) -> Result<(), ComputeError> {
         if let Err(e) = self.driver.unrescue(&inst.uuid).await {
-            let _ = self
-                .save(
-                    ctx,
-                    inst,
-                    &[
-                        ("vm_state", json!(vm_states::ERROR)),
-                        ("task_state", Value::Null),
-                    ],
-                    None,
-                )
-                .await;
+            self.to_error(ctx, inst).await;
             return Err(e.into());
         }
         let power = self.current_power(&inst.uuid).await;
@@ -181,17 +171,7 @@ impl Manager {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => {
                 tracing::error!(%uuid, error = %e, "interrupted rescue not undone");
-                let _ = self
-                    .save(
-                        ctx,
-                        inst,
-                        &[
-                            ("vm_state", json!(vm_states::ERROR)),
-                            ("task_state", Value::Null),
-                        ],
-                        None,
-                    )
-                    .await;
+                self.to_error(ctx, inst).await;
                 return true;
             }
         }
