@@ -191,3 +191,56 @@ fn writing_past_the_root_disk_fails_inside_only() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&uuid), "a mount of {uuid} is left");
 }
+
+/// `[corral] storage = copy` bounds a root too: the copy lives on the
+/// instance's root disk (bind-mounted as its root), so a write past `--disk`
+/// fails inside; data survives stop/start, a snapshot restores onto the
+/// disk, and a delete leaves no disk file or mount.
+#[test]
+fn a_copy_root_is_bounded_by_its_disk() {
+    require_host!();
+    let d = Daemon::start_with("storage = copy");
+    d.import_busybox();
+    let info: serde_json::Value = d.client().get("/1.0").unwrap();
+    assert_eq!(info["storage"], "copy", "{info}");
+    d.ok(&["launch", "busybox", "small", "--disk", "64MiB"]);
+    let uuid = d.uuid("small");
+    let dir = d.state.join("instances").join(&uuid);
+    let layer = dir.join("layer.img");
+    assert!(layer.is_file(), "no root disk at {}", layer.display());
+    assert!(dir.join("layer/rootfs/bin/busybox").exists());
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?; sync",
+    );
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(!out.contains("rc=0"), "{out}");
+    let held = std::fs::metadata(&layer).unwrap().blocks() * 512;
+    assert!(held <= 64 << 20, "the root disk file holds {held} bytes");
+    assert_eq!(
+        d.exec("small", "rm /fill && echo one > /etc/v && cat /etc/v")
+            .trim(),
+        "one"
+    );
+    d.ok(&["snapshot", "create", "small", "s1"]);
+    assert_eq!(
+        d.exec("small", "echo two > /etc/v && cat /etc/v").trim(),
+        "two"
+    );
+    d.ok(&["stop", "small"]);
+    d.ok(&["snapshot", "restore", "small", "s1"]);
+    d.ok(&["start", "small"]);
+    assert_eq!(d.exec("small", "cat /etc/v").trim(), "one");
+    let out = d.exec(
+        "small",
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; echo rc=$?",
+    );
+    assert!(
+        out.contains("No space left on device"),
+        "after a restore: {out}"
+    );
+    d.ok(&["delete", "--force", "small"]);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&uuid), "a mount of {uuid} is left");
+}

@@ -264,14 +264,14 @@ impl Storage {
         Ok(self)
     }
 
-    /// How root disk sizes are enforced: `project_quota`, `loop_file`,
-    /// `qgroup`, or `none` (a copy pool).
+    /// How root disk sizes are enforced: `project_quota`, `loop_file` (an
+    /// overlay's upper layer or a copy pool's whole copy on a loop-mounted
+    /// file), or `qgroup`.
     pub fn root_disk(&self) -> &'static str {
         match self.kind {
             StorageKind::Overlay if self.project_quota => "project_quota",
-            StorageKind::Overlay => "loop_file",
+            StorageKind::Overlay | StorageKind::Copy => "loop_file",
             StorageKind::Btrfs => "qgroup",
-            StorageKind::Copy => "none",
         }
     }
 
@@ -307,10 +307,9 @@ impl Storage {
     /// `idmap` (host base, length): the overlay sits on `lower` seen through
     /// that id mapping; only with [`Storage::idmapped`], else `lower` must
     /// already be owned by the instance's ids.
-    /// `disk` (bytes): the writable layer lives on a filesystem of that size
-    /// of its own (a loop-mounted ext4 file in the instance directory), so
-    /// writes past it fail with ENOSPC; overlay roots only (a copy root is
-    /// not bounded, and says so in the log).
+    /// `disk` (bytes): the writable layer (a copy pool's whole copy) lives on
+    /// a filesystem of that size of its own (a loop-mounted ext4 file in the
+    /// instance directory), so writes past it fail with ENOSPC.
     /// A full copy (`storage = copy`) is bounded by `limits`.
     pub async fn prepare(
         &self,
@@ -327,12 +326,9 @@ impl Storage {
         let project_quota = self.project_quota;
         let (full_idmap, idmapped) = (idmap, self.idmapped);
         let idmap = idmap.filter(|_| self.idmapped);
-        if disk.is_some() && kind == StorageKind::Copy {
-            tracing::warn!(dir = %dir.display(), "root disk size not enforced: [corral] storage = copy");
-        }
         tokio::task::spawn_blocking(move || match kind {
             StorageKind::Overlay => prepare_overlay(&dir, &lower, idmap, disk, project_quota),
-            StorageKind::Copy => prepare_copy(&dir, &lower, limits),
+            StorageKind::Copy => prepare_copy(&dir, &lower, disk, limits),
             StorageKind::Btrfs => btrfs::prepare(&pool, &dir, &lower, full_idmap, idmapped, disk),
         })
         .await
@@ -508,20 +504,63 @@ fn prepare_overlay(
 fn prepare_copy(
     dir: &Path,
     lower: &Path,
+    disk: Option<u64>,
     limits: fsutil::CopyLimits,
 ) -> Result<PathBuf, StorageError> {
     let rootfs = Storage::rootfs(dir);
-    if rootfs.is_dir() {
+    if is_mounted(&rootfs) {
         return Ok(rootfs);
     }
-    let tmp = dir.join("rootfs.tmp");
+    // With a root disk the copy lives on it (`layer/rootfs`), bind-mounted
+    // at `rootfs`: what the instance writes past its size fails with ENOSPC.
+    let base = match disk {
+        Some(bytes) => Some(layer::mount(dir, bytes)?),
+        None if layer::has_disk(dir) => Some(layer::mount(dir, 0)?),
+        None => None,
+    };
+    let Some(base) = base else {
+        if rootfs.is_dir() {
+            return Ok(rootfs);
+        }
+        copy_root(lower, dir, &rootfs, limits)?;
+        return Ok(rootfs);
+    };
+    // A restore a host reboot cut short, on a disk unmounted at start-up.
+    snapshot::settle_disk(&base)?;
+    let state = base.join("rootfs");
+    if !state.is_dir() {
+        copy_root(lower, &base, &state, limits)?;
+    }
+    std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
+    nix::mount::mount(
+        Some(&state),
+        &rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| StorageError::Mount {
+        path: rootfs.clone(),
+        source,
+    })?;
+    Ok(rootfs)
+}
+
+/// Copies `lower` to `dest` through `<base>/rootfs.tmp` (renamed into place
+/// when whole, removed on error).
+fn copy_root(
+    lower: &Path,
+    base: &Path,
+    dest: &Path,
+    limits: fsutil::CopyLimits,
+) -> Result<(), StorageError> {
+    let tmp = base.join("rootfs.tmp");
     fsutil::remove_tree(&tmp).map_err(io_err(&tmp))?;
     if let Err(e) = fsutil::copy_tree(lower, &tmp, 0, limits) {
         let _ = fsutil::remove_tree(&tmp);
         return Err(e.into());
     }
-    std::fs::rename(&tmp, &rootfs).map_err(io_err(&rootfs))?;
-    Ok(rootfs)
+    std::fs::rename(&tmp, dest).map_err(io_err(dest))
 }
 
 fn release(dir: &Path) -> Result<(), StorageError> {
@@ -642,13 +681,13 @@ mod tests {
         std::fs::write(lower.join("etc/hostname"), "x").unwrap();
         let inst = dir.path().join("inst");
         std::fs::create_dir_all(&inst).unwrap();
-        let root = prepare_copy(&inst, &lower, LIMITS).unwrap();
+        let root = prepare_copy(&inst, &lower, None, LIMITS).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
             "x"
         );
         // idempotent
-        prepare_copy(&inst, &lower, LIMITS).unwrap();
+        prepare_copy(&inst, &lower, None, LIMITS).unwrap();
         release(&inst).unwrap();
         assert!(!root.exists());
     }

@@ -58,6 +58,9 @@ fn state_of(kind: StorageKind, instance_dir: &Path) -> Result<PathBuf, StorageEr
             }
             Ok(super::upper_dir(instance_dir))
         }
+        StorageKind::Copy if super::layer::has_disk(instance_dir) => {
+            Ok(super::layer::mount(instance_dir, 0)?.join("rootfs"))
+        }
         StorageKind::Copy => Ok(Storage::rootfs(instance_dir)),
         StorageKind::Btrfs => Ok(instance_dir.join(super::btrfs::SUBVOL)),
     }
