@@ -213,6 +213,7 @@ impl NeutronClient {
         body: Option<&Value>,
     ) -> Result<Value, NeutronError> {
         let mut reauthenticated = false;
+        let mut resent = false;
         loop {
             let session = self
                 .inner
@@ -241,7 +242,15 @@ impl NeutronClient {
                 url: url.clone(),
                 source,
             };
-            let resp = req.send().await.map_err(transport)?;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) if !resent && crate::placement::resend_safe(&method, &e) => {
+                    tracing::warn!(method = %method, path, error = %e, "neutron request lost before an answer: sent once more");
+                    resent = true;
+                    continue;
+                }
+                Err(e) => return Err(transport(e)),
+            };
             let status = resp.status();
             let bytes = resp.bytes().await.map_err(transport)?;
             tracing::debug!(method = %method, path, status = status.as_u16(), "neutron request");

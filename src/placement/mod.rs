@@ -77,6 +77,16 @@ struct Reply {
     request_id: Option<String>,
 }
 
+/// Whether a request that failed with `e` may be sent once more: a read
+/// (GET or HEAD) whose connection failed before any answer came (a pooled
+/// keep-alive connection the server had just closed answers with a reset),
+/// never one that timed out. A write is never sent twice.
+pub(crate) fn resend_safe(method: &Method, e: &reqwest::Error) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && (e.is_connect() || e.is_request())
+        && !e.is_timeout()
+}
+
 impl Reply {
     fn error(&self) -> Box<ApiError> {
         Box::new(api_error(
@@ -234,6 +244,7 @@ impl PlacementClient {
         authenticated: bool,
     ) -> Result<Reply, PlacementError> {
         let mut reauthenticated = false;
+        let mut resent = false;
         loop {
             let session = self.session().await?;
             let mut url = format!("{}{}", session.endpoint, path);
@@ -264,7 +275,15 @@ impl PlacementClient {
                 url: url.clone(),
                 source,
             };
-            let resp = req.send().await.map_err(transport)?;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) if !resent && resend_safe(&method, &e) => {
+                    tracing::warn!(method = %method, path, error = %e, "placement request lost before an answer: sent once more");
+                    resent = true;
+                    continue;
+                }
+                Err(e) => return Err(transport(e)),
+            };
             let status = resp.status();
             let request_id = header_str(resp.headers(), "x-openstack-request-id");
             let bytes = resp.bytes().await.map_err(transport)?;

@@ -764,3 +764,89 @@ fn bad_cafile_is_reported() {
     let err = PlacementClient::new(opts).unwrap_err();
     assert!(matches!(err, PlacementError::CaFile { .. }), "{err}");
 }
+
+/// A server that closes its first `drops` connections after reading the
+/// request (as a keep-alive connection closed under a new request looks to
+/// the client), then answers `body`; returns its address and a count of the
+/// connections it took.
+fn dropping_server(
+    drops: usize,
+    body: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            if n < drops {
+                continue; // dropped: closed with no answer
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_read_lost_before_an_answer_is_sent_once_more() {
+    let (addr, seen) = dropping_server(
+        1,
+        r#"{"traits": ["HW_CPU_X86_AVX"], "resource_provider_generation": 3}"#,
+    );
+    let opts = PlacementOptions {
+        auth_type: Some("admin_token".into()),
+        token: Some("admin".into()),
+        endpoint: Some(format!("http://{addr}")),
+        ..PlacementOptions::default()
+    };
+    let client = PlacementClient::new(opts).unwrap();
+    let traits = client.get_traits(cn()).await.unwrap();
+    assert_eq!(traits.resource_provider_generation, 3);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Twice lost: the error is the caller's.
+    let (addr, seen) = dropping_server(2, "{}");
+    let opts = PlacementOptions {
+        auth_type: Some("admin_token".into()),
+        token: Some("admin".into()),
+        endpoint: Some(format!("http://{addr}")),
+        ..PlacementOptions::default()
+    };
+    let client = PlacementClient::new(opts).unwrap();
+    let err = client.get_traits(cn()).await.unwrap_err();
+    assert!(matches!(err, PlacementError::Transport { .. }), "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_write_lost_before_an_answer_is_not_sent_again() {
+    let (addr, seen) = dropping_server(1, "{}");
+    let opts = PlacementOptions {
+        auth_type: Some("admin_token".into()),
+        token: Some("admin".into()),
+        endpoint: Some(format!("http://{addr}")),
+        ..PlacementOptions::default()
+    };
+    let client = PlacementClient::new(opts).unwrap();
+    let err = client.delete_allocations(cn()).await.unwrap_err();
+    assert!(matches!(err, PlacementError::Transport { .. }), "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
