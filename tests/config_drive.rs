@@ -11,25 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::RuntimeCleanup as Cleanup;
 use corral::driver::configdrive::SEED_DIR;
 use corral::driver::{ConfigDrive, ContainerDriver, Driver, InstanceSpec};
-
-/// Removes the container if the test stops half-way.
-struct Cleanup {
-    runtime_root: PathBuf,
-    uuid: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&self.runtime_root)
-            .args(["delete", "--force", &self.uuid])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.runtime_root);
-    }
-}
 
 async fn driver(dir: &Path, runtime_root: &Path) -> ContainerDriver {
     // An id range of its own (other tests use 10,000,000 and up).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Daemon;
+use common::RuntimeCleanup as Cleanup;
 use corral::driver::{ContainerDriver, Driver, InstanceSpec, Limits};
 
 fn loop_devices_of(file: &Path) -> String {
@@ -110,23 +111,6 @@ fn an_ephemeral_disk_is_mnt_of_its_size_kept_and_removed() {
     assert_eq!(loop_devices_of(&img), "");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&uuid), "a mount of {uuid} is left");
-}
-
-/// Removes the container if the test stops half-way.
-struct Cleanup {
-    runtime_root: PathBuf,
-    uuid: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&self.runtime_root)
-            .args(["delete", "--force", &self.uuid])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.runtime_root);
-    }
 }
 
 async fn sh(d: &ContainerDriver, uuid: &str, script: &str) -> String {

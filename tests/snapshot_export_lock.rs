@@ -10,24 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::RuntimeCleanup as Cleanup;
 use corral::driver::Driver;
-
-/// Removes the container if the test stops half-way.
-struct Cleanup {
-    runtime_root: PathBuf,
-    uuid: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&self.runtime_root)
-            .args(["delete", "--force", &self.uuid])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.runtime_root);
-    }
-}
 
 /// A consumer that stalls on its first write until `go` (a slow Glance).
 struct Stalled {

@@ -8,23 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Daemon;
+use common::{on_path as has, run_ok as sh};
 use corral::storage::quota;
-
-fn has(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false)
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// An ext4 filesystem on a loop device, unmounted (its loop device
 /// released) when dropped.

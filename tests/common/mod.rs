@@ -596,3 +596,39 @@ pub fn spec(uuid: &str, name: &str, image: &str) -> corral::driver::InstanceSpec
         network_interfaces: None,
     }
 }
+
+/// Removes a test's runc container and its runtime root when dropped (also
+/// when the test fails).
+pub struct RuntimeCleanup {
+    pub runtime_root: PathBuf,
+    pub uuid: String,
+}
+
+impl Drop for RuntimeCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .args(["delete", "--force", &self.uuid])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.runtime_root);
+    }
+}
+
+/// Whether `bin` is on the PATH.
+pub fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
