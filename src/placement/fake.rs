@@ -100,6 +100,7 @@ impl Fake {
                 "COMPUTE_NODE",
                 "OWNER_NOVA",
                 "COMPUTE_IMAGE_TYPE_RAW",
+                "COMPUTE_MANAGED_PCI_DEVICE",
                 "COMPUTE_IMAGE_TYPE_QCOW2",
                 "COMPUTE_NET_ATTACH_INTERFACE",
                 "COMPUTE_STATUS_DISABLED",

@@ -11,7 +11,7 @@ pub mod error;
 pub mod types;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]

@@ -451,3 +451,54 @@ fn requests_and_provider_mapping() {
     assert_eq!(reqs[0].spec[0]["rp_uuids"], json!("rpA,rpB"));
     assert_eq!(reqs[0].rp_uuids(), vec!["rpA", "rpB"]);
 }
+
+/// A device provider gets its traits before its inventory: a reader that sees the
+/// inventory (the scheduler, or a test waiting for it) also sees the traits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_provider_has_its_traits_before_its_inventory() {
+    use crate::placement::fake::Fake;
+    use crate::placement::PlacementOptions;
+
+    let sys = FakeSys::new();
+    sys.dev("0000:00:05.0", "1af4", "1044", -1);
+    let cfg = pci_cfg(
+        "[pci]\nreport_in_placement = true\n\
+         device_spec = {\"vendor_id\":\"1af4\",\"product_id\":\"1044\"}\n",
+    );
+    let transport = crate::rpc::Transport::from_url(
+        "rabbit://guest:guest@127.0.0.1:1/",
+        crate::rpc::RpcOptions::default(),
+    )
+    .unwrap();
+    let conductor = Conductor::new(transport, std::time::Duration::from_secs(1));
+    let tracker = PciTracker::new(
+        cfg.clone(),
+        sys.path().to_path_buf(),
+        "cmp1".into(),
+        conductor,
+    );
+    *tracker.state() = tracker_state(&sys, &cfg);
+
+    let fake = Fake::start().await;
+    let root = Uuid::new_v4();
+    fake.add_provider(root, "cmp1");
+    let pairs: BTreeMap<String, String> = [
+        ("auth_type", "admin_token"),
+        ("token", "admin"),
+        ("endpoint", fake.url.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let client = PlacementClient::new(PlacementOptions::from_pairs(&pairs).unwrap()).unwrap();
+    tracker.sync_placement(&client, root, "cmp1").await.unwrap();
+
+    let calls = fake.calls();
+    let at = |suffix: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with("PUT ") && c.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no PUT …{suffix} in {calls:?}"))
+    };
+    assert!(at("/traits") < at("/inventories"), "{calls:?}");
+}

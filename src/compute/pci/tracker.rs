@@ -336,6 +336,11 @@ impl PciTracker {
                     && w.traits == want.traits
             });
             if !unchanged {
+                // traits before inventory: a provider never offers its devices
+                // without the traits that describe them
+                let have = p.get_traits(uuid).await?.traits;
+                let remove: BTreeSet<String> = have.difference(&want.traits).cloned().collect();
+                p.update_traits(uuid, &want.traits, &remove).await?;
                 let mut inv = BTreeMap::new();
                 inv.insert(
                     want.resource_class.clone(),
@@ -357,9 +362,6 @@ impl PciTracker {
                     )
                     .await?;
                 }
-                let have = p.get_traits(uuid).await?.traits;
-                let remove: BTreeSet<String> = have.difference(&want.traits).cloned().collect();
-                p.update_traits(uuid, &want.traits, &remove).await?;
                 cache.written.insert(name.clone(), (uuid, want.clone()));
                 tracing::info!(name = %name, rc = %want.resource_class, total = want.total,
                     "PCI resource provider in step");
