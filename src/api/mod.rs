@@ -1,6 +1,12 @@
 //! The REST API (actix-web), shaped like LXD's where it fits. Handlers only
 //! translate HTTP into driver operations over an `InstanceSpec`.
+//!
+//! This file holds the errors, the shared helpers, the instance handlers and the
+//! routes; `images`, `networks`, `snapshots` and `resources` hold their own
+//! handlers, `operations` and `progress` the background operations.
 
+mod images;
+mod networks;
 pub mod operations;
 mod progress;
 mod resources;
@@ -14,8 +20,6 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::driver::{
     Driver, DriverError, InstanceSpec, InstanceView, PowerState, ReconcileReport, VifPlug, VifSpec,
@@ -600,235 +604,6 @@ async fn exec(
     ))
 }
 
-async fn to_image(data: &Data, img: crate::store::ImageRecord) -> Result<Image, ApiError> {
-    let used_by = data
-        .driver
-        .list()
-        .await?
-        .into_iter()
-        .filter(|v| v.image == img.fingerprint)
-        .map(|v| format!("/1.0/instances/{}", v.name))
-        .collect();
-    Ok(Image {
-        fingerprint: img.fingerprint,
-        alias: img.alias,
-        size: img.size,
-        created_at: img.created_at,
-        properties: img.properties,
-        used_by,
-    })
-}
-
-async fn list_images(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
-    let imgs = data.driver.images().list_images().await?;
-    if recursion(&req) {
-        let mut out = Vec::new();
-        for i in imgs {
-            out.push(to_image(&data, i).await?);
-        }
-        Ok(sync(StatusCode::OK, out))
-    } else {
-        let urls: Vec<String> = imgs
-            .iter()
-            .map(|i| format!("/1.0/images/{}", i.fingerprint))
-            .collect();
-        Ok(sync(StatusCode::OK, urls))
-    }
-}
-
-/// Removes an upload file however the import ends.
-struct UploadGuard(std::path::PathBuf);
-
-impl Drop for UploadGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-async fn import_image(
-    req: HttpRequest,
-    data: Data,
-    mut body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let alias = req
-        .headers()
-        .get("X-Corral-Alias")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| ApiError::BadRequest("X-Corral-Alias is not valid text".into()))
-        })
-        .transpose()?
-        .filter(|a| !a.is_empty());
-    // The image's stop signal (`corral image import --stop-signal`).
-    let mut given = serde_json::Map::new();
-    if let Some(v) = req.headers().get("X-Corral-Stop-Signal") {
-        let sig = v
-            .to_str()
-            .map_err(|_| ApiError::BadRequest("X-Corral-Stop-Signal is not valid text".into()))?
-            .trim()
-            .to_string();
-        crate::driver::sysinit::validate(&sig)?;
-        given.insert(
-            crate::driver::sysinit::IMAGE_STOP_SIGNAL.into(),
-            serde_json::Value::String(sig),
-        );
-    }
-    if let Some(a) = &alias {
-        if data.driver.images().get_image(a).await.is_ok() {
-            return Err(DriverError::Conflict(format!("image alias {a} already exists")).into());
-        }
-    }
-    let max = data.settings.max_image_bytes;
-    let path = data.driver.images().image_upload_path();
-    let guard = UploadGuard(path.clone());
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", path.display())))?;
-    let mut written: u64 = 0;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
-        written += chunk.len() as u64;
-        if written > max {
-            return Err(ApiError::TooLarge(format!(
-                "image is larger than [corral] max_image_bytes ({max} bytes)"
-            )));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", path.display())))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", path.display())))?;
-    drop(file);
-    if written == 0 {
-        return Err(ApiError::BadRequest(
-            "empty upload: send the image (root tarball, squashfs, raw or qcow2) as the body"
-                .into(),
-        ));
-    }
-    let driver = data.driver.clone();
-    let progress_path = path.clone();
-    let op = data
-        .ops
-        .spawn("Importing image", BTreeMap::new(), async move {
-            let _guard = guard;
-            driver
-                .images()
-                .import_image_with(&path, alias.as_deref(), None, &given)
-                .await
-                .map(|img| serde_json::to_value(&img).ok())
-                .map_err(|e| ApiError::from(e).message())
-        });
-    progress::watch(data.ops.clone(), op.id.clone(), progress_path, written);
-    Ok(accepted(op))
-}
-
-async fn get_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    let img = data.driver.images().get_image(&path).await?;
-    Ok(sync(StatusCode::OK, to_image(&data, img).await?))
-}
-
-async fn delete_image(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    data.driver.images().delete_image(&path).await?;
-    Ok(sync(StatusCode::OK, serde_json::json!({})))
-}
-
-/// The instances plugged into the network `name`.
-async fn network_users(data: &Data, name: &str) -> Result<Vec<String>, ApiError> {
-    Ok(data
-        .driver
-        .list()
-        .await?
-        .into_iter()
-        .filter(|v| {
-            v.spec
-                .vifs
-                .iter()
-                .any(|f| matches!(&f.plug, VifPlug::Bridge { bridge } if bridge == name))
-        })
-        .map(|v| v.name)
-        .collect())
-}
-
-async fn to_network(data: &Data, net: crate::network::Network) -> Result<Network, ApiError> {
-    let st = data.networks.state(&net).await;
-    let used_by = network_users(data, &net.name)
-        .await?
-        .into_iter()
-        .map(|n| format!("/1.0/instances/{n}"))
-        .collect();
-    Ok(Network {
-        kind: "bridge".into(),
-        subnet: net.subnet.to_string(),
-        ipv4_address: net.gateway_cidr(),
-        status: if st.bridge && st.dnsmasq_pid.is_some() && st.nft_table {
-            "Created".into()
-        } else {
-            "Errored".into()
-        },
-        state: NetworkState {
-            bridge: st.bridge,
-            dnsmasq_pid: st.dnsmasq_pid,
-            nft_table: st.nft_table,
-        },
-        name: net.name,
-        nat: net.nat,
-        mtu: net.mtu,
-        description: net.description,
-        created_at: net.created_at,
-        used_by,
-    })
-}
-
-async fn list_networks(req: HttpRequest, data: Data) -> Result<HttpResponse, ApiError> {
-    let nets = data.networks.list().await?;
-    if recursion(&req) {
-        let mut out = Vec::new();
-        for n in nets {
-            out.push(to_network(&data, n).await?);
-        }
-        Ok(sync(StatusCode::OK, out))
-    } else {
-        let urls: Vec<String> = nets
-            .iter()
-            .map(|n| format!("/1.0/networks/{}", n.name))
-            .collect();
-        Ok(sync(StatusCode::OK, urls))
-    }
-}
-
-async fn create_network(
-    data: Data,
-    body: web::Json<NetworksPost>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let net = data
-        .networks
-        .create(&crate::network::NetworkRequest {
-            name: body.name,
-            subnet: body.subnet,
-            nat: body.nat,
-            mtu: body.mtu,
-            description: body.description,
-        })
-        .await?;
-    Ok(sync(StatusCode::CREATED, to_network(&data, net).await?))
-}
-
-async fn get_network(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    let net = data.networks.get(&path).await?;
-    Ok(sync(StatusCode::OK, to_network(&data, net).await?))
-}
-
-async fn delete_network(path: web::Path<String>, data: Data) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
-    let users = network_users(&data, &name).await?;
-    data.networks.delete(&name, &users).await?;
-    Ok(sync(StatusCode::OK, serde_json::json!({})))
-}
-
 async fn list_operations(data: Data) -> HttpResponse {
     sync(StatusCode::OK, data.ops.list())
 }
@@ -924,14 +699,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(console_log),
     )
     .route("/1.0/instances/{name}/exec", web::post().to(exec))
-    .route("/1.0/images", web::get().to(list_images))
-    .route("/1.0/images", web::post().to(import_image))
-    .route("/1.0/images/{key:.*}", web::get().to(get_image))
-    .route("/1.0/images/{key:.*}", web::delete().to(delete_image))
-    .route("/1.0/networks", web::get().to(list_networks))
-    .route("/1.0/networks", web::post().to(create_network))
-    .route("/1.0/networks/{name}", web::get().to(get_network))
-    .route("/1.0/networks/{name}", web::delete().to(delete_network))
+    .route("/1.0/images", web::get().to(images::list_images))
+    .route("/1.0/images", web::post().to(images::import_image))
+    .route("/1.0/images/{key:.*}", web::get().to(images::get_image))
+    .route(
+        "/1.0/images/{key:.*}",
+        web::delete().to(images::delete_image),
+    )
+    .route("/1.0/networks", web::get().to(networks::list_networks))
+    .route("/1.0/networks", web::post().to(networks::create_network))
+    .route("/1.0/networks/{name}", web::get().to(networks::get_network))
+    .route(
+        "/1.0/networks/{name}",
+        web::delete().to(networks::delete_network),
+    )
     .route("/1.0/operations", web::get().to(list_operations))
     .route("/1.0/operations/{id}", web::get().to(get_operation))
     .route("/1.0/operations/{id}/wait", web::get().to(wait_operation))
