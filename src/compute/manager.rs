@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::conductor::ConductorApi;
+use super::events::InstanceEvents;
 use super::glance::Glance;
-use super::network::{InstanceEvents, NetworkApi, NetworkError};
+use super::network::{NetworkApi, NetworkError};
 use super::pci::{self, PciRequest};
 use super::resources::{Claim, ResourceTracker};
 use super::{ephemeral, spec, ComputeError, RPC_API_VERSION};

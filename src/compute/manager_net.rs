@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{Manager, NetworkError};
-use crate::compute::network::{wait_for, Allocation, EventStatus, NetRequest, WaitOutcome};
+use crate::compute::events::{wait_for, EventStatus, WaitOutcome};
+use crate::compute::network::{Allocation, NetRequest};
 use crate::compute::ComputeError;
 use crate::driver::{DriverError, InstanceSpec, StartGate};
 use crate::nova::fields::JsonString;
@@ -138,7 +139,7 @@ impl Manager {
         let keys = if self.vif_timeout.is_zero() {
             Vec::new()
         } else {
-            crate::compute::network::events_to_wait_for(nw_info)
+            crate::compute::events::events_to_wait_for(nw_info)
         };
         let vif_failed = Arc::new(AtomicBool::new(false));
         let gate = (!keys.is_empty()).then(|| {

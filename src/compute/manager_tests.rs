@@ -4,6 +4,10 @@
 //! task state), which faults and action events it records, and how driver
 //! answers become replies. A conductor that refuses every call shows what the
 //! manager does before and without a successful save.
+//!
+//! Long because it is a table of cases, one per RPC method and outcome, over one
+//! set of doubles; the manager's other test files (`manager_net_tests.rs`,
+//! `manager_shelve_tests.rs`) share the doubles.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 pub mod casts;
 pub mod conductor;
 pub mod ephemeral;
+pub mod events;
 pub mod failure;
 pub mod glance;
 pub mod manager;
