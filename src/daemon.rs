@@ -109,6 +109,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             "crash point armed: the daemon kills itself there (tests only)"
         );
     }
+    if cfg.nova.is_some() {
+        // the HTTP clients of Placement, Neutron and Glance share it
+        crate::tls::warm();
+    }
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.state_path).map_err(|source| DaemonError::Dir {
         path: cfg.state_path.clone(),

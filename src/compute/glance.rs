@@ -174,8 +174,11 @@ pub struct Glance {
 impl Glance {
     /// A client of the Glance at `endpoint` that downloads at most `max_bytes` per image.
     pub fn new(endpoint: &str, max_bytes: u64) -> Result<Glance, ComputeError> {
+        let tls = crate::tls::connector(false, None)
+            .map_err(|e| ComputeError::Glance(format!("cannot set up TLS: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| ComputeError::Glance(format!("cannot build the HTTP client: {e}")))?;
         Ok(Glance {

@@ -172,28 +172,14 @@ impl NeutronClient {
             .auth
             .timeout
             .unwrap_or(crate::placement::DEFAULT_TIMEOUT);
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .danger_accept_invalid_certs(opts.auth.insecure);
-        if let Some(path) = &opts.auth.cafile {
-            let pem = std::fs::read(path).map_err(|source| {
-                NeutronError::Auth(PlacementError::CaFile {
-                    path: path.clone(),
-                    source,
-                })
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                NeutronError::Auth(PlacementError::CaCert {
-                    path: path.clone(),
-                    source,
-                })
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            .use_preconfigured_tls(
+                crate::tls::connector(opts.auth.insecure, opts.auth.cafile.as_deref())
+                    .map_err(|e| NeutronError::Auth(e.into()))?,
+            );
         let http = builder.build().map_err(NeutronError::HttpClient)?;
         Ok(NeutronClient {
             inner: Arc::new(Inner {

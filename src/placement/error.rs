@@ -4,8 +4,6 @@
 //! inventory in use is fatal for that class, a name conflict is fatal for the node), so
 //! each placement outcome nova treats specially has its own variant.
 
-use std::path::PathBuf;
-
 use uuid::Uuid;
 
 /// One failed placement or keystone answer, as much as the body tells.
@@ -42,19 +40,9 @@ pub enum PlacementError {
     #[error("invalid [placement] option {option}: {reason}")]
     Config { option: String, reason: String },
 
-    #[error("cannot read cafile {path}")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("invalid certificate in cafile {path}")]
-    CaCert {
-        path: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The TLS settings (`cafile`, `insecure`) could not be made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 
     #[error("cannot build http client")]
     HttpClient(#[source] reqwest::Error),

@@ -174,29 +174,17 @@ impl PlacementClient {
     pub fn new(opts: PlacementOptions) -> Result<Self, PlacementError> {
         let plugin = opts.plugin()?;
         let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             // keystoneauth (requests) writes header names in title case; match the
             // captured traffic byte for byte where it costs nothing
             .http1_title_case_headers()
-            .danger_accept_invalid_certs(opts.insecure);
-        if let Some(path) = &opts.cafile {
-            let pem = std::fs::read(path).map_err(|source| PlacementError::CaFile {
-                path: path.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                PlacementError::CaCert {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            .use_preconfigured_tls(crate::tls::connector(
+                opts.insecure,
+                opts.cafile.as_deref(),
+            )?);
         let http = builder.build().map_err(PlacementError::HttpClient)?;
         Ok(Self {
             inner: Arc::new(Inner {

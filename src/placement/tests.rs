@@ -762,7 +762,13 @@ fn bad_cafile_is_reported() {
         ..PlacementOptions::default()
     };
     let err = PlacementClient::new(opts).unwrap_err();
-    assert!(matches!(err, PlacementError::CaFile { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PlacementError::Tls(crate::tls::TlsError::CaFile { .. })
+        ),
+        "{err}"
+    );
 }
 
 /// A server that closes its first `drops` connections after reading the
