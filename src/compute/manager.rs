@@ -129,6 +129,14 @@ pub struct Manager {
     shelved_offload_time: i64,
 }
 
+/// What a build's spawn takes from the steps before it.
+struct SpawnInputs {
+    nw_info: NetworkInfo,
+    vifs: Vec<crate::driver::VifSpec>,
+    pci_devices: Vec<String>,
+    ephemeral_disk: Option<(u64, String)>,
+}
+
 /// An instance being worked on: its object, saved through the conductor.
 struct Inst {
     obj: NovaObject,
@@ -614,20 +622,22 @@ impl Manager {
     ) {
         let uuid = inst.uuid.clone();
         let event = "compute__do_build_and_run_instance";
-        self.event_start(ctx, &uuid, event).await;
-        // Step 1: building, from scheduling (a deleted instance stops here).
-        if let Err(e) = self
-            .save(
+        // Step 1: building, from scheduling (a deleted instance stops here),
+        // beside the action event's start (two conductor calls of their own).
+        let building = [
+            ("vm_state", json!(vm_states::BUILDING)),
+            ("task_state", Value::Null),
+        ];
+        let (_, building) = tokio::join!(
+            self.event_start(ctx, &uuid, event),
+            self.save(
                 ctx,
                 inst,
-                &[
-                    ("vm_state", json!(vm_states::BUILDING)),
-                    ("task_state", Value::Null),
-                ],
+                &building,
                 Some(json!([task_states::SCHEDULING, null])),
             )
-            .await
-        {
+        );
+        if let Err(e) = building {
             tracing::info!(%uuid, error = %e.full_message(), "build abandoned: instance changed or gone");
             self.tracker.delete_allocations(&uuid).await;
             self.event_finish(ctx, &uuid, event, Some(&e.full_message()))
@@ -753,77 +763,148 @@ impl Manager {
                 + flavor.ephemeral_gb.get().copied().unwrap_or(0))
             .max(0) as u64,
         };
+        // The instance's host and node are saved beside the claim's own
+        // saves (PCI devices, the node's usage): separate conductor calls.
         let node_id = self.tracker.compute_node_id().await;
-        self.save(
-            ctx,
-            inst,
-            &[
-                ("host", json!(self.host())),
-                ("launched_on", json!(self.host())),
-                ("node", json!(self.tracker.nodename())),
-                (
-                    "compute_id",
-                    node_id.map(Value::from).unwrap_or(Value::Null),
-                ),
-            ],
-            None,
-        )
-        .await
-        .map_err(abort)?;
-        // PCI devices (`pci_passthrough:alias`): too few is nova's failed claim
-        // test, a reschedule; the node save of the claim saves them.
-        let pci_devices = self
-            .claim_pci(ctx, &uuid, instance, args)
+        let landed = [
+            ("host", json!(self.host())),
+            ("launched_on", json!(self.host())),
+            ("node", json!(self.tracker.nodename())),
+            (
+                "compute_id",
+                node_id.map(Value::from).unwrap_or(Value::Null),
+            ),
+        ];
+        let claimed = async {
+            // PCI devices (`pci_passthrough:alias`): too few is nova's failed
+            // claim test, a reschedule; the node save of the claim saves them.
+            let pci_devices = self.claim_pci(ctx, &uuid, instance, args).await?;
+            self.tracker.instance_claim(ctx, &uuid, claim).await?;
+            Ok::<_, ComputeError>(pci_devices)
+        };
+        let (landed, claimed) = tokio::join!(self.save(ctx, inst, &landed, None), claimed);
+        landed.map_err(abort)?;
+        let pci_devices = claimed.map_err(resched)?;
+        // `_allocate_network`: networking is saved before any port is made;
+        // without ports to make, that save joins the ones below.
+        let allocates = self.network.is_some() && allocation.is_some();
+        let image_ref = inst.str("image_ref").map(str::to_string);
+        if allocates {
+            self.save(
+                ctx,
+                inst,
+                &[("task_state", json!(task_states::NETWORKING))],
+                Some(json!([null])),
+            )
             .await
-            .map_err(resched)?;
-        self.tracker
-            .instance_claim(ctx, &uuid, claim)
+            .map_err(abort)?;
+        }
+        // As in Nova, the ports are made beside the block_device_mapping and
+        // spawning saves; the image, root, bundle and container do not wait
+        // for those saves either. Nova sees the same transitions in the same
+        // order, and a failed save still fails the build once the spawn has
+        // ended (the failure path destroys what it made).
+        let saves = async {
+            if !allocates {
+                self.save(
+                    ctx,
+                    inst,
+                    &[("task_state", json!(task_states::NETWORKING))],
+                    Some(json!([null])),
+                )
+                .await?;
+            }
+            self.save(
+                ctx,
+                inst,
+                &[("task_state", json!(task_states::BLOCK_DEVICE_MAPPING))],
+                None,
+            )
+            .await?;
+            self.save(
+                ctx,
+                inst,
+                &[("task_state", json!(task_states::SPAWNING))],
+                Some(json!(task_states::BLOCK_DEVICE_MAPPING)),
+            )
             .await
-            .map_err(resched)?;
-        self.save(
-            ctx,
-            inst,
-            &[("task_state", json!(task_states::NETWORKING))],
-            Some(json!([null])),
-        )
-        .await
-        .map_err(abort)?;
-        // _build_networks_for_instance: ports made or taken over, bound here.
-        let nw_info = match (&self.network, &allocation) {
-            (Some(net), Some(a)) => {
-                let (info, _) = net.allocate(a).await.map_err(|e| {
-                    // a failed binding may succeed on another host
+        };
+        let saves = async {
+            let saved = saves.await;
+            if saved.is_err() {
+                // the build fails anyway: no wait for network-vif-plugged
+                self.events.clear(&uuid);
+            }
+            saved
+        };
+        let work = async {
+            // _build_networks_for_instance: ports made or taken over, bound here.
+            let nw_info = match (&self.network, &allocation) {
+                (Some(net), Some(a)) => {
+                    let (info, _) = net.allocate(a).await.map_err(|e| {
+                        // a failed binding may succeed on another host
+                        let reschedulable = matches!(e, NetworkError::PortBindingFailed(_));
+                        (ComputeError::Network(e), reschedulable)
+                    })?;
+                    self.save_nw_info(ctx, &uuid, &info).await.map_err(abort)?;
+                    info
+                }
+                _ => Default::default(),
+            };
+            let vifs = match &self.network {
+                Some(net) => net.vif_specs(&uuid, &nw_info).map_err(|e| {
                     let reschedulable = matches!(e, NetworkError::PortBindingFailed(_));
                     (ComputeError::Network(e), reschedulable)
-                })?;
-                self.save_nw_info(ctx, &uuid, &info).await.map_err(abort)?;
-                info
-            }
-            _ => Default::default(),
+                })?,
+                None => Vec::new(),
+            };
+            let inputs = SpawnInputs {
+                nw_info,
+                vifs,
+                pci_devices,
+                ephemeral_disk,
+            };
+            let record_drive = self
+                .prepare_and_spawn(ctx, &uuid, instance, args, image_ref, inputs)
+                .await?;
+            Ok((record_drive, self.current_power(&uuid).await))
         };
-        let vifs = match &self.network {
-            Some(net) => net.vif_specs(&uuid, &nw_info).map_err(|e| {
-                let reschedulable = matches!(e, NetworkError::PortBindingFailed(_));
-                (ComputeError::Network(e), reschedulable)
-            })?,
-            None => Vec::new(),
-        };
-        self.save(
-            ctx,
-            inst,
-            &[("task_state", json!(task_states::BLOCK_DEVICE_MAPPING))],
-            None,
-        )
-        .await
-        .map_err(abort)?;
-        self.save(
-            ctx,
-            inst,
-            &[("task_state", json!(task_states::SPAWNING))],
-            Some(json!(task_states::BLOCK_DEVICE_MAPPING)),
-        )
-        .await
-        .map_err(abort)?;
+        let (saved, spawned) = tokio::join!(saves, work);
+        saved.map_err(abort)?;
+        let (record_drive, power) = spawned?;
+        let mut fields = vec![
+            ("power_state", json!(power)),
+            ("vm_state", json!(vm_states::ACTIVE)),
+            ("task_state", Value::Null),
+            ("launched_at", json!(now_iso())),
+        ];
+        if record_drive {
+            fields.push(("config_drive", json!("True")));
+        }
+        self.save(ctx, inst, &fields, Some(json!(task_states::SPAWNING)))
+            .await
+            .map_err(abort)?;
+        Ok(())
+    }
+
+    /// The image into the cache, the instance's spec and the gated spawn of
+    /// a build; says whether a forced config drive is to be recorded.
+    async fn prepare_and_spawn(
+        &self,
+        ctx: &Context,
+        uuid: &str,
+        instance: &Instance,
+        args: &crate::nova::rpc_methods::BuildAndRunInstance,
+        image_ref: Option<String>,
+        inputs: SpawnInputs,
+    ) -> Result<bool, (ComputeError, bool)> {
+        let abort = |e: ComputeError| (e, false);
+        let SpawnInputs {
+            nw_info,
+            vifs,
+            pci_devices,
+            ephemeral_disk,
+        } = inputs;
         // Image into the cache, then the container.
         let image_id = args
             .image
@@ -831,7 +912,7 @@ impl Manager {
             .and_then(|i| i.get("id"))
             .and_then(Value::as_str)
             .map(str::to_string)
-            .or_else(|| inst.str("image_ref").map(str::to_string))
+            .or(image_ref)
             .ok_or_else(|| abort(ComputeError::Invalid("no image to build from".into())))?;
         let alias = self.cache_image(ctx, &image_id).await.map_err(abort)?;
         let mut spec = spec::from_instance(instance, &alias)
@@ -861,7 +942,7 @@ impl Manager {
         spec.config_drive = drive;
         spec.network_interfaces = interfaces;
         spec.vifs = vifs;
-        self.spawn_gated(&uuid, &spec, &nw_info)
+        self.spawn_gated(uuid, &spec, &nw_info)
             .await
             .map_err(|e| match e {
                 GatedSpawnError::VifPlug => (
@@ -874,20 +955,7 @@ impl Manager {
                     (ComputeError::Driver(e), reschedulable)
                 }
             })?;
-        let power = self.current_power(&uuid).await;
-        let mut fields = vec![
-            ("power_state", json!(power)),
-            ("vm_state", json!(vm_states::ACTIVE)),
-            ("task_state", Value::Null),
-            ("launched_at", json!(now_iso())),
-        ];
-        if record_drive {
-            fields.push(("config_drive", json!("True")));
-        }
-        self.save(ctx, inst, &fields, Some(json!(task_states::SPAWNING)))
-            .await
-            .map_err(abort)?;
-        Ok(())
+        Ok(record_drive)
     }
 
     /// The instance's `InstancePCIRequests` (in the build message, else read
