@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod host;
 pub mod image;
 pub mod locks;
+pub mod memtrim;
 pub mod netdev;
 pub mod network;
 pub mod neutron;

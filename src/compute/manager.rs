@@ -380,7 +380,13 @@ impl Manager {
     /// This host's instances as Nova lists them (errors logged: the periodic
     /// work tries again next time).
     async fn host_instances(&self, ctx: &Context) -> Vec<Inst> {
-        let list = match self.instances_on_host(ctx).await {
+        self.host_instances_with(ctx, &["flavor"]).await
+    }
+
+    /// [`Self::host_instances`] with only the `expected_attrs` named (none: the
+    /// instance's own columns, as Nova's `_sync_power_states` asks).
+    async fn host_instances_with(&self, ctx: &Context, attrs: &[&str]) -> Vec<Inst> {
+        let list = match self.instances_on_host(ctx, attrs).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e.full_message(), "cannot list this host's instances");
@@ -393,7 +399,11 @@ impl Manager {
             .collect()
     }
 
-    async fn instances_on_host(&self, ctx: &Context) -> Result<Vec<NovaObject>, ComputeError> {
+    async fn instances_on_host(
+        &self,
+        ctx: &Context,
+        attrs: &[&str],
+    ) -> Result<Vec<NovaObject>, ComputeError> {
         let list = self
             .conductor
             .class_action(
@@ -401,7 +411,7 @@ impl Manager {
                 "InstanceList",
                 "get_by_host",
                 vec![json!(self.host())],
-                kw(&[("expected_attrs", json!(["flavor"]))]),
+                kw(&[("expected_attrs", json!(attrs))]),
             )
             .await?;
         Ok(NovaObject::from_primitive(&list)?.list_objects()?)
@@ -410,7 +420,8 @@ impl Manager {
     /// `_sync_power_states`: report containers that died or were changed
     /// outside Nova; an active instance whose container stopped is stopped.
     pub async fn sync_power_states(&self, ctx: &Context) {
-        for mut inst in self.host_instances(ctx).await {
+        // no flavors: the pass reads only the instance's states
+        for mut inst in self.host_instances_with(ctx, &[]).await {
             if inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
                 continue;
             }

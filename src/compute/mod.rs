@@ -177,6 +177,7 @@ impl ComputeService {
                 if let Err(e) = t.update_available_resource(&ctx, &svc, false).await {
                     tracing::warn!(error = %e.full_message(), "update_available_resource failed");
                 }
+                crate::memtrim::release();
             }
         }));
         if nova.sync_power_state_interval > 0 {
@@ -187,6 +188,7 @@ impl ComputeService {
                 loop {
                     tick.tick().await;
                     m.sync_power_states(&admin_context()).await;
+                    crate::memtrim::release();
                 }
             }));
         }

@@ -416,7 +416,7 @@ impl ImageCache {
         let dir = self.dir.clone();
         let max_bytes = self.max_bytes;
         let max_entries = self.max_entries;
-        tokio::task::spawn_blocking(move || -> Result<Imported, ImageError> {
+        let made = tokio::task::spawn_blocking(move || -> Result<Imported, ImageError> {
             let found = format::detect(&archive, declared)?;
             let fp = fingerprint(&archive)?;
             let size = std::fs::metadata(&archive).map_err(io_err(&archive))?.len();
@@ -452,8 +452,10 @@ impl ImageCache {
                 properties,
             })
         })
-        .await
-        .map_err(|e| ImageError::Join(e.to_string()))?
+        .await;
+        // the unpacking's buffers are freed: their pages go back (crate::memtrim)
+        crate::memtrim::release();
+        made.map_err(|e| ImageError::Join(e.to_string()))?
     }
 
     /// The bounds of any copy of an image's tree: what its unpacking was

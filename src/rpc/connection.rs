@@ -36,6 +36,12 @@ use crate::rpc::url::{BrokerAddress, TransportUrl};
 
 /// How long TCP connect, TLS and the AMQP handshake may take together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest AMQP frame this side accepts (the lower of this and the broker's is
+/// used). lapin keeps a receive and a send buffer of 32 frames per connection,
+/// written through and so resident: with RabbitMQ's 128 KiB that was 8 MiB a
+/// connection, most of the daemon's memory in Nova mode. 16 KiB frames make it
+/// 1 MiB; a larger message is only split into more frames.
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// Run one broker round trip under a timeout.
 pub(crate) async fn op<T>(
@@ -485,6 +491,7 @@ impl Connector {
             query: AMQPQueryString {
                 heartbeat: Some(self.rabbit.heartbeat_timeout_threshold),
                 auth_mechanism: Some(mechanism),
+                frame_max: Some(FRAME_MAX),
                 ..Default::default()
             },
         };
