@@ -88,6 +88,21 @@ pub fn mount_points_in(mountinfo: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How often this thread read the mount table (tests count scans with it).
+    pub static MOUNT_TABLE_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Every mount point of this process's mount namespace, read once.
+pub fn mount_point_set() -> std::collections::HashSet<PathBuf> {
+    #[cfg(test)]
+    MOUNT_TABLE_READS.with(|n| n.set(n.get() + 1));
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| mount_points_in(&info).into_iter().collect())
+        .unwrap_or_default()
+}
+
 /// The mount points at or below `dir` in this process's mount namespace.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
@@ -103,6 +118,8 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 /// `/proc/self/mountinfo`. Compared byte for byte with the unescaped mount
 /// points, so paths with spaces or other escaped bytes are found.
 pub fn is_mount_point(path: &Path) -> bool {
+    #[cfg(test)]
+    MOUNT_TABLE_READS.with(|n| n.set(n.get() + 1));
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
