@@ -24,7 +24,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::mount::MsFlags;
 use sha2::{Digest, Sha256};
 
 use super::{idmap, io_err, is_mounted, Storage, StorageError};
@@ -299,17 +298,7 @@ pub(super) fn prepare(
             let ns = idmap::user_namespace(base, len)?;
             idmap::mount_idmapped_writable(&sub, &rootfs, &ns)?;
         }
-        None => nix::mount::mount(
-            Some(&sub),
-            &rootfs,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| StorageError::Mount {
-            path: rootfs.clone(),
-            source,
-        })?,
+        None => super::bind(&sub, &rootfs)?,
     }
     Ok(rootfs)
 }

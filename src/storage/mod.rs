@@ -162,6 +162,16 @@ pub fn pool_capacity(pool: &Path) -> Option<PoolCapacity> {
     })
 }
 
+/// Bind-mounts `src` on `dst`.
+pub(crate) fn bind(src: &Path, dst: &Path) -> Result<(), StorageError> {
+    nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
+        |source| StorageError::Mount {
+            path: dst.to_path_buf(),
+            source,
+        },
+    )
+}
+
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> bool {
     fsutil::is_mount_point(path)
@@ -532,17 +542,7 @@ fn prepare_copy(
         copy_root(lower, &base, &state, limits)?;
     }
     std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
-    nix::mount::mount(
-        Some(&state),
-        &rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|source| StorageError::Mount {
-        path: rootfs.clone(),
-        source,
-    })?;
+    bind(&state, &rootfs)?;
     Ok(rootfs)
 }
 
