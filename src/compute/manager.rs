@@ -425,6 +425,14 @@ impl Manager {
             if inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
                 continue;
             }
+            let power = self.current_power(&inst.uuid).await;
+            // An instance whose listed state agrees with its container needs
+            // nothing, and no second read: a pass over 1000 quiet instances
+            // makes no call per instance. A change made since the list is
+            // seen by the next pass, as one made after a refresh would be.
+            if sync_action(&inst, power) == PowerSync::Nothing {
+                continue;
+            }
             let lock = self.lock_for(&inst.uuid);
             let _g = lock.lock().await;
             // As `_sync_instance_power_state`: the instance again, under its
@@ -437,14 +445,7 @@ impl Manager {
                 continue;
             }
             inst.obj.reset_changes();
-            let power = self.current_power(&inst.uuid).await;
-            let db_power = inst
-                .obj
-                .get("power_state")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let vm = inst.str("vm_state").unwrap_or("").to_string();
-            let action = power_sync_for(&vm, db_power, power);
+            let action = sync_action(&inst, power);
             if action == PowerSync::StopInstance {
                 tracing::warn!(uuid = %inst.uuid, "container stopped outside Nova: instance stopped");
                 let _ = self
@@ -1429,6 +1430,16 @@ enum PowerSync {
     /// The power state Nova holds is stale.
     SavePower,
     Nothing,
+}
+
+/// [`power_sync_for`] an instance as Nova holds it.
+fn sync_action(inst: &Inst, power: i64) -> PowerSync {
+    let db_power = inst
+        .obj
+        .get("power_state")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    power_sync_for(inst.str("vm_state").unwrap_or(""), db_power, power)
 }
 
 fn power_sync_for(vm_state: &str, db_power: i64, power: i64) -> PowerSync {

@@ -1135,6 +1135,22 @@ async fn power_sync_corrects_stale_power_states_and_skips_busy_instances() {
     assert!(c.saves().is_empty());
 }
 
+/// A quiet instance costs the pass one look at its container and no call:
+/// the refresh under the lock is only for an instance that needs a change.
+#[tokio::test]
+async fn power_sync_reads_again_only_the_instances_it_changes() {
+    let refreshes = |c: &FakeConductor| c.log().iter().filter(|e| e["op"] == "refresh").count();
+    let (calls, c) = synced(instance_in("active", None, 1), FakeDriver::running()).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(refreshes(&c), 0);
+    assert!(c.saves().is_empty());
+    let driver = FakeDriver::running();
+    *driver.power.lock().unwrap() = Some(PowerState::Shutdown);
+    let (_, c) = synced(instance_in("stopped", None, 1), driver).await;
+    assert_eq!(refreshes(&c), 1);
+    assert_eq!(c.saves(), [json!({"power_state": 4})]);
+}
+
 #[path = "manager_net_tests.rs"]
 mod net_tests;
 
