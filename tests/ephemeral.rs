@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Daemon;
 use common::RuntimeCleanup as Cleanup;
-use corral::driver::{ContainerDriver, Driver, InstanceSpec, Limits};
+use corral::driver::{ContainerDriver, Driver, InstanceSpec, Limits, PowerState};
 
 fn loop_devices_of(file: &Path) -> String {
     let out = std::process::Command::new("losetup")
@@ -151,6 +151,17 @@ async fn a_rebuild_keeps_the_ephemeral_disk_only_when_asked() {
         ..common::spec(&uuid, "rebuilt", "busybox")
     };
     d.spawn(&spec, true, None).await.unwrap();
+    // The power sync's reads agree with get_info's, without its statistics.
+    let info = d.get_info(&uuid).await.unwrap();
+    assert_eq!(info.power_state, PowerState::Running);
+    assert!(info.stats.is_some());
+    assert_eq!(d.power_state(&uuid).await.unwrap(), PowerState::Running);
+    let states = d
+        .power_states(&[uuid.clone(), "not-an-instance".into()])
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states.get(&uuid), Some(&PowerState::Running));
     let out = sh(
         &d,
         &uuid,

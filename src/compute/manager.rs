@@ -326,8 +326,8 @@ impl Manager {
     }
 
     async fn current_power(&self, uuid: &str) -> i64 {
-        match self.driver.get_info(uuid).await {
-            Ok(info) => self.power_state_of(info.power_state),
+        match self.driver.power_state(uuid).await {
+            Ok(state) => self.power_state_of(state),
             Err(_) => power_state::NOSTATE,
         }
     }
@@ -421,11 +421,27 @@ impl Manager {
     /// outside Nova; an active instance whose container stopped is stopped.
     pub async fn sync_power_states(&self, ctx: &Context) {
         // no flavors: the pass reads only the instance's states
-        for mut inst in self.host_instances_with(ctx, &[]).await {
-            if inst.obj.get("task_state").is_some_and(|v| !v.is_null()) {
+        let busy = |inst: &Inst| inst.obj.get("task_state").is_some_and(|v| !v.is_null());
+        let listed = self.host_instances_with(ctx, &[]).await;
+        let quiet: Vec<String> = listed
+            .iter()
+            .filter(|i| !busy(i))
+            .map(|i| i.uuid.clone())
+            .collect();
+        let states = match self.driver.power_states(&quiet).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "power states unreadable: no power sync this time");
+                return;
+            }
+        };
+        for mut inst in listed {
+            if busy(&inst) {
                 continue;
             }
-            let power = self.current_power(&inst.uuid).await;
+            let power = states
+                .get(&inst.uuid)
+                .map_or(power_state::NOSTATE, |s| self.power_state_of(*s));
             // An instance whose listed state agrees with its container needs
             // nothing, and no second read: a pass over 1000 quiet instances
             // makes no call per instance. A change made since the list is

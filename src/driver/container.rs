@@ -339,6 +339,17 @@ impl ContainerDriver {
     }
 
     async fn info_of(&self, rec: &InstanceRecord) -> Result<InstanceInfo, DriverError> {
+        let mut info = self.state_of(rec).await?;
+        if info.pid.is_some() {
+            info.stats = self.stats(&rec.uuid);
+        }
+        Ok(info)
+    }
+
+    /// [`Self::info_of`] without the cgroup statistics: the power state
+    /// alone reads the runtime's state, the init process and the freezer,
+    /// not a dozen cgroup files.
+    async fn state_of(&self, rec: &InstanceRecord) -> Result<InstanceInfo, DriverError> {
         let state = if rec.phase == Phase::Ready {
             self.runtime.state(&rec.uuid).await?
         } else {
@@ -370,16 +381,11 @@ impl ContainerDriver {
                 Phase::Ready => (PowerState::Shutdown, "Stopped", None),
             },
         };
-        let stats = if pid.is_some() {
-            self.stats(&rec.uuid)
-        } else {
-            None
-        };
         Ok(InstanceInfo {
             power_state,
             status,
             pid,
-            stats,
+            stats: None,
         })
     }
 
@@ -722,6 +728,34 @@ impl Driver for ContainerDriver {
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError> {
         let rec = self.record_by_uuid(uuid).await?;
         self.info_of(&rec).await
+    }
+
+    async fn power_state(&self, uuid: &str) -> Result<PowerState, DriverError> {
+        let rec = self.record_by_uuid(uuid).await?;
+        Ok(self.state_of(&rec).await?.power_state)
+    }
+
+    /// One read of the store for all of them: a query per instance is a
+    /// round trip to the store's thread each, and at 1000 instances those
+    /// switches cost more than the states themselves.
+    async fn power_states(
+        &self,
+        uuids: &[String],
+    ) -> Result<std::collections::HashMap<String, PowerState>, DriverError> {
+        let wanted: std::collections::HashSet<&str> = uuids.iter().map(String::as_str).collect();
+        let mut out = std::collections::HashMap::with_capacity(uuids.len());
+        for rec in self.store.list_instances().await? {
+            if !wanted.contains(rec.uuid.as_str()) {
+                continue;
+            }
+            match self.state_of(&rec).await {
+                Ok(info) => {
+                    out.insert(rec.uuid, info.power_state);
+                }
+                Err(e) => tracing::debug!(uuid = %rec.uuid, error = %e, "power state unreadable"),
+            }
+        }
+        Ok(out)
     }
 
     async fn console_output(

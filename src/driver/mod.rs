@@ -601,6 +601,27 @@ pub trait Driver: Send + Sync {
         preserve_ephemeral: bool,
     ) -> Result<(), DriverError>;
     async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, DriverError>;
+    /// The power state alone (Nova's `get_info`), without the statistics
+    /// that [`Driver::get_info`] adds: what the power sync reads for every
+    /// instance of the host.
+    async fn power_state(&self, uuid: &str) -> Result<PowerState, DriverError> {
+        Ok(self.get_info(uuid).await?.power_state)
+    }
+    /// [`Driver::power_state`] of many instances at once, for the power
+    /// sync's pass over the host. An instance that is unknown or whose state
+    /// cannot be read is left out; an error means none could be read.
+    async fn power_states(
+        &self,
+        uuids: &[String],
+    ) -> Result<std::collections::HashMap<String, PowerState>, DriverError> {
+        let mut out = std::collections::HashMap::with_capacity(uuids.len());
+        for uuid in uuids {
+            if let Ok(state) = self.power_state(uuid).await {
+                out.insert(uuid.clone(), state);
+            }
+        }
+        Ok(out)
+    }
     /// The console log, or its last `lines` lines.
     async fn console_output(&self, uuid: &str, lines: Option<usize>)
         -> Result<String, DriverError>;

@@ -374,6 +374,16 @@ impl Store {
         rows.iter().map(Self::instance_from_row).collect()
     }
 
+    /// The uuids of every instance, without their records: what a pass over
+    /// all instances that needs only their directories reads.
+    pub async fn list_instance_uuids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT uuid FROM instances ORDER BY created_at, name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn set_phase(&self, uuid: &str, phase: Phase) -> Result<(), StoreError> {
         sqlx::query("UPDATE instances SET phase = ?, updated_at = ? WHERE uuid = ?")
             .bind(phase.as_str())

@@ -110,8 +110,8 @@ impl ContainerDriver {
     /// the container holds the file open for append).
     pub async fn rotate_console_logs(&self) -> Result<(), DriverError> {
         let max = self.cfg.corral.console_log_max_bytes;
-        for rec in self.store.list_instances().await? {
-            let path = self.console_path(&rec.uuid);
+        for uuid in self.store.list_instance_uuids().await? {
+            let path = self.console_path(&uuid);
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -132,7 +132,7 @@ impl ContainerDriver {
                     .set_len(0)
             })();
             if let Err(e) = res {
-                tracing::warn!(uuid = %rec.uuid, error = %e, "console log rotation failed");
+                tracing::warn!(%uuid, error = %e, "console log rotation failed");
             }
         }
         Ok(())
