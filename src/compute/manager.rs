@@ -26,6 +26,7 @@ use crate::nova::objects::network_model::NetworkInfo;
 use crate::nova::rpc_methods::ComputeCall;
 use crate::rpc::{Context, Endpoint, Failure, Request};
 use crate::text::printable;
+use tracing::Instrument;
 
 /// Every method of nova-compute's RPC API (`nova/compute/rpcapi.py`): the ones
 /// corral does not implement are answered as nova-compute answers them when
@@ -1568,7 +1569,23 @@ impl Endpoint for ComputeEndpoint {
             .unwrap_or("")
             .to_string();
         let span = tracing::info_span!("rpc", method = %method, request_id = %request_id, instance_uuid = %instance_uuid);
-        let _enter = span.enter();
+        // Instrumented, never entered across an await: an entered guard
+        // stays current on the thread while the dispatch waits, and every
+        // message polled there meanwhile nests in (and keeps alive) its span.
+        self.dispatch_decoded(method, args, is_call, ctx)
+            .instrument(span)
+            .await
+    }
+}
+
+impl ComputeEndpoint {
+    async fn dispatch_decoded(
+        &self,
+        method: String,
+        args: Map<String, Value>,
+        is_call: bool,
+        ctx: Context,
+    ) -> Result<Value, Failure> {
         let call = match ComputeCall::decode(&method, &args) {
             Some(Ok(call)) => call,
             Some(Err(e)) => {
@@ -1588,7 +1605,7 @@ impl Endpoint for ComputeEndpoint {
         let m = self.manager.clone();
         if !self
             .casts
-            .spawn(async move { m.cast(ctx, call).await })
+            .spawn(async move { m.cast(ctx, call).await }.instrument(tracing::Span::current()))
             .await
         {
             tracing::warn!(method = %method, "shutting down: cast dropped");

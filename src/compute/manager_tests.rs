@@ -215,6 +215,10 @@ impl Driver for FakeDriver {
             "power_off {uuid} {}s force={force}",
             timeout.as_secs()
         ));
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.outcome("power_off")?;
         self.set_power(PowerState::Shutdown);
         Ok(())
@@ -1133,6 +1137,37 @@ async fn power_sync_corrects_stale_power_states_and_skips_busy_instances() {
     .await;
     assert!(calls.is_empty(), "{calls:?}");
     assert!(c.saves().is_empty());
+}
+
+/// A dispatch that waits (here on the driver) leaves its `rpc` span when it
+/// yields: a span held entered across an await stayed current on the thread,
+/// so every later message's span nested inside it and none was ever closed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_dispatch_leaves_no_span_entered() {
+    use crate::rpc::Endpoint;
+    let _sub = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let driver = FakeDriver::running();
+    *driver.delay.lock().unwrap() = Duration::from_millis(50);
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(manager(driver.clone(), dir.path()));
+    let endpoint = ComputeEndpoint::new(m, Arc::new(crate::compute::casts::CastRunner::new(4)));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/nova-34/api-to-compute/03-stop_instance.json");
+    let capture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let body: Value = serde_json::from_str(capture["body_raw"].as_str().unwrap()).unwrap();
+    let mut msg: Map<String, Value> =
+        serde_json::from_str(body["oslo.message"].as_str().unwrap()).unwrap();
+    msg.insert("_msg_id".into(), json!("m1"));
+    let request = Request::from_message(msg, "compute");
+    let mut dispatch = Box::pin(endpoint.dispatch(request));
+    assert!(futures::poll!(dispatch.as_mut()).is_pending());
+    assert!(
+        tracing::Span::current().is_none(),
+        "the rpc span stayed entered: {:?}",
+        tracing::Span::current()
+    );
+    dispatch.await.unwrap();
+    assert!(driver.calls().iter().any(|c| c.starts_with("power_off")));
 }
 
 /// A quiet instance costs the pass one look at its container and no call:
