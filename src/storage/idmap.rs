@@ -62,6 +62,14 @@ fn cpath(p: &Path) -> Result<CString, IdmapError> {
 /// held by its `/proc/<pid>/ns/user` descriptor.
 pub fn user_namespace(base: u32, len: u32) -> Result<OwnedFd, IdmapError> {
     let err = |step| move |source| IdmapError::UserNs { step, source };
+    // One at a time in the process. The child never execs, so close-on-exec
+    // does not shut the pipes of another build's namespace that were open
+    // when it was forked; two children each holding the other's "done" end
+    // would wait for each other forever.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Two pipes: the child says "unshared", the parent says "done" by closing.
     // Close-on-exec: a process another thread starts meanwhile must not
     // keep an end open (the child would never see "done").
@@ -235,6 +243,41 @@ mod tests {
         // A different namespace from ours.
         let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
         assert_ne!(link, ours);
+    }
+
+    /// Builds make namespaces at the same time. Each child waits for its
+    /// parent to close a pipe; a child forked while another build's pipe
+    /// was open held that pipe's end, and two such children waited for each
+    /// other forever (their builds with them).
+    #[test]
+    fn user_namespaces_made_at_once_all_finish() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        for t in 0..8u32 {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..40u32 {
+                    let ns = user_namespace(400_000 + (t * 40 + i) * 16, 16);
+                    assert!(ns.is_ok(), "{:?}", ns.err());
+                }
+                let _ = tx.send(t);
+            });
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut done = 0;
+        while done < 8 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(_) => done += 1,
+                Err(e) => panic!(
+                    "{done} of 8 threads finished ({e}): namespace children wait on each other"
+                ),
+            }
+        }
     }
 
     #[test]
