@@ -108,8 +108,15 @@ impl Manager {
         )
         .await?;
         if let Some((backup_type, rotation)) = backup {
-            self.rotate_backups(&inst.uuid, backup_type, rotation, token, request_id)
-                .await?;
+            self.rotate_backups(
+                &inst.uuid,
+                image_id,
+                backup_type,
+                rotation,
+                token,
+                request_id,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -219,10 +226,11 @@ impl Manager {
     }
 
     /// nova's `_rotate_backups`: the oldest backups of this type beyond
-    /// `rotation` are deleted.
+    /// `rotation` are deleted; `newest` is the backup just made.
     async fn rotate_backups(
         &self,
         uuid: &str,
+        newest: &str,
         backup_type: &str,
         rotation: i64,
         token: Option<&str>,
@@ -243,13 +251,45 @@ impl Manager {
             )
             .await?;
         let keep = usize::try_from(rotation.max(0)).unwrap_or(0);
-        // Newest first: what is past `keep` is the oldest.
-        for img in images.iter().skip(keep) {
-            if let Some(id) = img.get("id").and_then(Value::as_str) {
-                tracing::info!(uuid, image_id = id, backup_type, "rotating out a backup");
-                glance.delete(id, token, request_id).await?;
-            }
+        for id in rotated_out(&images, newest, keep) {
+            tracing::info!(uuid, image_id = id, backup_type, "rotating out a backup");
+            glance.delete(id, token, request_id).await?;
         }
         Ok(())
+    }
+}
+
+/// The backups past the `keep` newest, from Glance's list newest first.
+/// Glance's `created_at` has whole seconds, so two backups made within one
+/// second tie and come in any order: the one just made (`newest`) is the
+/// newest whatever the list says.
+fn rotated_out<'a>(images: &'a [Value], newest: &'a str, keep: usize) -> Vec<&'a str> {
+    let ids = images
+        .iter()
+        .filter_map(|img| img.get("id").and_then(Value::as_str));
+    let listed_newest = ids.clone().any(|id| id == newest);
+    let ordered: Vec<&str> = listed_newest
+        .then_some(newest)
+        .into_iter()
+        .chain(ids.filter(|id| *id != newest))
+        .collect();
+    ordered.into_iter().skip(keep).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_backup_just_made_when_created_at_ties() {
+        // Made within one second: Glance listed the older first.
+        let listed = [json!({"id": "bk0"}), json!({"id": "bk1"})];
+        assert_eq!(rotated_out(&listed, "bk1", 1), ["bk0"]);
+        assert_eq!(rotated_out(&listed, "bk1", 2), Vec::<&str>::new());
+        assert_eq!(rotated_out(&listed, "bk1", 0), ["bk1", "bk0"]);
+        // In order, and the one just made not (yet) listed.
+        let listed = [json!({"id": "c"}), json!({"id": "b"}), json!({"id": "a"})];
+        assert_eq!(rotated_out(&listed, "c", 2), ["a"]);
+        assert_eq!(rotated_out(&listed, "x", 1), ["b", "a"]);
     }
 }
